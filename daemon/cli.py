@@ -1,0 +1,109 @@
+"""The `voicedrop` command: a thin layer that parses arguments and calls the stages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from daemon import __version__
+from daemon.config import TEMPLATE, ConfigError, Settings, load_settings
+from daemon.paths import Root, VoiceNameError
+
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, VoiceNameError) as exc:
+        print(f"voicedrop: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voicedrop", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"voicedrop {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    init = commands.add_parser("init", help="create config.yaml and the folders")
+    init.add_argument("root", nargs="?", default=".", type=Path)
+    init.set_defaults(handler=cmd_init)
+
+    run = commands.add_parser("run", help="run the daemon on a root")
+    add_root(run)
+    run.add_argument("--until-idle", action="store_true", help="exit once nothing is left to do")
+    run.set_defaults(handler=cmd_run)
+
+    status = commands.add_parser("status", help="show jobs and voices")
+    add_root(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("voice", nargs="?")
+    status.set_defaults(handler=cmd_status)
+
+    doctor = commands.add_parser("doctor", help="check dependencies, models, device, disk")
+    add_root(doctor)
+    doctor.set_defaults(handler=cmd_doctor)
+    return parser
+
+
+def add_root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", default=".", type=Path, help="working root (default: .)")
+
+
+def open_root(path: Path) -> tuple[Root, Settings]:
+    root = Root.at(path)
+    return root, load_settings(root.config_file)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    root = Root.at(args.root)
+    for folder in (root.inbox, root.outbox, root.voices, root.state):
+        folder.mkdir(parents=True, exist_ok=True)
+    if root.config_file.exists():
+        load_settings(root.config_file)
+        print(f"{root.config_file} exists and is valid; left as it is")
+    else:
+        shutil.copyfile(TEMPLATE, root.config_file)
+        print(f"wrote {root.config_file}")
+    print(f"drop clips into {root.inbox}/<voice>/ and texts into {root.outbox}/<voice>/")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from daemon.logs import setup_logging
+    from daemon.service import AlreadyRunning, Daemon
+
+    root, settings = open_root(args.root)
+    setup_logging(settings.logging, root.log_dir)
+    try:
+        return Daemon(root, settings).run(until_idle=args.until_idle)
+    except AlreadyRunning as exc:
+        print(f"voicedrop: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from daemon.status import collect, render_text
+
+    root, _ = open_root(args.root)
+    report = collect(root, args.voice)
+    print(json.dumps(report, indent=2) if args.json else render_text(report))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from daemon.doctor import run_checks
+
+    root, settings = open_root(args.root)
+    checks = run_checks(root, settings)
+    for check in checks:
+        print(check)
+    return 1 if any(check.level == "fail" for check in checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

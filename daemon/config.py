@@ -1,0 +1,321 @@
+"""Every setting in one validated place: config.yaml, overridden per voice by voice.yaml.
+
+A typo must stop the daemon at start-up with the file, the key and what is allowed,
+instead of being silently ignored and surprising the user at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+AUDIO_EXTENSIONS = (
+    "wav",
+    "flac",
+    "mp3",
+    "ogg",
+    "oga",
+    "opus",
+    "m4a",
+    "aac",
+    "webm",
+    "mka",
+    "wma",
+    "aiff",
+    "aif",
+    "caf",
+    "mp4",
+)
+
+
+class ConfigError(Exception):
+    """A setting a user must fix; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    mode: Literal["auto", "native", "poll"] = "auto"
+    stable_for: float = 2.0
+    poll_interval: float = 2.0
+    rescan_every: float = 300.0
+    ignore: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImportSettings:
+    extensions: tuple[str, ...] = AUDIO_EXTENSIONS
+    min_seconds: float = 0.6
+    min_sample_rate: int = 8000
+    warn_short_seconds: float = 3.0
+    warn_long_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    max_attempts: int = 3
+    retry_delay: float = 30.0
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = "INFO"
+    rotation: str = "10 MB"
+    retention: int = 5
+
+
+@dataclass(frozen=True)
+class WhisperSettings:
+    model: str = "models/whisper-base"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compute_type: str = "auto"
+    language: str | None = None
+    beam_size: int = 5
+    vad_filter: bool = True
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    min_seconds: float = 0.6
+    max_seconds: float = 11.6
+    validation_share: float = 0.05
+    start_offset: float = 0.0
+    end_offset: float = 0.0
+
+
+@dataclass(frozen=True)
+class TtsSettings:
+    models_dir: str = "models/tortoise"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    half: bool = False
+    preset: Literal["ultra_fast", "fast", "standard", "high_quality"] = "fast"
+    decoder: Literal["diffusion", "hifigan"] = "diffusion"
+    output_sample_rate: int = 24000
+    idle_unload: float = 600.0
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    schedule: str = "0 1 * * *"
+    until: str = "07:00"
+    catch_up: float = 21600.0
+    epochs: int = 50
+    learning_rate: float = 1e-4
+    batch_size: int | Literal["auto"] = "auto"
+    grad_accum: int = 1
+    text_lr_weight: float | Literal["auto"] = "auto"
+    mel_lr_weight: float = 1.0
+    lr_schedule: tuple[int, ...] = (2, 4, 9, 18, 25, 33, 50, 59)
+    validate_every: int = 5
+    save_every: int = 5
+
+
+@dataclass(frozen=True)
+class Settings:
+    watch: WatchSettings = field(default_factory=WatchSettings)
+    imports: ImportSettings = field(default_factory=ImportSettings)
+    jobs: JobSettings = field(default_factory=JobSettings)
+    logging: LogSettings = field(default_factory=LogSettings)
+    whisper: WhisperSettings = field(default_factory=WhisperSettings)
+    dataset: DatasetSettings = field(default_factory=DatasetSettings)
+    tts: TtsSettings = field(default_factory=TtsSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+
+
+TEMPLATE = Path(__file__).with_name("config_template.yaml")
+
+# `import` is a keyword, so the field is `imports`; users write `import:` in YAML.
+SECTION_NAMES = {"import": "imports"}
+GLOBAL_ONLY_SECTIONS = ("watch", "jobs", "logging")
+
+
+def load_settings(config_file: Path) -> Settings:
+    """Read config.yaml; a missing file means all defaults."""
+    if not config_file.exists():
+        return Settings()
+    return check_ranges(
+        apply_overrides(Settings(), read_yaml_mapping(config_file), config_file), config_file
+    )
+
+
+def check_ranges(settings: Settings, source: Path) -> Settings:
+    """Values that pass the type check but cannot work together."""
+    problems = [
+        ("watch.stable_for", settings.watch.stable_for > 0, "must be more than 0 seconds"),
+        ("watch.poll_interval", settings.watch.poll_interval > 0, "must be more than 0 seconds"),
+        ("watch.rescan_every", settings.watch.rescan_every >= 1, "must be at least 1 second"),
+        ("jobs.max_attempts", settings.jobs.max_attempts >= 1, "must be at least 1"),
+        (
+            "dataset.max_seconds",
+            settings.dataset.min_seconds < settings.dataset.max_seconds <= 11.6,
+            "must be above dataset.min_seconds and at most 11.6 (TorToiSe's 255995 samples)",
+        ),
+        ("dataset.validation_share", settings.dataset.validation_share < 1, "must be below 1"),
+        ("training.until", is_clock_time(settings.training.until), "must be a time like 07:00"),
+        ("training.schedule", is_cron(settings.training.schedule), "must be a 5-field cron line"),
+    ]
+    for where, ok, allowed in problems:
+        if not ok:
+            raise ConfigError(f"{source}: {where}: {allowed}")
+    return settings
+
+
+def is_clock_time(text: str) -> bool:
+    hours, _, minutes = text.partition(":")
+    return hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60
+
+
+def is_cron(text: str) -> bool:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_voice_settings(base: Settings, voice_file: Path) -> Settings:
+    """Apply voices/<voice>/voice.yaml on top of the global settings."""
+    if not voice_file.exists():
+        return base
+    data = read_yaml_mapping(voice_file)
+    for section in data:
+        if section in GLOBAL_ONLY_SECTIONS:
+            raise ConfigError(
+                f"{voice_file}: {section}: only config.yaml may set this section; "
+                f"voice.yaml may set {', '.join(voice_sections())}"
+            )
+    return check_ranges(apply_overrides(base, data, voice_file), voice_file)
+
+
+def voice_sections() -> list[str]:
+    return [name for name in yaml_section_names() if name not in GLOBAL_ONLY_SECTIONS]
+
+
+def yaml_section_names() -> list[str]:
+    renamed = {v: k for k, v in SECTION_NAMES.items()}
+    return [renamed.get(f.name, f.name) for f in dataclasses.fields(Settings)]
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(base: Settings, data: dict[str, Any], source: Path) -> Settings:
+    sections = {}
+    for section, values in data.items():
+        attr = SECTION_NAMES.get(section, section)
+        if section not in yaml_section_names():
+            raise ConfigError(unknown_key_message(source, str(section), yaml_section_names()))
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: {section}: expected a mapping of settings")
+        sections[attr] = override_section(getattr(base, attr), values, source, section)
+    return dataclasses.replace(base, **sections)
+
+
+def override_section(current: Any, values: dict[str, Any], source: Path, section: str) -> Any:
+    hints = typing.get_type_hints(type(current))
+    names = [f.name for f in dataclasses.fields(current)]
+    changes = {}
+    for key, value in values.items():
+        where = f"{section}.{key}"
+        if key not in names:
+            raise ConfigError(unknown_key_message(source, where, names))
+        changes[key] = coerce(value, hints[key], source, where)
+    return dataclasses.replace(current, **changes)
+
+
+def unknown_key_message(source: Path, where: str, allowed: list[str]) -> str:
+    last = where.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(last, allowed, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{source}: {where}: unknown key{hint}; allowed here: {', '.join(allowed)}"
+
+
+def coerce(value: Any, hint: Any, source: Path, where: str) -> Any:
+    """Check `value` against a type hint; accept ints for floats and lists for tuples."""
+    try:
+        checked = coerce_value(value, hint)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {where}: {exc}, got {value!r}") from None
+    if where == "import.extensions":
+        return tuple(ext.lower().lstrip(".") for ext in checked)
+    return checked
+
+
+def coerce_value(value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return coerce_union(value, typing.get_args(hint))
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(map(str, choices))}")
+        return value
+    if origin is tuple:
+        return coerce_tuple(value, typing.get_args(hint)[0])
+    return coerce_scalar(value, hint)
+
+
+def coerce_union(value: Any, options: tuple[Any, ...]) -> Any:
+    if value is None and type(None) in options:
+        return None
+    messages = []
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return coerce_value(value, option)
+        except ValueError as exc:
+            messages.append(str(exc).removeprefix("expected "))
+    raise ValueError("expected " + " or ".join(messages))
+
+
+def coerce_tuple(value: Any, item_hint: Any) -> tuple[Any, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of {type_name(item_hint)}")
+    return tuple(coerce_value(item, item_hint) for item in value)
+
+
+def coerce_scalar(value: Any, hint: type) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+    elif hint is str and isinstance(value, str) and value:
+        return value
+    raise ValueError(f"expected {type_name(hint)}")
+
+
+def type_name(hint: Any) -> str:
+    return {
+        bool: "true or false",
+        int: "a whole number ≥ 0",
+        float: "a number ≥ 0",
+        str: "a non-empty text (quote it)",
+    }.get(hint, str(hint))

@@ -1,0 +1,243 @@
+"""The job ledger: a SQLite table every stage queues work in, so nothing is lost to kill -9.
+
+A job is one unit of work on one input (import a clip, render a text…). States:
+pending → running → done | failed, plus waiting for jobs blocked on something outside
+the daemon (weights not installed yet) that a later check releases back to pending.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STATES = ("pending", "running", "waiting", "done", "failed")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    voice TEXT NOT NULL,
+    input_path TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'waiting', 'done', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    data TEXT NOT NULL DEFAULT '{}',
+    not_before REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    finished_at REAL,
+    UNIQUE (kind, voice, content_hash)
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, not_before, id);
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    voice: str
+    input_path: Path
+    content_hash: str
+    state: str
+    attempts: int
+    last_error: str | None
+    data: dict[str, Any]
+    not_before: float
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        values = dict(row)
+        values["input_path"] = Path(values["input_path"])
+        values["data"] = json.loads(values["data"])
+        return cls(**values)
+
+
+class Ledger:
+    """One connection per thread: create a Ledger in each thread that needs one."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def transaction(self) -> sqlite3.Connection:
+        """`with ledger.transaction():` runs a write transaction that takes the lock up front."""
+        return _Transaction(self.db)
+
+    def enqueue(
+        self, kind: str, voice: str, input_path: Path, content_hash: str
+    ) -> tuple[Job, bool]:
+        """Queue work once per (kind, voice, content): return the job and whether it is new."""
+        now = time.time()
+        with self.transaction():
+            cursor = self.db.execute(
+                "INSERT INTO jobs (kind, voice, input_path, content_hash, state, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)"
+                " ON CONFLICT (kind, voice, content_hash) DO NOTHING",
+                (kind, voice, str(input_path), content_hash, now, now),
+            )
+            created = cursor.rowcount == 1
+            row = self.db.execute(
+                "SELECT * FROM jobs WHERE kind = ? AND voice = ? AND content_hash = ?",
+                (kind, voice, content_hash),
+            ).fetchone()
+        return Job.from_row(row), created
+
+    def requeue(self, job_id: int, input_path: Path) -> None:
+        """Give a finished job a fresh start, e.g. when a rejected file is dropped again."""
+        self._update(
+            job_id,
+            state="pending",
+            input_path=str(input_path),
+            attempts=0,
+            last_error=None,
+            not_before=0,
+            finished_at=None,
+        )
+
+    def claim(self, kinds: tuple[str, ...] | None = None) -> Job | None:
+        """Take the oldest runnable job; its attempt is counted now, so a job that kills the
+        daemon every time still runs out of attempts."""
+        now = time.time()
+        kind_filter = ""
+        params: list[Any] = [now]
+        if kinds:
+            kind_filter = f" AND kind IN ({', '.join('?' * len(kinds))})"
+            params += list(kinds)
+        with self.transaction():
+            row = self.db.execute(
+                "SELECT id FROM jobs WHERE state = 'pending' AND not_before <= ?"
+                f"{kind_filter} ORDER BY id LIMIT 1",
+                params,
+            ).fetchone()
+            if row is None:
+                return None
+            self.db.execute(
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?"
+                " WHERE id = ?",
+                (now, row["id"]),
+            )
+        return self.get(row["id"])
+
+    def get(self, job_id: int) -> Job:
+        row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no job {job_id}")
+        return Job.from_row(row)
+
+    def set_data(self, job_id: int, **values: Any) -> Job:
+        """Record progress a retry must see (e.g. where the original was moved)."""
+        job = self.get(job_id)
+        self._update(job_id, data=json.dumps({**job.data, **values}))
+        return self.get(job_id)
+
+    def finish(self, job_id: int, **data: Any) -> None:
+        job = self.get(job_id)
+        self._update(
+            job_id,
+            state="done",
+            last_error=None,
+            finished_at=time.time(),
+            data=json.dumps({**job.data, **data}),
+        )
+
+    def fail(self, job_id: int, error: str) -> None:
+        self._update(job_id, state="failed", last_error=error, finished_at=time.time())
+
+    def retry_later(self, job_id: int, error: str, delay: float) -> None:
+        self._update(job_id, state="pending", last_error=error, not_before=time.time() + delay)
+
+    def wait(self, job_id: int, reason: str) -> None:
+        self._update(job_id, state="waiting", last_error=reason)
+
+    def release_waiting(self) -> int:
+        """Let blocked jobs try again; they go straight back to waiting if still blocked."""
+        with self.transaction():
+            cursor = self.db.execute(
+                "UPDATE jobs SET state = 'pending', updated_at = ? WHERE state = 'waiting'",
+                (time.time(),),
+            )
+        return cursor.rowcount
+
+    def recover(self, max_attempts: int) -> tuple[int, int]:
+        """After a crash, jobs left running go back to pending, or fail if they used up
+        their attempts (a job that crashes the daemon must not loop forever)."""
+        now = time.time()
+        with self.transaction():
+            failed = self.db.execute(
+                "UPDATE jobs SET state = 'failed', finished_at = ?, updated_at = ?,"
+                " last_error = 'interrupted ' || attempts || ' times (the daemon stopped while"
+                " it ran)' WHERE state = 'running' AND attempts >= ?",
+                (now, now, max_attempts),
+            ).rowcount
+            requeued = self.db.execute(
+                "UPDATE jobs SET state = 'pending', updated_at = ? WHERE state = 'running'",
+                (now,),
+            ).rowcount
+        return requeued, failed
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for row in self.db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
+            counts[row["state"]] = row["n"]
+        return counts
+
+    def busy(self) -> bool:
+        """Work is pending or running (waiting jobs do not count: they need the user)."""
+        row = self.db.execute(
+            "SELECT 1 FROM jobs WHERE state IN ('pending', 'running') LIMIT 1"
+        ).fetchone()
+        return row is not None
+
+    def next_due(self) -> float | None:
+        row = self.db.execute(
+            "SELECT MIN(not_before) AS due FROM jobs WHERE state = 'pending'"
+        ).fetchone()
+        return row["due"]
+
+    def jobs(
+        self, *, kind: str | None = None, voice: str | None = None, state: str | None = None
+    ) -> list[Job]:
+        clauses, params = [], []
+        for column, value in (("kind", kind), ("voice", voice), ("state", state)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.db.execute(f"SELECT * FROM jobs{where} ORDER BY id", params)
+        return [Job.from_row(row) for row in rows]
+
+    def _update(self, job_id: int, **columns: Any) -> None:
+        columns["updated_at"] = time.time()
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        with self.transaction():
+            self.db.execute(
+                f"UPDATE jobs SET {assignments} WHERE id = ?", [*columns.values(), job_id]
+            )
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,184 @@
+"""The daemon: one instance per root, a main loop that watches and queues, a worker that works.
+
+Start-up order matters for kill -9: take the lock, put interrupted jobs back, drop stale temp
+files, then scan the folders (events are hints; the listing is the truth) and only then tell
+systemd we are ready.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+from loguru import logger
+
+from daemon import atomic
+from daemon.clip_import import ClipImport
+from daemon.config import Settings
+from daemon.intake import Intake
+from daemon.ledger import Ledger
+from daemon.paths import Root
+from daemon.systemd import Notifier
+from daemon.watch import StabilityTracker, Watcher, classify
+from daemon.worker import Worker
+
+IDLE_TICK = 0.2
+
+
+class AlreadyRunning(Exception):
+    """Another daemon holds this root."""
+
+
+class InstanceLock:
+    """flock on .voicedrop/lock: released by the kernel even after kill -9."""
+
+    def __init__(self, root: Root) -> None:
+        self.path = root.lock_file
+        self.handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "unknown"
+            handle.close()
+            raise AlreadyRunning(
+                f"another voicedrop daemon (pid {pid}) is already running on {self.path.parents[1]}"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self.handle = handle
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+def running_pid(root: Root) -> int | None:
+    """The pid of the daemon holding `root`, or None when no daemon runs there."""
+    if not root.lock_file.exists():
+        return None
+    with open(root.lock_file, encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = handle.read().strip()
+            return int(text) if text.isdigit() else -1
+    return None
+
+
+class Daemon:
+    def __init__(self, root: Root, settings: Settings) -> None:
+        self.root = root
+        self.settings = settings
+        self.stop_requested = threading.Event()
+        self.wake = threading.Event()
+        self.tracker = StabilityTracker(settings.watch.stable_for, on_change=self.wake.set)
+        self.notifier = Notifier()
+
+    def request_stop(self, signum: int, _frame: object) -> None:
+        logger.info(
+            "received {}, finishing the current job and stopping", signal.Signals(signum).name
+        )
+        self.stop_requested.set()
+        self.wake.set()
+
+    def run(self, until_idle: bool = False) -> int:
+        lock = InstanceLock(self.root)
+        lock.acquire()
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        ledger = Ledger(self.root.ledger_file)
+        try:
+            self.recover(ledger)
+            worker = Worker(self.root.ledger_file, self.settings, self.stages())
+            watcher = Watcher(self.root, self.settings, self.tracker)
+            intake = Intake(self.root, self.settings, ledger)
+            watcher.start()
+            found = watcher.scan()
+            intake.check_voice_folders()
+            self.notifier.ready(f"watching {self.root.path}")
+            logger.info("voicedrop ready on {}: {} files to look at", self.root.path, found)
+            worker.start()
+            try:
+                self.main_loop(ledger, intake, watcher, worker, until_idle)
+            finally:
+                self.notifier.stopping()
+                watcher.stop()
+                worker.stop()
+        finally:
+            ledger.close()
+            lock.release()
+        logger.info("voicedrop stopped")
+        return 0
+
+    def stages(self) -> list:
+        return [ClipImport(self.root, self.settings)]
+
+    def recover(self, ledger: Ledger) -> None:
+        requeued, failed = ledger.recover(self.settings.jobs.max_attempts)
+        if requeued or failed:
+            logger.warning(
+                "recovered from an unclean stop: {} interrupted jobs queued again, {} given up",
+                requeued,
+                failed,
+            )
+        for folder in self.root.voices.glob("*/*"):
+            atomic.remove_stale_temp_files(folder)
+        ledger.release_waiting()
+
+    def main_loop(
+        self, ledger: Ledger, intake: Intake, watcher: Watcher, worker: Worker, until_idle: bool
+    ) -> None:
+        next_rescan = time.monotonic() + self.settings.watch.rescan_every
+        while not self.stop_requested.is_set():
+            self.wake.wait(timeout=self.sleep_time(next_rescan, until_idle))
+            self.wake.clear()
+            for path in self.tracker.due():
+                if self.take(intake, path):
+                    worker.wake.set()
+            if time.monotonic() >= next_rescan:
+                watcher.scan()
+                intake.check_voice_folders()
+                if ledger.release_waiting():
+                    worker.wake.set()
+                next_rescan = time.monotonic() + self.settings.watch.rescan_every
+            self.notifier.ping_if_due()
+            if until_idle and not len(self.tracker) and not ledger.busy():
+                logger.info("nothing left to do (--until-idle)")
+                return
+
+    def take(self, intake: Intake, path: Path) -> bool:
+        drop = classify(self.root, path, self.settings)
+        if drop is None:
+            return False
+        try:
+            return intake.take(drop)
+        except OSError as exc:
+            logger.error("could not take {}: {}; will look again", path, exc)
+            self.tracker.touch(path)
+            return False
+
+    def sleep_time(self, next_rescan: float, until_idle: bool) -> float:
+        now = time.monotonic()
+        deadlines = [next_rescan - now]
+        stable_at = self.tracker.next_deadline()
+        if stable_at is not None:
+            deadlines.append(stable_at - now)
+        watchdog = self.notifier.ping_if_due()
+        if watchdog is not None:
+            deadlines.append(watchdog)
+        if until_idle:
+            deadlines.append(IDLE_TICK)
+        return max(0.01, min(deadlines))

@@ -1,0 +1,99 @@
+"""What `voicedrop status` reports: read from the ledger and the folders, never from the daemon,
+so it works the same whether the daemon runs or not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from daemon.intake import IMPORT
+from daemon.ledger import Ledger
+from daemon.paths import Root, VoicePaths
+from daemon.service import running_pid
+
+
+def collect(root: Root, only_voice: str | None = None) -> dict[str, Any]:
+    ledger = Ledger(root.ledger_file)
+    try:
+        names, refused = root.voice_names()
+        names = sorted(set(names) | {job.voice for job in ledger.jobs()})
+        if only_voice is not None:
+            root.voice(only_voice)
+            names = [only_voice]
+        pid = running_pid(root)
+        return {
+            "root": str(root.path),
+            "daemon": {"running": pid is not None, "pid": pid},
+            "jobs": ledger.counts(),
+            "voices": {name: voice_report(root.voice(name), ledger) for name in names},
+            "refused_voices": refused,
+            "failed": [
+                {
+                    "id": j.id,
+                    "kind": j.kind,
+                    "voice": j.voice,
+                    "file": j.input_path.name,
+                    "reason": j.last_error,
+                }
+                for j in ledger.jobs(state="failed")
+                if only_voice in (None, j.voice)
+            ],
+        }
+    finally:
+        ledger.close()
+
+
+def voice_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
+    clips, warnings, duration = 0, [], 0.0
+    for job in ledger.jobs(kind=IMPORT, voice=voice.name, state="done"):
+        if job.data.get("outcome") != "imported" or not Path(job.data["clip"]).exists():
+            continue
+        clips += 1
+        analysis = job.data["analysis"]
+        duration += analysis["duration"]
+        name = Path(job.data["clip"]).name
+        warnings += [f"{name}: {warning}" for warning in analysis["warnings"]]
+    return {
+        "clips": clips,
+        "duration": round(duration, 2),
+        "warnings": warnings,
+        "rejected": rejected_files(voice),
+        "waiting": [
+            {"file": job.input_path.name, "kind": job.kind, "reason": job.last_error}
+            for job in ledger.jobs(voice=voice.name, state="waiting")
+        ],
+    }
+
+
+def rejected_files(voice: VoicePaths) -> list[dict[str, str]]:
+    """What sits in rejected/ now: the folder is the truth, so a file the user removed is gone."""
+    if not voice.rejected.is_dir():
+        return []
+    reports = []
+    for reason_file in sorted(voice.rejected.glob("*.reason.txt")):
+        name = reason_file.name.removesuffix(".reason.txt")
+        reason = reason_file.read_text(encoding="utf-8", errors="replace").strip()
+        reports.append({"file": name, "reason": reason})
+    return reports
+
+
+def render_text(report: dict[str, Any]) -> str:
+    daemon = report["daemon"]
+    jobs = report["jobs"]
+    state = f"running (pid {daemon['pid']})" if daemon["running"] else "stopped"
+    lines = [
+        f"root:    {report['root']}",
+        f"daemon:  {state}",
+        "jobs:    " + ", ".join(f"{jobs[state]} {state}" for state in jobs),
+    ]
+    for name, voice in report["voices"].items():
+        minutes = voice["duration"] / 60
+        lines.append(f"\nvoice {name}: {voice['clips']} clips, {minutes:.1f} min of audio")
+        lines += [f"  warning  {w}" for w in voice["warnings"]]
+        lines += [f"  rejected {r['file']}: {r['reason']}" for r in voice["rejected"]]
+        lines += [f"  waiting  {w['file']}: {w['reason']}" for w in voice["waiting"]]
+    for name, why in report["refused_voices"].items():
+        lines.append(f"\nrefused voice folder {name!r}: {why}")
+    failed = [f for f in report["failed"] if f["kind"] != IMPORT]
+    lines += [f"\nfailed {f['kind']} {f['voice']}/{f['file']}: {f['reason']}" for f in failed]
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""The one worker that runs queued jobs, one at a time, so two GPU jobs never overlap.
+
+Each job kind plugs in as a Stage. A stage raises `Rejected` for input that can never work
+(no retry), `Blocked` when something outside the daemon is missing (the job waits), and any
+other exception for trouble that may pass (retried with backoff, then given up).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Protocol
+
+from loguru import logger
+
+from daemon.config import Settings
+from daemon.ledger import Job, Ledger
+
+
+class Rejected(Exception):
+    """The input itself is unusable: retrying cannot help."""
+
+
+class Blocked(Exception):
+    """The job needs something the user must provide (e.g. weights); it waits in `waiting`."""
+
+
+class Stage(Protocol):
+    kind: str
+
+    def run(self, job: Job, ledger: Ledger) -> None:
+        """Do the work and call ledger.finish(), or raise."""
+
+    def give_up(self, job: Job, reason: str) -> None:
+        """Leave the user a reason file and put the input somewhere safe."""
+
+
+class Worker:
+    """Claims jobs from the ledger in its own thread; `stop()` lets the current job finish."""
+
+    def __init__(self, ledger_file: Path, settings: Settings, stages: list[Stage]) -> None:
+        self.ledger_file = ledger_file
+        self.settings = settings
+        self.stages = {stage.kind: stage for stage in stages}
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.loop, name="worker", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        self.thread.join()
+
+    def loop(self) -> None:
+        ledger = Ledger(self.ledger_file)
+        try:
+            while not self.stopping.is_set():
+                job = ledger.claim(tuple(self.stages))
+                if job is None:
+                    self.wake.wait(timeout=self.idle_wait(ledger))
+                    self.wake.clear()
+                    continue
+                self.run_one(job, ledger)
+        finally:
+            ledger.close()
+
+    def idle_wait(self, ledger: Ledger) -> float:
+        due = ledger.next_due()
+        return 60.0 if due is None else min(60.0, max(0.05, due - time.time()))
+
+    def run_one(self, job: Job, ledger: Ledger) -> None:
+        stage = self.stages[job.kind]
+        started = time.monotonic()
+        logger.info("{} job {} started: {} ({})", job.kind, job.id, job.input_path.name, job.voice)
+        try:
+            stage.run(job, ledger)
+        except Rejected as exc:
+            self.give_up(stage, job, ledger, str(exc))
+        except Blocked as exc:
+            ledger.wait(job.id, str(exc))
+            logger.warning("{} job {} waits: {}", job.kind, job.id, exc)
+        except Exception as exc:
+            self.retry_or_give_up(stage, job, ledger, exc)
+        else:
+            logger.info("{} job {} done in {:.2f} s", job.kind, job.id, time.monotonic() - started)
+
+    def retry_or_give_up(self, stage: Stage, job: Job, ledger: Ledger, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        logger.debug("{} job {} raised:\n{}", job.kind, job.id, traceback.format_exc())
+        if job.attempts >= self.settings.jobs.max_attempts:
+            reason = f"failed {job.attempts} times; last error: {error}"
+            self.give_up(stage, job, ledger, reason)
+            return
+        delay = self.settings.jobs.retry_delay * 2 ** (job.attempts - 1)
+        ledger.retry_later(job.id, error, delay)
+        logger.warning(
+            "{} job {} failed (attempt {}/{}), retrying in {:.0f} s: {}",
+            job.kind,
+            job.id,
+            job.attempts,
+            self.settings.jobs.max_attempts,
+            delay,
+            error,
+        )
+
+    def give_up(self, stage: Stage, job: Job, ledger: Ledger, reason: str) -> None:
+        try:
+            stage.give_up(job, reason)
+        except Exception as exc:
+            logger.error("{} job {}: could not file the input away: {}", job.kind, job.id, exc)
+        ledger.fail(job.id, reason)
+        logger.error("{} job {} failed for good: {}", job.kind, job.id, reason)

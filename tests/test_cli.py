@@ -1,0 +1,57 @@
+"""The commands a user types: status (text and JSON) and doctor."""
+
+from tests.conftest import run_until_idle, status, voicedrop, write_wav
+
+
+def test_status_json_has_the_documented_keys(root):
+    write_wav(root / "inbox" / "alice" / "a.wav", 4.0)
+    write_wav(root / "inbox" / "alice" / "b.wav", 2.0, seed=1)
+    (root / "inbox" / "alice" / "c.wav").write_text("not audio")
+    (root / "outbox" / "bob").mkdir(parents=True)
+    run_until_idle(root)
+    report = status(root)
+    assert set(report["jobs"]) == {"pending", "running", "waiting", "failed", "done"}
+    assert report["jobs"]["done"] == 2 and report["jobs"]["failed"] == 1
+    alice = report["voices"]["alice"]
+    assert alice["clips"] == 2 and abs(alice["duration"] - 6.0) < 0.01
+    assert [r["file"] for r in alice["rejected"]] == ["c.wav"]
+    assert any(w.startswith("b.wav: short") for w in alice["warnings"])
+    assert report["voices"]["bob"]["clips"] == 0
+    assert report["daemon"]["running"] is False
+
+
+def test_status_text_and_voice_filter(root):
+    write_wav(root / "inbox" / "alice" / "a.wav", 4.0)
+    write_wav(root / "inbox" / "bob" / "b.wav", 4.0, seed=3)
+    run_until_idle(root)
+    text = voicedrop("status", "--root", str(root)).stdout
+    assert "voice alice: 1 clips, 0.1 min of audio" in text
+    assert "0 pending, 0 running, 0 waiting, 2 done, 0 failed" in text
+    only = voicedrop("status", "--root", str(root), "--json", "bob").stdout
+    assert '"bob"' in only and '"alice"' not in only
+
+
+def test_doctor_reports_packages_models_device_and_folders(root):
+    result = voicedrop("doctor", "--root", str(root), check=False)
+    lines = result.stdout.splitlines()
+    for name in (
+        "python",
+        "torch",
+        "tortoise-tts",
+        "faster-whisper",
+        "audio decoders",
+        "whisper model",
+        "tts models",
+        "device",
+        "free disk",
+        "folder",
+    ):
+        assert any(line[6:].startswith(name + ":") for line in lines), name
+    assert any("tts models: missing autoregressive.pth" in line for line in lines)
+    assert "fail  whisper model" in result.stdout
+    assert result.returncode == 1
+    whisper = root / "models" / "whisper-base"
+    whisper.mkdir(parents=True)
+    (whisper / "model.bin").write_bytes(b"")
+    healthy = voicedrop("doctor", "--root", str(root), check=False)
+    assert healthy.returncode == 0, healthy.stdout

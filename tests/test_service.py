@@ -1,0 +1,138 @@
+"""The daemon as a whole: bursts, kill -9, one instance per root, clean shutdown."""
+
+import hashlib
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from tests.conftest import (
+    DaemonProcess,
+    imported_clips,
+    run_until_idle,
+    status,
+    voicedrop,
+    wait_for,
+)
+
+
+def stage_clips(folder: Path, count: int, seconds: float = 0.8) -> dict[str, str]:
+    """Distinct small clips written outside the inbox; returns name → sha256."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * 22050)) / 22050
+    hashes = {}
+    for index in range(count):
+        tone = 0.3 * np.sin(2 * np.pi * (120 + index) * t) + 0.01 * rng.standard_normal(t.size)
+        path = folder / f"clip{index:04d}.wav"
+        sf.write(path, tone.astype(np.float32), 22050, subtype="PCM_16")
+        hashes[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+def drop_all(staged: Path, inbox: Path) -> None:
+    inbox.mkdir(parents=True, exist_ok=True)
+    for path in sorted(staged.iterdir()):
+        os.rename(path, inbox / path.name)
+
+
+def assert_each_imported_once(root: Path, voice: str, hashes: dict[str, str]) -> None:
+    originals = root / "voices" / voice / "originals"
+    found = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in originals.iterdir()}
+    assert found == hashes, "an original is missing, renamed, doubled or changed"
+    clips = imported_clips(root, voice)
+    assert sorted(p.name for p in clips) == sorted(hashes), "clips do not match the originals"
+    for clip in clips:
+        assert abs(sf.info(clip).duration - 0.8) < 0.01, f"{clip.name} is half-written"
+    leftovers = [p for p in (root / "inbox" / voice).rglob("*") if p.is_file()]
+    assert leftovers == [], leftovers
+    report = status(root)
+    assert report["jobs"]["done"] == len(hashes)
+    assert report["jobs"]["failed"] == report["jobs"]["pending"] == report["jobs"]["running"] == 0
+    temp = [p for p in (root / "voices").rglob("*") if p.name.startswith(".voicedrop-tmp")]
+    assert temp == []
+
+
+def test_a_burst_of_500_files_is_imported_exactly_once(root, daemon, tmp_path):
+    hashes = stage_clips(tmp_path / "staged", 500)
+    daemon.start()
+    drop_all(tmp_path / "staged", root / "inbox" / "burst")
+    wait_for(lambda: status(root)["jobs"]["done"] == 500, timeout=300, every=1)
+    time.sleep(1)
+    assert_each_imported_once(root, "burst", hashes)
+
+
+def test_kill_9_during_a_burst_loses_nothing_and_doubles_nothing(root, tmp_path):
+    hashes = stage_clips(tmp_path / "staged", 300)
+    drop_all(tmp_path / "staged", root / "inbox" / "crash")
+    log = tmp_path / "daemon.log"
+    rng = random.Random(9)
+    for _ in range(3):
+        daemon = DaemonProcess(root, log).start()
+        done = len(imported_clips(root, "crash"))
+        wait_for(
+            lambda d=done: len(imported_clips(root, "crash")) > d + 20, timeout=120, every=0.01
+        )
+        time.sleep(rng.uniform(0, 0.3))
+        daemon.kill()
+    assert len(imported_clips(root, "crash")) < 300, "the kills came too late to test anything"
+    result = run_until_idle(root)
+    assert "recovered from an unclean stop" in log.read_text() + result.stderr
+    assert_each_imported_once(root, "crash", hashes)
+
+
+def test_a_second_daemon_on_the_same_root_refuses(root, daemon):
+    daemon.start()
+    second = voicedrop("run", "--root", str(root), check=False, timeout=60)
+    assert second.returncode == 1
+    assert f"already running on {root}" in second.stderr
+    assert f"(pid {daemon.process.pid})" in second.stderr
+    assert status(root)["daemon"] == {"running": True, "pid": daemon.process.pid}
+
+
+def test_sigterm_lets_the_current_job_finish_and_exits_0(root, daemon, tmp_path):
+    hashes = stage_clips(tmp_path / "staged", 40)
+    daemon.start()
+    drop_all(tmp_path / "staged", root / "inbox" / "term")
+    wait_for(lambda: imported_clips(root, "term"), timeout=60, every=0.01)
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert "voicedrop stopped" in daemon.output()
+    report = status(root)
+    assert report["jobs"]["running"] == 0 and report["daemon"]["running"] is False
+    run_until_idle(root)
+    assert_each_imported_once(root, "term", hashes)
+
+
+def test_sigint_stops_cleanly_too(root, daemon):
+    daemon.start()
+    assert daemon.stop(signal.SIGINT) == 0
+
+
+def test_voice_folders_that_escape_the_root_are_refused(root, daemon, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.wav").write_bytes(b"RIFF not touched")
+    os.symlink(outside, root / "inbox" / "escape")
+    (root / "inbox" / "bad\x07bell").mkdir()
+    (root / "inbox" / "bad\x07bell" / "clip.wav").write_bytes(b"RIFF")
+    daemon.start()
+    run_until = time.monotonic() + 3
+    while time.monotonic() < run_until:
+        assert (outside / "secret.wav").read_bytes() == b"RIFF not touched"
+        time.sleep(0.2)
+    assert not (root / "voices" / "escape").exists()
+    refused = status(root)["refused_voices"]
+    assert "outside the root" in refused["escape"]
+    assert "control characters" in refused["bad\x07bell"]
+    assert "refusing voice folder 'escape'" in daemon.output()
+
+
+def test_cli_refuses_voice_names_that_escape(root):
+    for name in ("../etc", "..", ".hidden", "a/b"):
+        result = voicedrop("status", "--root", str(root), name, check=False)
+        assert result.returncode == 2, name
+        assert "voice name" in result.stderr
