@@ -50,11 +50,9 @@ def write_text(target: Path, text: str) -> None:
 
 
 def remove_stale_temp_files(directory: Path) -> int:
-    """Drop temp files a killed process left behind; they were never visible outputs."""
-    if not directory.is_dir():
-        return 0
+    """Drop temp files a killed process left below `directory`; they were never outputs."""
     removed = 0
-    for stale in directory.glob(f"{TEMP_PREFIX}*"):
+    for stale in directory.rglob(f"{TEMP_PREFIX}*"):
         stale.unlink(missing_ok=True)
         removed += 1
     return removed

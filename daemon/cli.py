@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("voice", nargs="?")
     status.set_defaults(handler=cmd_status)
 
+    transcribe = commands.add_parser("transcribe", help="rebuild a voice's dataset")
+    add_root(transcribe)
+    transcribe.add_argument("voice")
+    transcribe.set_defaults(handler=cmd_transcribe)
+
     doctor = commands.add_parser("doctor", help="check dependencies, models, device, disk")
     add_root(doctor)
     doctor.set_defaults(handler=cmd_doctor)
@@ -92,6 +97,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     root, _ = open_root(args.root)
     report = collect(root, args.voice)
     print(json.dumps(report, indent=2) if args.json else render_text(report))
+    return 0
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    """Queue a rebuild; run it here unless a daemon already serves the root."""
+    from daemon.dataset import DatasetStage, PruneStage, queue_rebuild
+    from daemon.ledger import Ledger
+    from daemon.logs import setup_logging
+    from daemon.service import AlreadyRunning, InstanceLock, running_pid
+    from daemon.worker import Worker
+
+    root, settings = open_root(args.root)
+    voice = root.voice(args.voice)
+    ledger = Ledger(root.ledger_file)
+    queued = queue_rebuild(root, ledger, voice)
+    ledger.close()
+    pid = running_pid(root)
+    if pid is not None:
+        print(f"queued {queued} clips of {voice.name}; the running daemon (pid {pid}) does them")
+        return 0
+    setup_logging(settings.logging, root.log_dir)
+    lock = InstanceLock(root)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        print(f"voicedrop: {exc}", file=sys.stderr)
+        return 1
+    try:
+        stages = [DatasetStage(root, settings), PruneStage(root, settings)]
+        Worker(root.ledger_file, settings, stages).drain()
+    finally:
+        lock.release()
+    print(f"transcribed {queued} clips of {voice.name}")
     return 0
 
 

@@ -14,6 +14,7 @@ from loguru import logger
 
 from daemon import audio
 from daemon.config import ConfigError, ImportSettings, Settings, load_voice_settings
+from daemon.dataset import TRANSCRIBE
 from daemon.intake import IMPORT, file_sha256, move_file, reject_file
 from daemon.ledger import Job, Ledger
 from daemon.paths import Root, VoicePaths, free_name
@@ -44,6 +45,7 @@ class ClipImport:
         audio.write_clip(clip, mono, CLIP_RATE)
         if source != original:
             move_file(source, original)
+        ledger.enqueue(TRANSCRIBE, voice.name, clip, job.content_hash)
         ledger.finish(job.id, outcome="imported", analysis=analysis.to_dict())
         for warning in analysis.warnings:
             logger.warning("{} ({}): {}", clip.name, voice.name, warning)

@@ -78,6 +78,8 @@ class WhisperSettings:
     language: str | None = None
     beam_size: int = 5
     vad_filter: bool = True
+    word_timestamps: bool = True
+    condition_on_previous_text: bool = False
     threads: int = 0
 
 
@@ -86,6 +88,9 @@ class DatasetSettings:
     min_seconds: float = 0.6
     max_seconds: float = 11.6
     validation_share: float = 0.05
+    validation_text_length: int = 12
+    validation_audio_length: float = 1.0
+    trim_silence: bool = True
     start_offset: float = 0.0
     end_offset: float = 0.0
 
@@ -134,6 +139,7 @@ TEMPLATE = Path(__file__).with_name("config_template.yaml")
 # `import` is a keyword, so the field is `imports`; users write `import:` in YAML.
 SECTION_NAMES = {"import": "imports"}
 GLOBAL_ONLY_SECTIONS = ("watch", "jobs", "logging")
+SIGNED_SETTINGS = ("dataset.start_offset", "dataset.end_offset")
 
 
 def load_settings(config_file: Path) -> Settings:
@@ -164,7 +170,24 @@ def check_ranges(settings: Settings, source: Path) -> Settings:
     for where, ok, allowed in problems:
         if not ok:
             raise ConfigError(f"{source}: {where}: {allowed}")
+    for where, value in negative_numbers(settings):
+        raise ConfigError(f"{source}: {where}: must be 0 or more, got {value}")
     return settings
+
+
+def negative_numbers(settings: Settings) -> list[tuple[str, float]]:
+    """Offsets may move a cut earlier; every other number is a size, a time or a rate."""
+    found = []
+    for section_name in yaml_section_names():
+        section = getattr(settings, SECTION_NAMES.get(section_name, section_name))
+        for item in dataclasses.fields(section):
+            where = f"{section_name}.{item.name}"
+            value = getattr(section, item.name)
+            if where in SIGNED_SETTINGS or isinstance(value, bool):
+                continue
+            if isinstance(value, int | float) and value < 0:
+                found.append((where, value))
+    return found
 
 
 def is_clock_time(text: str) -> bool:
@@ -305,7 +328,7 @@ def coerce_scalar(value: Any, hint: type) -> Any:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
     elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
             return float(value)
     elif hint is str and isinstance(value, str) and value:
         return value
@@ -316,6 +339,6 @@ def type_name(hint: Any) -> str:
     return {
         bool: "true or false",
         int: "a whole number ≥ 0",
-        float: "a number ≥ 0",
+        float: "a number",
         str: "a non-empty text (quote it)",
     }.get(hint, str(hint))

@@ -92,11 +92,9 @@ class Ledger:
                 (kind, voice, str(input_path), content_hash, now, now),
             )
             created = cursor.rowcount == 1
-            row = self.db.execute(
-                "SELECT * FROM jobs WHERE kind = ? AND voice = ? AND content_hash = ?",
-                (kind, voice, content_hash),
-            ).fetchone()
-        return Job.from_row(row), created
+            job = self.find(kind, voice, content_hash)
+        assert job is not None
+        return job, created
 
     def requeue(self, job_id: int, input_path: Path) -> None:
         """Give a finished job a fresh start, e.g. when a rejected file is dropped again."""
@@ -133,6 +131,13 @@ class Ledger:
                 (now, row["id"]),
             )
         return self.get(row["id"])
+
+    def find(self, kind: str, voice: str, content_hash: str) -> Job | None:
+        row = self.db.execute(
+            "SELECT * FROM jobs WHERE kind = ? AND voice = ? AND content_hash = ?",
+            (kind, voice, content_hash),
+        ).fetchone()
+        return None if row is None else Job.from_row(row)
 
     def get(self, job_id: int) -> Job:
         row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()

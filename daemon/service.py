@@ -20,12 +20,13 @@ from loguru import logger
 from daemon import atomic
 from daemon.clip_import import ClipImport
 from daemon.config import Settings
+from daemon.dataset import DatasetStage, PruneStage, reconcile
 from daemon.intake import Intake
 from daemon.ledger import Ledger
 from daemon.paths import Root
 from daemon.systemd import Notifier
 from daemon.watch import StabilityTracker, Watcher, classify
-from daemon.worker import Worker
+from daemon.worker import Stage, Worker
 
 IDLE_TICK = 0.2
 
@@ -123,8 +124,12 @@ class Daemon:
         logger.info("voicedrop stopped")
         return 0
 
-    def stages(self) -> list:
-        return [ClipImport(self.root, self.settings)]
+    def stages(self) -> list[Stage]:
+        return [
+            ClipImport(self.root, self.settings),
+            DatasetStage(self.root, self.settings),
+            PruneStage(self.root, self.settings),
+        ]
 
     def recover(self, ledger: Ledger) -> None:
         requeued, failed = ledger.recover(self.settings.jobs.max_attempts)
@@ -134,9 +139,10 @@ class Daemon:
                 requeued,
                 failed,
             )
-        for folder in self.root.voices.glob("*/*"):
+        for folder in (self.root.voices, self.root.inbox, self.root.outbox):
             atomic.remove_stale_temp_files(folder)
         ledger.release_waiting()
+        reconcile(self.root, ledger)
 
     def main_loop(
         self, ledger: Ledger, intake: Intake, watcher: Watcher, worker: Worker, until_idle: bool
@@ -151,7 +157,7 @@ class Daemon:
             if time.monotonic() >= next_rescan:
                 watcher.scan()
                 intake.check_voice_folders()
-                if ledger.release_waiting():
+                if ledger.release_waiting() + reconcile(self.root, ledger):
                     worker.wake.set()
                 next_rescan = time.monotonic() + self.settings.watch.rescan_every
             self.notifier.ping_if_due()

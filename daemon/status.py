@@ -3,9 +3,11 @@ so it works the same whether the daemon runs or not."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from daemon.dataset import Transcripts, transcription_progress
 from daemon.intake import IMPORT
 from daemon.ledger import Ledger
 from daemon.paths import Root, VoicePaths
@@ -57,12 +59,38 @@ def voice_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
         "clips": clips,
         "duration": round(duration, 2),
         "warnings": warnings,
+        "dataset": dataset_report(voice, ledger),
         "rejected": rejected_files(voice),
         "waiting": [
             {"file": job.input_path.name, "kind": job.kind, "reason": job.last_error}
             for job in ledger.jobs(voice=voice.name, state="waiting")
         ],
     }
+
+
+def dataset_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
+    entries = Transcripts(voice).entries
+    pieces = [piece for entry in entries.values() for piece in entry["pieces"]]
+    language_file = voice.dataset / "language.json"
+    languages = {entry["language"] for entry in entries.values()}
+    if language_file.exists():
+        languages.add(json.loads(language_file.read_text(encoding="utf-8"))["language"])
+    return {
+        "train": count_lines(voice.dataset / "train.txt"),
+        "validation": count_lines(voice.dataset / "validation.txt"),
+        "minutes": round(sum(p["end"] - p["start"] for p in pieces) / 60, 2),
+        "language": ", ".join(sorted(languages)) or None,
+        **transcription_progress(ledger, voice.name),
+        "unknown_tokens": [
+            f"audio/{p['file']}: {p['unknown']!r} map to [UNK], training would drop this line"
+            for p in pieces
+            if p["unknown"]
+        ],
+    }
+
+
+def count_lines(path: Path) -> int:
+    return len(path.read_text(encoding="utf-8").splitlines()) if path.exists() else 0
 
 
 def rejected_files(voice: VoicePaths) -> list[dict[str, str]]:
@@ -77,6 +105,19 @@ def rejected_files(voice: VoicePaths) -> list[dict[str, str]]:
     return reports
 
 
+def dataset_line(dataset: dict[str, Any]) -> str:
+    line = (
+        f"  dataset: {dataset['train']} train / {dataset['validation']} validation lines, "
+        f"{dataset['minutes']:.1f} min, language {dataset['language'] or 'not yet known'}"
+    )
+    if dataset["to_transcribe"]:
+        line += (
+            f"; transcribing {dataset['to_transcribe']} more clips "
+            f"(ETA {dataset['eta_seconds']:.0f} s)"
+        )
+    return line
+
+
 def render_text(report: dict[str, Any]) -> str:
     daemon = report["daemon"]
     jobs = report["jobs"]
@@ -89,7 +130,10 @@ def render_text(report: dict[str, Any]) -> str:
     for name, voice in report["voices"].items():
         minutes = voice["duration"] / 60
         lines.append(f"\nvoice {name}: {voice['clips']} clips, {minutes:.1f} min of audio")
+        lines.append(dataset_line(voice["dataset"]))
         lines += [f"  warning  {w}" for w in voice["warnings"]]
+        lines += [f"  dataset  {p}" for p in voice["dataset"]["problems"]]
+        lines += [f"  dataset  {u}" for u in voice["dataset"]["unknown_tokens"]]
         lines += [f"  rejected {r['file']}: {r['reason']}" for r in voice["rejected"]]
         lines += [f"  waiting  {w['file']}: {w['reason']}" for w in voice["waiting"]]
     for name, why in report["refused_voices"].items():

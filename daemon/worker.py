@@ -19,6 +19,9 @@ from daemon.config import Settings
 from daemon.ledger import Job, Ledger
 
 
+IDLE_POLL = 5.0  # jobs queued by another process (`voicedrop transcribe`) start this soon
+
+
 class Rejected(Exception):
     """The input itself is unusable: retrying cannot help."""
 
@@ -69,9 +72,19 @@ class Worker:
         finally:
             ledger.close()
 
+    def drain(self) -> None:
+        """Run jobs in this thread until none is runnable (`voicedrop transcribe` without a
+        daemon)."""
+        ledger = Ledger(self.ledger_file)
+        try:
+            while (job := ledger.claim(tuple(self.stages))) is not None:
+                self.run_one(job, ledger)
+        finally:
+            ledger.close()
+
     def idle_wait(self, ledger: Ledger) -> float:
         due = ledger.next_due()
-        return 60.0 if due is None else min(60.0, max(0.05, due - time.time()))
+        return IDLE_POLL if due is None else min(IDLE_POLL, max(0.05, due - time.time()))
 
     def run_one(self, job: Job, ledger: Ledger) -> None:
         stage = self.stages[job.kind]

@@ -159,3 +159,41 @@ def ffmpeg_encode(source: Path, target: Path, *options: str) -> Path:
         check=True,
     )
     return target
+
+
+SENTENCES = (
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "She sells fresh bread and warm coffee every morning at the small corner shop.",
+    "We walked along the quiet beach until the sun went down behind the hills.",
+    "My grandfather planted apple trees in the garden many years ago.",
+    "Please remember to close the window before you leave the house tonight.",
+    "The children laughed as the little boat drifted slowly across the lake.",
+)
+
+
+def espeak(path: Path, text: str, voice: str = "en-us", speed: int = 160) -> Path:
+    """Speech with a known transcript, from espeak-ng (22050 Hz mono)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True)
+    return path
+
+
+def normalised_words(text: str) -> list[str]:
+    return "".join(c if c.isalnum() or c in " '" else " " for c in text.lower()).split()
+
+
+def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
+    """Word-level edit distance over all pairs, divided by the reference word count."""
+    errors = words = 0
+    for reference, hypothesis in zip(references, hypotheses, strict=True):
+        ref, hyp = normalised_words(reference), normalised_words(hypothesis)
+        row = list(range(len(hyp) + 1))
+        for i, ref_word in enumerate(ref, 1):
+            previous, row[0] = row[:], i
+            for j, hyp_word in enumerate(hyp, 1):
+                row[j] = min(
+                    previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word)
+                )
+        errors += row[-1]
+        words += len(ref)
+    return errors / words

@@ -26,7 +26,9 @@ def test_status_text_and_voice_filter(root):
     run_until_idle(root)
     text = voicedrop("status", "--root", str(root)).stdout
     assert "voice alice: 1 clips, 0.1 min of audio" in text
-    assert "0 pending, 0 running, 0 waiting, 2 done, 0 failed" in text
+    # The test root has no Whisper model, so each clip's transcription waits for one.
+    assert "0 pending, 0 running, 2 waiting, 2 done, 0 failed" in text
+    assert "waiting  a.wav: the Whisper model" in text
     only = voicedrop("status", "--root", str(root), "--json", "bob").stdout
     assert '"bob"' in only and '"alice"' not in only
 

@@ -28,7 +28,8 @@ def test_repo_config_is_the_documented_template():
     ("text", "expected"),
     [
         ("watch:\n  stabel_for: 3\n", "watch.stabel_for: unknown key (did you mean 'stable_for'?)"),
-        ("watch:\n  stable_for: soon\n", "watch.stable_for: expected a number ≥ 0, got 'soon'"),
+        ("watch:\n  stable_for: soon\n", "watch.stable_for: expected a number, got 'soon'"),
+        ("import:\n  min_seconds: -1\n", "import.min_seconds: must be 0 or more, got -1.0"),
         ("watch:\n  mode: fast\n", "watch.mode: expected one of auto, native, poll"),
         ("wacth:\n  mode: poll\n", "wacth: unknown key (did you mean 'watch'?)"),
         ("jobs:\n  max_attempts: 0\n", "jobs.max_attempts: must be at least 1"),
@@ -78,7 +79,7 @@ def test_daemon_refuses_to_start_with_a_bad_config(root):
     write(root / "config.yaml", "watch:\n  stable_for: -1\n")
     result = voicedrop("run", "--until-idle", "--root", str(root), check=False)
     assert result.returncode == 2
-    assert "config.yaml: watch.stable_for: expected a number ≥ 0, got -1" in result.stderr
+    assert "config.yaml: watch.stable_for: must be more than 0 seconds" in result.stderr
 
 
 def test_init_creates_folders_and_keeps_an_existing_config(tmp_path, capsys):

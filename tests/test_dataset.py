@@ -1,0 +1,195 @@
+"""Dataset preparation with the real packaged Whisper model on real speech."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import (
+    SENTENCES,
+    configure,
+    espeak,
+    run_until_idle,
+    status,
+    tortoise_clips,
+    voicedrop,
+    word_error_rate,
+)
+
+MORE_SENTENCES = (
+    "A gentle rain fell on the rooftops while the town slept peacefully.",
+    "The old library keeps thousands of books about history and science.",
+    "Our neighbours painted their front door a bright shade of yellow.",
+    "The train to the city leaves from the second platform every hour.",
+    "He wrote a long letter to his sister who lives far away in the north.",
+    "After dinner we played cards and told stories by the warm fire.",
+)
+WHISPER_MODEL = Path(__file__).parents[1] / "models" / "whisper-base"
+LINE = re.compile(r"^audio/[^|/]+\.wav\|[^|\n]+$")
+
+
+@pytest.fixture
+def root(root: Path) -> Path:
+    """The shared test root, pointed at the Whisper model `make setup` assembled."""
+    assert (WHISPER_MODEL / "model.bin").is_file(), "run `make setup` first"
+    configure(root, {"whisper": {"model": str(WHISPER_MODEL)}})
+    return root
+
+
+def dataset(root: Path, voice: str) -> Path:
+    return root / "voices" / voice / "dataset"
+
+
+def transcripts(root: Path, voice: str) -> dict:
+    return json.loads((dataset(root, voice) / "whisper.json").read_text())
+
+
+def all_lines(root: Path, voice: str) -> list[str]:
+    folder = dataset(root, voice)
+    return (folder / "train.txt").read_text().splitlines() + (
+        folder / "validation.txt"
+    ).read_text().splitlines()
+
+
+def assert_pieces_valid(root: Path, voice: str, min_seconds=0.6, max_seconds=11.6) -> None:
+    lines = all_lines(root, voice)
+    assert lines
+    for line in lines:
+        assert LINE.match(line), line
+        audio = dataset(root, voice) / line.split("|")[0]
+        info = sf.info(audio)
+        assert info.samplerate == 22050 and info.channels == 1
+        assert min_seconds <= info.duration <= max_seconds, (line, info.duration)
+        assert info.frames < 255995
+
+
+def test_generated_speech_is_transcribed_accurately(root):
+    for index, sentence in enumerate(SENTENCES):
+        espeak(root / "inbox" / "robot" / f"s{index}.wav", sentence)
+    run_until_idle(root)
+    entries = transcripts(root, "robot")
+    hypotheses = [entries[f"s{i}.wav"]["text"] for i in range(len(SENTENCES))]
+    assert word_error_rate(list(SENTENCES), hypotheses) <= 0.2, hypotheses
+    assert_pieces_valid(root, "robot")
+    report = status(root)["voices"]["robot"]["dataset"]
+    assert report["language"] == "en"
+    assert report["train"] + report["validation"] == len(all_lines(root, "robot"))
+    assert report["transcribed"] == len(SENTENCES) and report["to_transcribe"] == 0
+    assert report["problems"] == []
+
+
+def test_tortoise_clips_become_a_dataset_with_language_detected_once(root):
+    (root / "inbox" / "tom").mkdir()
+    for clip in tortoise_clips("tom"):
+        shutil.copy(clip, root / "inbox" / "tom" / clip.name)
+    result = run_until_idle(root)
+    assert result.stderr.count("voice tom speaks 'en'") == 1
+    language = json.loads((dataset(root, "tom") / "language.json").read_text())
+    assert language["language"] == "en" and language["from"]
+    entries = transcripts(root, "tom")
+    assert sorted(entries) == sorted(c.name for c in tortoise_clips("tom"))
+    for entry in entries.values():
+        assert entry["language"] == "en" and entry["segments"] and entry["pieces"]
+        assert all(s["words"] for s in entry["segments"])
+    assert_pieces_valid(root, "tom")
+    assert "paramount studios" in " ".join(all_lines(root, "tom")).lower()
+
+
+def test_a_long_clip_is_cut_into_pieces_within_bounds(root, tmp_path):
+    parts = [
+        sf.read(espeak(tmp_path / f"p{i}.wav", s))[0]
+        for i, s in enumerate(SENTENCES + MORE_SENTENCES)
+    ]
+    pause = np.zeros(int(0.25 * 22050))
+    long_clip = np.concatenate([np.concatenate([p, pause]) for p in parts])
+    assert len(long_clip) / 22050 >= 40
+    (root / "inbox" / "long").mkdir()
+    sf.write(root / "inbox" / "long" / "speech.wav", long_clip, 22050)
+    run_until_idle(root)
+    entry = transcripts(root, "long")["speech.wav"]
+    assert entry["duration"] >= 40
+    assert len(entry["pieces"]) >= 4
+    assert_pieces_valid(root, "long")
+    covered = sum(p["end"] - p["start"] for p in entry["pieces"])
+    assert covered >= 0.7 * entry["duration"]
+
+
+def test_reruns_are_incremental_and_removed_originals_lose_their_lines(root):
+    inbox = root / "inbox" / "inc"
+    espeak(inbox / "a.wav", SENTENCES[0])
+    espeak(inbox / "b.wav", SENTENCES[1])
+    run_until_idle(root)
+    before = transcripts(root, "inc")
+    espeak(inbox / "c.wav", SENTENCES[2])
+    second = run_until_idle(root)
+    assert second.stderr.count("transcribed ") == 1 and "transcribed c.wav" in second.stderr
+    after = transcripts(root, "inc")
+    assert {k: after[k] for k in before} == before
+    third = run_until_idle(root)
+    assert "transcribed " not in third.stderr
+    (root / "voices" / "inc" / "originals" / "a.wav").unlink()
+    run_until_idle(root)
+    assert sorted(transcripts(root, "inc")) == ["b.wav", "c.wav"]
+    assert not any(line.startswith("audio/a_") for line in all_lines(root, "inc"))
+    assert not list((dataset(root, "inc") / "audio").glob("a_*.wav"))
+
+
+def test_a_configured_language_is_used_instead_of_detection(root):
+    voice = root / "voices" / "deutsch"
+    voice.mkdir(parents=True)
+    (voice / "voice.yaml").write_text("whisper:\n  language: de\n")
+    espeak(root / "inbox" / "deutsch" / "gruss.wav", "Guten Morgen, wie geht es dir heute?", "de")
+    result = run_until_idle(root)
+    assert "speaks" not in result.stderr
+    assert not (dataset(root, "deutsch") / "language.json").exists()
+    entry = transcripts(root, "deutsch")["gruss.wav"]
+    assert entry["language"] == "de"
+    assert "morgen" in entry["text"].lower()
+    assert status(root)["voices"]["deutsch"]["dataset"]["language"] == "de"
+
+
+def test_silence_and_noise_give_no_lines_and_a_clear_reason(root):
+    rng = np.random.default_rng(3)
+    inbox = root / "inbox" / "quiet"
+    inbox.mkdir()
+    sf.write(inbox / "noise.wav", (0.1 * rng.standard_normal(22050 * 4)).astype(np.float32), 22050)
+    room = 0.003 * rng.standard_normal(22050 * 4)
+    sf.write(inbox / "room.wav", room.astype(np.float32), 22050)
+    run_until_idle(root)
+    report = status(root)["voices"]["quiet"]
+    assert report["clips"] == 2
+    assert report["dataset"]["train"] == report["dataset"]["validation"] == 0
+    problems = report["dataset"]["problems"]
+    assert len(problems) == 2 and all("no speech found" in p for p in problems)
+    text = voicedrop("status", "--root", str(root), "quiet").stdout
+    assert "no speech found in noise.wav" in text
+
+
+def test_text_the_tortoise_tokenizer_cannot_read_is_flagged(root):
+    espeak(root / "inbox" / "pct" / "pct.wav", "Prices went up by fifty percent last year.")
+    run_until_idle(root)
+    flagged = status(root)["voices"]["pct"]["dataset"]["unknown_tokens"]
+    assert flagged and "'%' map to [UNK]" in flagged[0]
+
+
+def test_transcribe_command_rebuilds_a_voice(root):
+    espeak(root / "inbox" / "redo" / "a.wav", SENTENCES[3])
+    run_until_idle(root)
+    rebuilt = voicedrop("transcribe", "--root", str(root), "redo")
+    assert "transcribed a.wav" in rebuilt.stderr
+    assert "voice redo speaks 'en'" in rebuilt.stderr
+    assert "transcribed 1 clips of redo" in rebuilt.stdout
+    assert len(all_lines(root, "redo")) >= 1
+
+
+def test_a_missing_whisper_model_makes_transcription_wait(root):
+    configure(root, {"whisper": {"model": "models/not-there"}})
+    espeak(root / "inbox" / "wait" / "a.wav", SENTENCES[0])
+    run_until_idle(root)
+    report = status(root)
+    assert report["jobs"]["waiting"] == 1
+    assert "models/not-there does not exist" in report["voices"]["wait"]["waiting"][0]["reason"]
