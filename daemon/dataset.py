@@ -1,7 +1,7 @@
 """Dataset stage: transcribe each imported clip with Whisper, cut it into pieces and keep
 voices/<voice>/dataset/ in the format ai-voice-cloning and DL-Art-School read:
 
-    audio/<clip stem>_<NNNNN>.wav     22050 Hz pieces of 0.6–11.6 s
+    audio/<clip stem>_<NNNNN>.wav     22050 Hz pieces of 0.6-11.6 s
     train.txt, validation.txt         lines "audio/<file>.wav|<text>"
     whisper.json                      raw segments and pieces, keyed by source clip
     language.json                     the language detected once for the voice
@@ -153,7 +153,7 @@ class DatasetStage:
             pieces=len(pieces),
         )
         logger.info(
-            "transcribed {} ({}): {} pieces in {:.1f} s ({:.2f}× real time); dataset now {} "
+            "transcribed {} ({}): {} pieces in {:.1f} s ({:.2f}x real time); dataset now {} "
             "train / {} validation lines",
             clip.name,
             voice.name,

@@ -1,4 +1,4 @@
-"""Cut a transcribed clip into training pieces TorToiSe accepts (0.6–11.6 s by default).
+"""Cut a transcribed clip into training pieces TorToiSe accepts (0.6-11.6 s by default).
 
 Whisper's segments are the first cut; a segment that is too long is split between words
 (at the longest pause, preferring punctuation and balanced halves), and one that is too

@@ -18,7 +18,6 @@ from loguru import logger
 from daemon.config import Settings
 from daemon.ledger import Job, Ledger
 
-
 IDLE_POLL = 5.0  # jobs queued by another process (`voicedrop transcribe`) start this soon
 
 
