@@ -120,10 +120,10 @@ def running_daemon(mode: str) -> Iterator[Run]:
             raise RuntimeError(f"daemon exited {code} after SIGTERM:\n{log.read_text()}")
 
 
-def stage_clips(folder: Path, count: int, first_seed: int = 0) -> list[Path]:
+def stage_clips(folder: Path, count: int) -> list[Path]:
     """Distinct 1 s clips (different seeds, so different content) written before the clock runs."""
     paths = []
-    for seed in range(first_seed, first_seed + count):
+    for seed in range(count):
         path = folder / f"clip-{seed:05d}.wav"
         sf.write(path, voiced_signal(CLIP_SECONDS, CLIP_RATE, seed), CLIP_RATE, subtype="PCM_16")
         paths.append(path)

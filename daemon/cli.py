@@ -49,6 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("voice")
     transcribe.set_defaults(handler=cmd_transcribe)
 
+    render = commands.add_parser("render", help="render one text with a voice, now")
+    add_root(render)
+    render.add_argument("voice")
+    source = render.add_mutually_exclusive_group(required=True)
+    source.add_argument("text", nargs="?", help="the text to speak")
+    source.add_argument("--file", type=Path, help="a text file (front matter allowed)")
+    render.add_argument("-o", "--output", type=Path, help="where to write the WAV")
+    render.set_defaults(handler=cmd_render)
+
+    models = commands.add_parser("models", help="model files")
+    models_commands = models.add_subparsers(required=True, metavar="ACTION")
+    tiny = models_commands.add_parser("tiny", help="write a tiny random model set (tests, demos)")
+    tiny.add_argument("directory", type=Path)
+    tiny.set_defaults(handler=cmd_models_tiny)
+
     doctor = commands.add_parser("doctor", help="check dependencies, models, device, disk")
     add_root(doctor)
     doctor.set_defaults(handler=cmd_doctor)
@@ -130,6 +145,46 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     finally:
         lock.release()
     print(f"transcribed {queued} clips of {voice.name}")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """The daemon's render path for one text, in the foreground."""
+    import hashlib
+    import tempfile
+
+    from daemon.logs import setup_logging
+    from daemon.render import Renderer, RenderStage
+    from daemon.worker import Blocked, Rejected
+
+    root, settings = open_root(args.root)
+    setup_logging(settings.logging, None)
+    voice = root.voice(args.voice)
+    if args.file is not None:
+        source = args.file.resolve()
+    else:
+        scratch = Path(tempfile.mkdtemp(prefix="voicedrop-render-"))
+        source = scratch / "text.txt"
+        source.write_text(args.text, encoding="utf-8")
+    output = (args.output or Path(f"{source.stem}.wav")).resolve()
+    stage = RenderStage(root, settings, Renderer(root))
+    try:
+        body, text_settings, tts = stage.prepare(voice, source)
+        stage.renderer.check_ready(voice, tts, text_settings.decoder)
+        text_hash = hashlib.sha256(source.read_bytes()).hexdigest()
+        sidecar = stage.renderer.render(voice, body, text_settings, tts, output, text_hash)
+    except (Blocked, Rejected) as exc:
+        print(f"voicedrop: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {output} ({sidecar['audio_seconds']:.1f} s of speech)")
+    return 0
+
+
+def cmd_models_tiny(args: argparse.Namespace) -> int:
+    from daemon.models import write_tiny_models
+
+    for path in write_tiny_models(args.directory):
+        print(f"wrote {path}")
     return 0
 
 

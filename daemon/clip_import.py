@@ -68,6 +68,9 @@ class ClipImport:
         source = self.find_source(job)
         reject_file(self.root.voice(job.voice), source, reason)
 
+    def on_idle(self) -> None:
+        """Nothing is kept loaded between imports."""
+
     def find_source(self, job: Job) -> Path:
         """The dropped file, or where a killed earlier attempt already moved it."""
         if job.input_path.is_file() and not job.input_path.is_symlink():

@@ -102,6 +102,7 @@ class TtsSettings:
     half: bool = False
     preset: Literal["ultra_fast", "fast", "standard", "high_quality"] = "fast"
     decoder: Literal["diffusion", "hifigan"] = "diffusion"
+    seed: int = 0
     output_sample_rate: int = 24000
     idle_unload: float = 600.0
 

@@ -165,8 +165,10 @@ class DatasetStage:
         )
         if problem:
             logger.warning("{} ({}): {}", clip.name, voice.name, problem)
-        if not ledger.jobs(kind=TRANSCRIBE, state="pending"):
-            self.whisper.release()
+
+    def on_idle(self) -> None:
+        """Whisper stays loaded while clips keep coming and is released when they stop."""
+        self.whisper.release()
 
     def give_up(self, job: Job, reason: str) -> None:
         voice = self.root.voice(job.voice)
@@ -334,6 +336,9 @@ class PruneStage:
 
     def give_up(self, job: Job, reason: str) -> None:
         logger.error("voice {}: could not prune the dataset: {}", job.voice, reason)
+
+    def on_idle(self) -> None:
+        """Nothing is kept loaded."""
 
 
 def removed_clips(voice: VoicePaths, transcripts: Transcripts) -> list[str]:

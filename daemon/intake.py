@@ -69,9 +69,9 @@ class Intake:
         if problem:
             self.refuse_voice(drop.voice, problem)
             return False
-        if drop.folder != "inbox":
-            return False
         voice = self.root.voice(drop.voice)
+        if drop.folder == "outbox":
+            return self.queue_render(drop.path)
         if drop.path.is_symlink():
             reject_file(voice, drop.path, symlink_reason(drop.path))
             return False
@@ -96,6 +96,28 @@ class Intake:
         if job.input_path == path and job.state in ("pending", "running", "waiting"):
             return False
         reject_file(voice, path, duplicate_reason(self.root, job.data, job.input_path))
+        return False
+
+    def queue_render(self, text: Path) -> bool:
+        """Render a text whose wav is missing or whose sidecar names another text hash; a text
+        that failed waits for an edit, or for its .error.txt to be deleted."""
+        from daemon.render import RENDER, is_rendered, outputs_for
+
+        if text.is_symlink() or not text.is_file():
+            return False
+        content_hash = file_sha256(text)
+        if is_rendered(text, content_hash):
+            return False
+        voice = text.parent.name
+        job, created = self.ledger.enqueue(RENDER, voice, text, content_hash)
+        if created:
+            logger.info("queued {} for rendering in voice {}", text.name, voice)
+            return True
+        retry_failed = job.state == "failed" and not outputs_for(text)[2].exists()
+        if job.state == "done" or retry_failed:
+            self.ledger.requeue(job.id, text)
+            logger.info("queued {} for rendering again", text.name)
+            return True
         return False
 
     def check_voice_folders(self) -> None:

@@ -168,13 +168,31 @@ class Ledger:
         self._update(job_id, state="pending", last_error=error, not_before=time.time() + delay)
 
     def wait(self, job_id: int, reason: str) -> None:
-        self._update(job_id, state="waiting", last_error=reason)
+        """Blocked is not a failed attempt: give the attempt back."""
+        with self.transaction():
+            self.db.execute(
+                "UPDATE jobs SET state = 'waiting', last_error = ?, attempts = MAX(attempts - 1, 0),"
+                " updated_at = ? WHERE id = ?",
+                (reason, time.time(), job_id),
+            )
 
-    def release_waiting(self) -> int:
-        """Let blocked jobs try again; they go straight back to waiting if still blocked."""
+    def release_waiting(self, kind: str | None = None) -> int:
+        """Let blocked jobs (of one kind) try again; still blocked, they go back to waiting."""
+        kind_filter = " AND kind = ?" if kind else ""
         with self.transaction():
             cursor = self.db.execute(
-                "UPDATE jobs SET state = 'pending', updated_at = ? WHERE state = 'waiting'",
+                f"UPDATE jobs SET state = 'pending', updated_at = ? WHERE state = 'waiting'{kind_filter}",
+                (time.time(), kind) if kind else (time.time(),),
+            )
+        return cursor.rowcount
+
+    def probe_waiting(self) -> int:
+        """Release the oldest waiting job per kind and reason: one cheap try tells whether that
+        blocker (weights, a model, a broken voice.yaml) is gone; its success releases the rest."""
+        with self.transaction():
+            cursor = self.db.execute(
+                "UPDATE jobs SET state = 'pending', updated_at = ? WHERE id IN"
+                " (SELECT MIN(id) FROM jobs WHERE state = 'waiting' GROUP BY kind, last_error)",
                 (time.time(),),
             )
         return cursor.rowcount

@@ -22,6 +22,7 @@ from daemon.clip_import import ClipImport
 from daemon.config import Settings
 from daemon.dataset import DatasetStage, PruneStage, reconcile
 from daemon.intake import Intake
+from daemon.render import RenderStage
 from daemon.ledger import Ledger
 from daemon.paths import Root
 from daemon.systemd import Notifier
@@ -29,6 +30,7 @@ from daemon.watch import StabilityTracker, Watcher, classify
 from daemon.worker import Stage, Worker
 
 IDLE_TICK = 0.2
+WAITING_PROBE_EVERY = 30.0
 
 
 class AlreadyRunning(Exception):
@@ -129,6 +131,7 @@ class Daemon:
             ClipImport(self.root, self.settings),
             DatasetStage(self.root, self.settings),
             PruneStage(self.root, self.settings),
+            RenderStage(self.root, self.settings),
         ]
 
     def recover(self, ledger: Ledger) -> None:
@@ -148,8 +151,9 @@ class Daemon:
         self, ledger: Ledger, intake: Intake, watcher: Watcher, worker: Worker, until_idle: bool
     ) -> None:
         next_rescan = time.monotonic() + self.settings.watch.rescan_every
+        next_probe = time.monotonic() + min(WAITING_PROBE_EVERY, self.settings.watch.rescan_every)
         while not self.stop_requested.is_set():
-            self.wake.wait(timeout=self.sleep_time(next_rescan, until_idle))
+            self.wake.wait(timeout=self.sleep_time(next_rescan, next_probe, until_idle))
             self.wake.clear()
             for path in self.tracker.due():
                 if self.take(intake, path):
@@ -157,9 +161,15 @@ class Daemon:
             if time.monotonic() >= next_rescan:
                 watcher.scan()
                 intake.check_voice_folders()
-                if ledger.release_waiting() + reconcile(self.root, ledger):
+                if reconcile(self.root, ledger):
                     worker.wake.set()
                 next_rescan = time.monotonic() + self.settings.watch.rescan_every
+            if time.monotonic() >= next_probe:
+                if ledger.probe_waiting():
+                    worker.wake.set()
+                next_probe = time.monotonic() + min(
+                    WAITING_PROBE_EVERY, self.settings.watch.rescan_every
+                )
             self.notifier.ping_if_due()
             if until_idle and not len(self.tracker) and not ledger.busy():
                 logger.info("nothing left to do (--until-idle)")
@@ -176,9 +186,9 @@ class Daemon:
             self.tracker.touch(path)
             return False
 
-    def sleep_time(self, next_rescan: float, until_idle: bool) -> float:
+    def sleep_time(self, next_rescan: float, next_probe: float, until_idle: bool) -> float:
         now = time.monotonic()
-        deadlines = [next_rescan - now]
+        deadlines = [next_rescan - now, next_probe - now]
         stable_at = self.tracker.next_deadline()
         if stable_at is not None:
             deadlines.append(stable_at - now)

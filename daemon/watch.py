@@ -161,15 +161,25 @@ class DropFolderHandler(FileSystemEventHandler):
         self.scan_folder = scan_folder
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write", "deleted"):
+        if event.event_type in ("opened", "closed_no_write"):
             return
         target = getattr(event, "dest_path", "") or event.src_path
         path = Path(os.fsdecode(target))
+        if event.event_type == "deleted":
+            self.output_deleted(path)
+            return
         if event.is_directory:
             if event.event_type in ("created", "moved"):
                 self.scan_folder(path)
             return
         self.tracker.touch(path)
+
+
+    def output_deleted(self, path: Path) -> None:
+        """Deleting a rendered wav or its sidecar asks for the text to be rendered again."""
+        text = path.with_suffix(".txt")
+        if path.suffix in (".wav", ".json") and text.is_file():
+            self.tracker.touch(text)
 
 
 class Watcher:

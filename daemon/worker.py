@@ -38,6 +38,9 @@ class Stage(Protocol):
     def give_up(self, job: Job, reason: str) -> None:
         """Leave the user a reason file and put the input somewhere safe."""
 
+    def on_idle(self) -> None:
+        """Called when no job is runnable: release models nobody is using."""
+
 
 class Worker:
     """Claims jobs from the ledger in its own thread; `stop()` lets the current job finish."""
@@ -64,6 +67,8 @@ class Worker:
             while not self.stopping.is_set():
                 job = ledger.claim(tuple(self.stages))
                 if job is None:
+                    for stage in self.stages.values():
+                        stage.on_idle()
                     self.wake.wait(timeout=self.idle_wait(ledger))
                     self.wake.clear()
                     continue
@@ -95,7 +100,8 @@ class Worker:
             self.give_up(stage, job, ledger, str(exc))
         except Blocked as exc:
             ledger.wait(job.id, str(exc))
-            logger.warning("{} job {} waits: {}", job.kind, job.id, exc)
+            level = "DEBUG" if job.last_error == str(exc) else "WARNING"
+            logger.log(level, "{} job {} waits: {}", job.kind, job.id, exc)
         except Exception as exc:
             self.retry_or_give_up(stage, job, ledger, exc)
         else:

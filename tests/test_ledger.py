@@ -63,3 +63,27 @@ def test_finish_keeps_data_recorded_before(tmp_path):
     done = ledger.get(job.id)
     assert done.state == "done" and done.data == {"clip": "/c.wav", "outcome": "imported"}
     assert done.finished_at is not None
+
+
+def test_waiting_does_not_spend_attempts(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    job, _ = ledger.enqueue("render", "v", Path("t.txt"), "h")
+    for _ in range(5):
+        ledger.claim()
+        ledger.wait(job.id, "weights missing")
+        ledger.release_waiting()
+    assert ledger.get(job.id).attempts == 0
+    ledger.claim()
+    assert ledger.recover(max_attempts=3) == (1, 0)
+
+
+def test_probe_releases_one_job_per_kind_and_reason(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    for index, reason in enumerate(["no weights", "no weights", "no clips", "no weights"]):
+        job, _ = ledger.enqueue("render", "v", Path(f"{index}.txt"), f"h{index}")
+        ledger.claim()
+        ledger.wait(job.id, reason)
+    assert ledger.probe_waiting() == 2
+    released = ledger.jobs(state="pending")
+    assert [j.input_path.name for j in released] == ["0.txt", "2.txt"]
+    assert ledger.release_waiting("render") == 2

@@ -70,7 +70,7 @@ def test_daemon_notifies_ready_watchdog_and_stopping(
     assert ready.splitlines()[0] == "READY=1"
     assert "STATUS=watching " in ready
     # READY=1 is sent only once the start-up scan has looked at the inbox.
-    assert re.search(r"voicedrop ready on .*: 1 files to look at", daemon.output())
+    assert re.search(r"voicedrop ready on .*: 1 files? to look at", daemon.output())
 
     pings = receive_for(sock, 1.5)
     assert pings.count("WATCHDOG=1") >= 3, pings

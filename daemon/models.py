@@ -1,0 +1,349 @@
+"""TorToiSe model files: their dimensions, strict loading, and a tiny random set for tests.
+
+The engine builds every model class itself from a `ModelSpec` and loads plain checkpoint files
+strictly, so a wrong file in `tts.models_dir` is reported by name instead of rendering noise.
+torch and tortoise are imported inside functions: the daemon imports this module without them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from daemon.atomic import atomic_path, write_text
+
+if TYPE_CHECKING:
+    import torch
+
+AUTOREGRESSIVE_FILE = "autoregressive.pth"
+DIFFUSION_FILE = "diffusion_decoder.pth"
+VOCODER_FILE = "vocoder.pth"
+CLVP_FILE = "clvp2.pth"
+HIFIGAN_FILE = "hifidecoder.pth"
+REQUIRED_FILES = (AUTOREGRESSIVE_FILE, DIFFUSION_FILE, VOCODER_FILE, CLVP_FILE)
+SPEC_FILE = "spec.json"
+VOCODER_KEY = "model_g"  # the released vocoder.pth nests the generator's weights under this key
+
+# Buffers older transformers versions saved with GPT-2 (the released autoregressive.pth has
+# them); transformers 4.31 rebuilds them, so they are dropped instead of failing the load.
+LEGACY_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+# Aliases UnifiedVoice.post_init_gpt2_config adds for the same tensors; a model saved after it
+# carries them twice.
+ALIAS_PREFIXES = ("inference_model.", "gpt.wte.")
+REPORTED_KEYS = 5
+
+
+class BadCheckpoint(Exception):
+    """A checkpoint file that does not fit the model it is meant for."""
+
+
+class WeightsMissing(Exception):
+    """Model files a render needs are not installed."""
+
+    def __init__(self, directory: Path, missing: list[str]) -> None:
+        self.directory = Path(directory)
+        self.missing = list(missing)
+        super().__init__(
+            f"missing {', '.join(self.missing)} in {self.directory}: put TorToiSe's released "
+            f"checkpoints there (or run `voicedrop models tiny DIR` to try things out)"
+        )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Constructor keyword arguments of every TorToiSe model class, as stored in spec.json."""
+
+    autoregressive: dict[str, Any]
+    diffusion: dict[str, Any]
+    clvp: dict[str, Any]
+    vocoder: dict[str, Any]
+    hifigan: dict[str, Any]
+
+    @classmethod
+    def released(cls) -> ModelSpec:
+        """The dimensions of TorToiSe's released checkpoints (tortoise api.py / api_fast.py)."""
+        return cls(
+            autoregressive=_autoregressive(
+                layers=30, model_dim=1024, heads=16, max_text_tokens=402, max_mel_tokens=604
+            ),
+            diffusion=_diffusion(model_channels=1024, num_layers=10, latent=1024, heads=16),
+            clvp=_clvp(dim=768, depth=20, heads=12),
+            vocoder=_vocoder(channel_size=32),
+            hifigan=_hifigan(latent=1024, initial_channel=512),
+        )
+
+    @classmethod
+    def tiny(cls) -> ModelSpec:
+        """The same classes small enough to render a sentence on a CPU in about a second.
+
+        max_mel_tokens is small because random weights almost never emit the stop token, so
+        every candidate runs to the length limit."""
+        return cls(
+            autoregressive=_autoregressive(
+                layers=1, model_dim=64, heads=2, max_text_tokens=100, max_mel_tokens=48
+            ),
+            diffusion=_diffusion(model_channels=64, num_layers=1, latent=64, heads=2),
+            clvp=_clvp(dim=32, depth=1, heads=2),
+            vocoder=_vocoder(channel_size=8),
+            hifigan=_hifigan(latent=64, initial_channel=32),
+        )
+
+    @classmethod
+    def read(cls, models_dir: Path) -> ModelSpec:
+        """The spec.json in `models_dir`, or the released dimensions when there is none."""
+        path = Path(models_dir) / SPEC_FILE
+        if not path.exists():
+            return cls.released()
+        names = sorted(f.name for f in dataclasses.fields(cls))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise BadCheckpoint(f"{path} is not valid JSON: {error}") from error
+        if not isinstance(data, dict) or sorted(data) != names:
+            raise BadCheckpoint(f"{path} must be an object with exactly the sections {names}")
+        return cls(**data)
+
+    def write(self, models_dir: Path) -> Path:
+        path = Path(models_dir) / SPEC_FILE
+        write_text(path, json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        return path
+
+
+def _autoregressive(
+    layers: int, model_dim: int, heads: int, max_text_tokens: int, max_mel_tokens: int
+) -> dict[str, Any]:
+    return {
+        "layers": layers,
+        "model_dim": model_dim,
+        "heads": heads,
+        "max_text_tokens": max_text_tokens,
+        "max_mel_tokens": max_mel_tokens,
+        "max_conditioning_inputs": 2,
+        "number_text_tokens": 255,
+        "start_text_token": 255,
+        "checkpointing": False,
+        "train_solo_embeddings": False,
+    }
+
+
+def _diffusion(model_channels: int, num_layers: int, latent: int, heads: int) -> dict[str, Any]:
+    return {
+        "model_channels": model_channels,
+        "num_layers": num_layers,
+        "in_channels": 100,
+        "out_channels": 200,
+        "in_latent_channels": latent,
+        "in_tokens": 8193,
+        "dropout": 0,
+        "use_fp16": False,
+        "num_heads": heads,
+        "layer_drop": 0,
+        "unconditioned_percentage": 0,
+    }
+
+
+def _clvp(dim: int, depth: int, heads: int) -> dict[str, Any]:
+    return {
+        "dim_text": dim,
+        "dim_speech": dim,
+        "dim_latent": dim,
+        "num_text_tokens": 256,
+        "text_enc_depth": depth,
+        "text_seq_len": 350,
+        "text_heads": heads,
+        "num_speech_tokens": 8192,
+        "speech_enc_depth": depth,
+        "speech_heads": heads,
+        "speech_seq_len": 430,
+        "use_xformers": True,
+    }
+
+
+def _vocoder(channel_size: int) -> dict[str, Any]:
+    return {
+        "noise_dim": 64,
+        "channel_size": channel_size,
+        "dilations": [1, 3, 9, 27],
+        "strides": [8, 8, 4],
+        "lReLU_slope": 0.2,
+        "kpnet_conv_size": 3,
+        "hop_length": 256,
+        "n_mel_channels": 100,
+    }
+
+
+def _hifigan(latent: int, initial_channel: int) -> dict[str, Any]:
+    return {
+        "in_channels": latent,
+        "out_channels": 1,
+        "resblock_type": "1",
+        "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+        "resblock_kernel_sizes": [3, 7, 11],
+        "upsample_kernel_sizes": [16, 16, 4, 4],
+        "upsample_initial_channel": initial_channel,
+        "upsample_factors": [8, 8, 2, 2],
+        "cond_channels": latent,
+    }
+
+
+def build_autoregressive(spec: ModelSpec) -> torch.nn.Module:
+    from tortoise.models.autoregressive import UnifiedVoice
+
+    return UnifiedVoice(**spec.autoregressive)
+
+
+def build_diffusion(spec: ModelSpec) -> torch.nn.Module:
+    from tortoise.models.diffusion_decoder import DiffusionTts
+
+    return DiffusionTts(**spec.diffusion)
+
+
+def build_clvp(spec: ModelSpec) -> torch.nn.Module:
+    from tortoise.models.clvp import CLVP
+
+    return CLVP(**spec.clvp)
+
+
+def build_vocoder(spec: ModelSpec) -> torch.nn.Module:
+    from tortoise.models.vocoder import UnivNetGenerator
+
+    return UnivNetGenerator(**spec.vocoder)
+
+
+def build_hifigan(spec: ModelSpec) -> torch.nn.Module:
+    from tortoise.models.hifigan_decoder import HifiganGenerator
+
+    return HifiganGenerator(**spec.hifigan)
+
+
+def load_strict(module: torch.nn.Module, path: Path, key: str | None = None) -> torch.nn.Module:
+    """Load `path` into `module`, every key and shape matching, or raise BadCheckpoint."""
+    state = _read_state(Path(path), key)
+    expected = module.state_dict()
+    state = {name: value for name, value in state.items() if not _ignorable(name, expected)}
+    problems = _mismatches(expected, state)
+    if problems:
+        raise BadCheckpoint(
+            f"{path} does not fit {type(module).__name__} "
+            f"(is it the right file, with the dimensions in spec.json?): " + "; ".join(problems)
+        )
+    module.load_state_dict(state, strict=True)
+    return module
+
+
+def _read_state(path: Path, key: str | None) -> Mapping[str, Any]:
+    import pickle
+
+    import torch
+
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        raise BadCheckpoint(f"{path} is not a readable PyTorch checkpoint: {error}") from error
+    if key is not None:
+        if not isinstance(data, Mapping) or key not in data:
+            raise BadCheckpoint(f"{path} has no '{key}' entry holding the model's weights")
+        data = data[key]
+    if not isinstance(data, Mapping):
+        raise BadCheckpoint(f"{path} holds a {type(data).__name__}, not a state dict")
+    return data
+
+
+def _ignorable(name: str, expected: Mapping[str, Any]) -> bool:
+    if name in expected:
+        return False
+    return name.endswith(LEGACY_SUFFIXES) or name.startswith(ALIAS_PREFIXES)
+
+
+def _mismatches(expected: Mapping[str, Any], state: Mapping[str, Any]) -> list[str]:
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    shapes = [
+        f"{name} is {tuple(state[name].shape)}, expected {tuple(value.shape)}"
+        for name, value in expected.items()
+        if name in state and hasattr(state[name], "shape") and state[name].shape != value.shape
+    ]
+    return [
+        text
+        for text in (
+            _listing("missing keys", missing),
+            _listing("unexpected keys", unexpected),
+            _listing("shape mismatches", shapes),
+        )
+        if text
+    ]
+
+
+def _listing(label: str, items: list[str]) -> str:
+    if not items:
+        return ""
+    shown = ", ".join(items[:REPORTED_KEYS])
+    more = f", … {len(items) - REPORTED_KEYS} more" if len(items) > REPORTED_KEYS else ""
+    return f"{len(items)} {label}: {shown}{more}"
+
+
+def missing_weights(models_dir: Path, decoder: str) -> list[str]:
+    """The files rendering with `decoder` needs that are not in `models_dir`."""
+    return [name for name in needed_files(decoder) if not (Path(models_dir) / name).is_file()]
+
+
+def needed_files(decoder: str) -> tuple[str, ...]:
+    if decoder == "diffusion":
+        return (AUTOREGRESSIVE_FILE, CLVP_FILE, DIFFUSION_FILE, VOCODER_FILE)
+    if decoder == "hifigan":
+        return (AUTOREGRESSIVE_FILE, CLVP_FILE, HIFIGAN_FILE)
+    raise ValueError(f"unknown decoder {decoder!r}: use 'diffusion' or 'hifigan'")
+
+
+def write_tiny_models(directory: Path, seed: int = 0) -> list[Path]:
+    """Write a randomly initialised tiny model set in the released files' formats."""
+    import torch
+
+    directory = Path(directory)
+    spec = ModelSpec.tiny()
+    torch.manual_seed(seed)
+    files = {
+        AUTOREGRESSIVE_FILE: build_autoregressive(spec).state_dict(),
+        DIFFUSION_FILE: build_diffusion(spec).state_dict(),
+        VOCODER_FILE: {VOCODER_KEY: build_vocoder(spec).state_dict()},
+        CLVP_FILE: build_clvp(spec).state_dict(),
+        HIFIGAN_FILE: build_hifigan(spec).state_dict(),
+    }
+    written = [save_checkpoint(data, directory / name) for name, data in files.items()]
+    return [*written, spec.write(directory)]
+
+
+def save_checkpoint(data: Mapping[str, Any], path: Path) -> Path:
+    """torch.save through a temp file, so a crash never leaves a truncated checkpoint."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(dict(data), tmp)
+    return Path(path)
+
+
+_hash_cache: dict[tuple[str, int, int], str] = {}
+
+
+def file_signature(path: Path) -> tuple[str, int, int]:
+    """What identifies a file's content cheaply: a model retrained in place gets a new one."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return (str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def file_sha256(path: Path) -> str:
+    """Full sha256 of a file, computed once per signature: checkpoints are gigabytes."""
+    key = file_signature(path)
+    if key not in _hash_cache:
+        digest = hashlib.sha256()
+        with open(key[0], "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+        _hash_cache[key] = digest.hexdigest()
+    return _hash_cache[key]

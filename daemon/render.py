@@ -1,0 +1,295 @@
+"""Render stage: outbox/<voice>/<name>.txt becomes <name>.wav plus a <name>.json sidecar.
+
+Long texts are rendered chunk by chunk; each finished chunk is kept under
+.voicedrop/renders/ so a render killed half-way resumes at the next chunk. A text is
+rendered when its .wav is missing or its sidecar names another text hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import soundfile as sf
+import soxr
+from loguru import logger
+
+from daemon import __version__, atomic
+from daemon.config import ConfigError, Settings, TtsSettings, load_voice_settings, override_section
+from daemon.intake import file_sha256
+from daemon.latents import NoClips, cached_latents
+from daemon.ledger import Job, Ledger
+from daemon.paths import Root, VoicePaths
+from daemon.texts import BadText, chunk_text, read_text, split_front_matter
+from daemon.worker import Blocked, Rejected
+
+RENDER = "render"
+CHUNK_PAUSE_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """What a text's front matter may set; None keeps the preset's value."""
+
+    preset: Literal["ultra_fast", "fast", "standard", "high_quality"]
+    seed: int
+    decoder: Literal["diffusion", "hifigan"]
+    output_sample_rate: int
+    candidates: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    diffusion_iterations: int | None = None
+    cond_free: bool | None = None
+    cond_free_k: float | None = None
+    length_penalty: float | None = None
+    repetition_penalty: float | None = None
+
+    @classmethod
+    def parse(cls, tts: TtsSettings, front_matter: dict[str, Any], source: Path) -> TextSettings:
+        defaults = cls(tts.preset, tts.seed, tts.decoder, tts.output_sample_rate)
+        settings = override_section(defaults, front_matter, source, "front matter")
+        problems = [
+            ("candidates", settings.candidates in (None,) or settings.candidates >= 1, "≥ 1"),
+            ("top_p", settings.top_p is None or 0 < settings.top_p <= 1, "in (0, 1]"),
+            ("temperature", settings.temperature is None or settings.temperature > 0, "> 0"),
+            ("output_sample_rate", 8000 <= settings.output_sample_rate <= 192000, "8000–192000"),
+        ]
+        for key, ok, allowed in problems:
+            if not ok:
+                raise ConfigError(f"{source}: front matter.{key}: must be {allowed}")
+        return settings
+
+    def generation(self):
+        from daemon.engine import GenerationSettings
+
+        overrides = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("preset", "output_sample_rate") and getattr(self, f.name) is not None
+        }
+        return GenerationSettings.preset(self.preset, **overrides)
+
+
+def text_sha256(path: Path) -> str:
+    return file_sha256(path)
+
+
+def outputs_for(text: Path) -> tuple[Path, Path, Path]:
+    return text.with_suffix(".wav"), text.with_suffix(".json"), text.with_suffix(".error.txt")
+
+
+def is_rendered(text: Path, content_hash: str) -> bool:
+    """DESIGN §2.5: rendered when the wav exists and its sidecar names this very text."""
+    wav, sidecar, _ = outputs_for(text)
+    if not (wav.exists() and sidecar.exists()):
+        return False
+    try:
+        return json.loads(sidecar.read_text(encoding="utf-8")).get("text_sha256") == content_hash
+    except (OSError, ValueError):
+        return False
+
+
+class Renderer:
+    """Keeps one engine loaded between jobs, for the daemon and for `voicedrop render`."""
+
+    def __init__(self, root: Root) -> None:
+        self.root = root
+        self.engine = None
+        self.engine_key: tuple | None = None
+        self.last_used = time.monotonic()
+
+    def engine_for(self, tts: TtsSettings):
+        from daemon.engine import Engine
+
+        key = (self.root.resolve_setting_path(tts.models_dir), tts.device, tts.half)
+        if self.engine is None or key != self.engine_key:
+            self.release()
+            self.engine = Engine(key[0], device=tts.device, half=tts.half)
+            self.engine_key = key
+        self.last_used = time.monotonic()
+        return self.engine
+
+    def release(self) -> None:
+        if self.engine is not None:
+            self.engine.release()
+        self.engine = None
+        self.engine_key = None
+
+    def release_if_idle(self, idle_unload: float) -> None:
+        if self.engine is not None and time.monotonic() - self.last_used > idle_unload:
+            logger.info("releasing the TTS models after {:.0f} s idle", idle_unload)
+            self.release()
+
+    def check_ready(self, voice: VoicePaths, tts: TtsSettings, decoder: str) -> None:
+        """Raise Blocked when rendering needs something only the user can provide."""
+        from daemon.models import missing_weights
+
+        models_dir = self.root.resolve_setting_path(tts.models_dir)
+        missing = missing_weights(models_dir, decoder)
+        if missing:
+            raise Blocked(
+                f"missing {', '.join(missing)} in {models_dir}: put TorToiSe's released "
+                "checkpoints there (or run `voicedrop models tiny DIR` and point "
+                "tts.models_dir at DIR to try things out); texts render once they are there"
+            )
+        if not any(voice.clips.glob("*.wav")) if voice.clips.is_dir() else True:
+            raise Blocked(str(NoClips(f"voice {voice.name} has no clips yet")))
+
+    def render(
+        self, voice: VoicePaths, body: str, settings: TextSettings, tts: TtsSettings,
+        output: Path, text_hash: str,
+    ) -> dict[str, Any]:
+        """Render `body` into `output` (+ sidecar), resuming from finished chunks."""
+        from daemon.models import file_sha256 as model_sha256
+
+        started = time.monotonic()
+        engine = self.engine_for(tts)
+        fine_tune = voice.models / "autoregressive.pth"
+        autoregressive = fine_tune if fine_tune.exists() else None
+        engine.load(autoregressive=autoregressive, decoder=settings.decoder)
+        files = engine.model_files(autoregressive=autoregressive, decoder=settings.decoder)
+        hashes = {name: model_sha256(path) for name, path in files.items()}
+        try:
+            latents, latents_key, latent_seconds = cached_latents(engine, voice, hashes, autoregressive)
+        except NoClips as exc:
+            raise Blocked(str(exc)) from exc
+        generation = settings.generation()
+        chunks = chunk_text(body, engine.text_token_count, engine.max_text_tokens)
+        work = self.work_dir(text_hash, generation, hashes, latents_key)
+        audio_parts = self.render_chunks(engine, chunks, latents, generation, autoregressive, work, output.name)
+        audio = join_chunks(audio_parts, engine.SAMPLE_RATE, settings.output_sample_rate)
+        write_wav(output, audio, settings.output_sample_rate)
+        total = time.monotonic() - started
+        audio_seconds = audio.size / settings.output_sample_rate
+        sidecar = {
+            "text_sha256": text_hash,
+            "voice": voice.name,
+            "models": {
+                name: {"path": str(path), "sha256": hashes[name]} for name, path in files.items()
+            },
+            "fine_tuned": autoregressive is not None,
+            "seed": generation.seed,
+            "settings": {
+                **dataclasses.asdict(generation), "preset": settings.preset,
+                "output_sample_rate": settings.output_sample_rate,
+            },
+            "chunks": len(chunks),
+            "latents": latents_key,
+            "timings": {
+                "latents_seconds": round(latent_seconds, 3),
+                "total_seconds": round(total, 3),
+            },
+            "audio_seconds": round(audio_seconds, 3),
+            "real_time_factor": round(total / max(audio_seconds, 1e-9), 4),
+            "device": str(getattr(engine, "device", "")),
+            "voicedrop": __version__,
+        }
+        atomic.write_text(output.with_suffix(".json"), json.dumps(sidecar, indent=1))
+        shutil.rmtree(work, ignore_errors=True)
+        self.last_used = time.monotonic()
+        return sidecar
+
+    def work_dir(self, text_hash: str, generation, hashes: dict[str, str], latents_key: str) -> Path:
+        """Finished chunks live here; any change of text, settings or model starts afresh."""
+        payload = json.dumps(
+            [text_hash, dataclasses.asdict(generation), hashes, latents_key], sort_keys=True
+        )
+        return self.root.state / "renders" / hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+    def render_chunks(
+        self, engine, chunks: list[str], latents, generation, autoregressive, work: Path, name: str
+    ) -> list[np.ndarray]:
+        parts = []
+        started = time.monotonic()
+        reused = 0
+        for index, chunk in enumerate(chunks):
+            part = work / f"{index:05d}.npy"
+            if part.exists():
+                parts.append(np.load(part))
+                reused += 1
+                continue
+            audio = engine.render(chunk, latents, generation, autoregressive=autoregressive)
+            with atomic.atomic_path(part) as tmp:
+                np.save(tmp, audio)
+            parts.append(audio)
+            done = index + 1 - reused
+            eta = (time.monotonic() - started) / done * (len(chunks) - index - 1)
+            logger.info(
+                "rendering {}: chunk {}/{} ({:.0%}, ETA {:.0f} s)",
+                name, index + 1, len(chunks), (index + 1) / len(chunks), eta,
+            )
+        if reused:
+            logger.info("rendering {}: reused {} chunks finished before an interruption", name, reused)
+        return parts
+
+
+def join_chunks(parts: list[np.ndarray], rate: int, output_rate: int) -> np.ndarray:
+    pause = np.zeros(int(CHUNK_PAUSE_SECONDS * rate), np.float32)
+    joined = np.concatenate([x for part in parts for x in (part, pause)][:-1])
+    if output_rate != rate:
+        joined = soxr.resample(joined, rate, output_rate, quality="HQ")
+    return np.clip(joined, -1.0, 1.0).astype(np.float32)
+
+
+def write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
+    with atomic.atomic_path(path) as tmp:
+        sf.write(tmp, audio, rate, subtype="PCM_16", format="WAV")
+
+
+class RenderStage:
+    """The render job: one per version of a text."""
+
+    kind = RENDER
+
+    def __init__(self, root: Root, settings: Settings, renderer: Renderer | None = None) -> None:
+        self.root = root
+        self.settings = settings
+        self.renderer = renderer or Renderer(root)
+
+    def run(self, job: Job, ledger: Ledger) -> None:
+        text = job.input_path
+        if not text.exists() or text_sha256(text) != job.content_hash:
+            ledger.finish(job.id, outcome="superseded")
+            return
+        voice = self.root.voice(job.voice)
+        wav, _, error = outputs_for(text)
+        try:
+            body, settings, tts = self.prepare(voice, text)
+            self.renderer.check_ready(voice, tts, settings.decoder)
+            sidecar = self.renderer.render(voice, body, settings, tts, wav, job.content_hash)
+        except Blocked as exc:
+            atomic.write_text(error, f"{exc}\n")
+            raise
+        error.unlink(missing_ok=True)
+        ledger.finish(job.id, outcome="rendered", wav=str(wav), seconds=sidecar["timings"]["total_seconds"])
+        logger.info(
+            "rendered {} ({}): {:.1f} s of speech in {:.1f} s",
+            text.name, voice.name, sidecar["audio_seconds"], sidecar["timings"]["total_seconds"],
+        )
+
+    def prepare(self, voice: VoicePaths, text: Path) -> tuple[str, TextSettings, TtsSettings]:
+        try:
+            tts = load_voice_settings(self.settings, voice.config_file).tts
+        except ConfigError as exc:
+            raise Blocked(str(exc)) from exc
+        try:
+            front_matter, body = split_front_matter(read_text(text), text.name)
+            settings = TextSettings.parse(tts, front_matter, text)
+        except (BadText, ConfigError) as exc:
+            raise Rejected(str(exc)) from exc
+        if not body.strip():
+            raise Rejected(f"{text.name} has no text to speak; write something below the front matter")
+        return body, settings, tts
+
+    def give_up(self, job: Job, reason: str) -> None:
+        atomic.write_text(outputs_for(job.input_path)[2], f"{reason}\n")
+
+    def on_idle(self) -> None:
+        self.renderer.release_if_idle(self.settings.tts.idle_unload)
