@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,7 @@ import yaml
 from daemon.intake import IMPORT
 from daemon.ledger import Ledger
 from daemon.paths import Root
-from tests.conftest import voiced_signal
+from tests.conftest import voiced_signal, wait_for
 
 STABLE_FOR = 0.5
 POLL_INTERVAL = 0.5
@@ -65,16 +65,6 @@ class Run:
     @property
     def clips(self) -> Path:
         return self.root / "voices" / VOICE / "clips"
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, every: float) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"condition not met within {timeout} s")
 
 
 def voicedrop(*args: str) -> str:
@@ -104,7 +94,7 @@ def running_daemon(mode: str) -> Iterator[Run]:
                 stderr=subprocess.STDOUT,
             )
         try:
-            wait_until(
+            wait_for(
                 lambda: "voicedrop ready" in log.read_text() or process.poll() is not None,
                 timeout=120,
                 every=0.05,
@@ -132,7 +122,7 @@ def stage_clips(folder: Path, count: int) -> list[Path]:
 
 def wait_for_file(path: Path, timeout: float = 30) -> float:
     """Poll every 5 ms; returns the monotonic time the file was first seen."""
-    wait_until(path.exists, timeout=timeout, every=0.005)
+    wait_for(path.exists, timeout=timeout, every=0.005)
     return time.monotonic()
 
 
@@ -191,9 +181,9 @@ def burst(count: int) -> dict:
         for path in staged:
             os.rename(path, run.inbox / path.name)
         dropped = time.monotonic() - started
-        wait_until(lambda: len(wav_names(run.clips)) >= count, timeout=1200, every=0.05)
+        wait_for(lambda: len(wav_names(run.clips)) >= count, timeout=1200, every=0.05)
         elapsed = time.monotonic() - started
-        imports = wait_until(lambda: imports_settled(run.root), timeout=120, every=0.5)
+        imports = wait_for(lambda: imports_settled(run.root), timeout=120, every=0.5)
         report = json.loads(voicedrop("status", "--json", "--root", str(run.root)))
         clips = wav_names(run.clips)
         originals = wav_names(run.root / "voices" / VOICE / "originals")

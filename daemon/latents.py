@@ -64,5 +64,7 @@ def cached_latents(engine, voice: VoicePaths, model_hashes: dict[str, str], auto
         if stale != path:
             stale.unlink()
     seconds = time.monotonic() - started
-    logger.info("voice {}: latents from {} clips computed in {:.1f} s", voice.name, len(clips), seconds)
+    logger.info(
+        "voice {}: latents from {} clips computed in {:.1f} s", voice.name, len(clips), seconds
+    )
     return latents, key, seconds

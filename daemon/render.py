@@ -143,8 +143,13 @@ class Renderer:
             raise Blocked(str(NoClips(f"voice {voice.name} has no clips yet")))
 
     def render(
-        self, voice: VoicePaths, body: str, settings: TextSettings, tts: TtsSettings,
-        output: Path, text_hash: str,
+        self,
+        voice: VoicePaths,
+        body: str,
+        settings: TextSettings,
+        tts: TtsSettings,
+        output: Path,
+        text_hash: str,
     ) -> dict[str, Any]:
         """Render `body` into `output` (+ sidecar), resuming from finished chunks."""
         from daemon.models import file_sha256 as model_sha256
@@ -157,13 +162,17 @@ class Renderer:
         files = engine.model_files(autoregressive=autoregressive, decoder=settings.decoder)
         hashes = {name: model_sha256(path) for name, path in files.items()}
         try:
-            latents, latents_key, latent_seconds = cached_latents(engine, voice, hashes, autoregressive)
+            latents, latents_key, latent_seconds = cached_latents(
+                engine, voice, hashes, autoregressive
+            )
         except NoClips as exc:
             raise Blocked(str(exc)) from exc
         generation = settings.generation()
         chunks = chunk_text(body, engine.text_token_count, engine.max_text_tokens)
         work = self.work_dir(text_hash, generation, hashes, latents_key)
-        audio_parts = self.render_chunks(engine, chunks, latents, generation, autoregressive, work, output.name)
+        audio_parts = self.render_chunks(
+            engine, chunks, latents, generation, autoregressive, work, output.name
+        )
         audio = join_chunks(audio_parts, engine.SAMPLE_RATE, settings.output_sample_rate)
         write_wav(output, audio, settings.output_sample_rate)
         total = time.monotonic() - started
@@ -177,7 +186,8 @@ class Renderer:
             "fine_tuned": autoregressive is not None,
             "seed": generation.seed,
             "settings": {
-                **dataclasses.asdict(generation), "preset": settings.preset,
+                **dataclasses.asdict(generation),
+                "preset": settings.preset,
                 "output_sample_rate": settings.output_sample_rate,
             },
             "chunks": len(chunks),
@@ -196,7 +206,9 @@ class Renderer:
         self.last_used = time.monotonic()
         return sidecar
 
-    def work_dir(self, text_hash: str, generation, hashes: dict[str, str], latents_key: str) -> Path:
+    def work_dir(
+        self, text_hash: str, generation, hashes: dict[str, str], latents_key: str
+    ) -> Path:
         """Finished chunks live here; any change of text, settings or model starts afresh."""
         payload = json.dumps(
             [text_hash, dataclasses.asdict(generation), hashes, latents_key], sort_keys=True
@@ -223,10 +235,16 @@ class Renderer:
             eta = (time.monotonic() - started) / done * (len(chunks) - index - 1)
             logger.info(
                 "rendering {}: chunk {}/{} ({:.0%}, ETA {:.0f} s)",
-                name, index + 1, len(chunks), (index + 1) / len(chunks), eta,
+                name,
+                index + 1,
+                len(chunks),
+                (index + 1) / len(chunks),
+                eta,
             )
         if reused:
-            logger.info("rendering {}: reused {} chunks finished before an interruption", name, reused)
+            logger.info(
+                "rendering {}: reused {} chunks finished before an interruption", name, reused
+            )
         return parts
 
 
@@ -268,10 +286,15 @@ class RenderStage:
             atomic.write_text(error, f"{exc}\n")
             raise
         error.unlink(missing_ok=True)
-        ledger.finish(job.id, outcome="rendered", wav=str(wav), seconds=sidecar["timings"]["total_seconds"])
+        ledger.finish(
+            job.id, outcome="rendered", wav=str(wav), seconds=sidecar["timings"]["total_seconds"]
+        )
         logger.info(
             "rendered {} ({}): {:.1f} s of speech in {:.1f} s",
-            text.name, voice.name, sidecar["audio_seconds"], sidecar["timings"]["total_seconds"],
+            text.name,
+            voice.name,
+            sidecar["audio_seconds"],
+            sidecar["timings"]["total_seconds"],
         )
 
     def prepare(self, voice: VoicePaths, text: Path) -> tuple[str, TextSettings, TtsSettings]:
@@ -285,7 +308,9 @@ class RenderStage:
         except (BadText, ConfigError) as exc:
             raise Rejected(str(exc)) from exc
         if not body.strip():
-            raise Rejected(f"{text.name} has no text to speak; write something below the front matter")
+            raise Rejected(
+                f"{text.name} has no text to speak; write something below the front matter"
+            )
         return body, settings, tts
 
     def give_up(self, job: Job, reason: str) -> None:

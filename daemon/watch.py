@@ -174,7 +174,6 @@ class DropFolderHandler(FileSystemEventHandler):
             return
         self.tracker.touch(path)
 
-
     def output_deleted(self, path: Path) -> None:
         """Deleting a rendered wav or its sidecar asks for the text to be rendered again."""
         text = path.with_suffix(".txt")

@@ -141,23 +141,14 @@ def imported_clips(root: Path, voice: str) -> list[Path]:
     return sorted((root / "voices" / voice / "clips").glob("*.wav"))
 
 
+def ffmpeg(*arguments: str) -> None:
+    """Run the ffmpeg command quietly (fixtures in mp3, ogg, m4a, video…)."""
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *arguments], check=True)
+
+
 def ffmpeg_encode(source: Path, target: Path, *options: str) -> Path:
-    """Encode with the ffmpeg command (mp3, ogg, m4a… fixtures)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-i",
-            str(source),
-            *options,
-            str(target),
-        ],
-        check=True,
-    )
+    ffmpeg("-i", str(source), *options, str(target))
     return target
 
 

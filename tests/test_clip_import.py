@@ -3,13 +3,13 @@ explained in rejected/, originals never lost."""
 
 import hashlib
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from tests.conftest import (
+    ffmpeg,
     ffmpeg_encode,
     imported_clips,
     run_until_idle,
@@ -91,42 +91,28 @@ def bad_corpus(folder: Path, outside: Path) -> dict[str, str]:
     (folder / "empty.wav").write_bytes(b"")
     (folder / "notes.wav").write_text("these are my notes, not audio\n" * 20)
     (folder / "noise.mp3").write_bytes(np.random.default_rng(1).bytes(50_000))
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "color=c=red:s=64x64",
-            "-frames:v",
-            "1",
-            "-f",
-            "image2",
-            "-c:v",
-            "png",
-            str(folder / "picture.wav"),
-        ],
-        check=True,
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=red:s=64x64",
+        "-frames:v",
+        "1",
+        "-f",
+        "image2",
+        "-c:v",
+        "png",
+        str(folder / "picture.wav"),
     )
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=64x64:rate=10",
-            "-t",
-            "2",
-            "-an",
-            str(folder / "video_only.mp4"),
-        ],
-        check=True,
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x64:rate=10",
+        "-t",
+        "2",
+        "-an",
+        str(folder / "video_only.mp4"),
     )
     sf.write(folder / "header_only.wav", np.zeros(0, np.float32), 22050)
     whole = write_wav(folder.parent / "whole.wav", 6.0).read_bytes()

@@ -1,0 +1,222 @@
+"""Rendering through the real daemon with the tiny model set (real tortoise classes)."""
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from tests.conftest import (
+    DaemonProcess,
+    configure,
+    run_until_idle,
+    status,
+    tortoise_clips,
+    voicedrop,
+    wait_for,
+)
+
+FAST = "---\ncandidates: 2\ndiffusion_iterations: 4\n---\n"
+LONG_TEXT = FAST + " ".join(
+    f"This is sentence number {n}, and it carries on for a little while longer." for n in range(14)
+)
+
+
+@pytest.fixture
+def tts_root(root: Path, tiny_models: Path) -> Path:
+    """A root whose voice `tom` has imported clips and whose models are the tiny set."""
+    configure(root, {"tts": {"models_dir": str(tiny_models)}})
+    (root / "inbox" / "tom").mkdir()
+    for clip in tortoise_clips("tom")[:2]:
+        shutil.copy(clip, root / "inbox" / "tom" / clip.name)
+    run_until_idle(root)
+    (root / "outbox" / "tom").mkdir()
+    return root
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sidecar(text: Path) -> dict:
+    return json.loads(text.with_suffix(".json").read_text())
+
+
+def test_a_dropped_text_comes_back_as_speech_with_a_sidecar(tts_root, daemon, tiny_models):
+    daemon.start()
+    text = tts_root / "outbox" / "tom" / "hello.txt"
+    text.write_text(FAST + "Hello there, this is a test.")
+    wait_for(lambda: text.with_suffix(".json").exists(), timeout=180)
+    info = sf.info(text.with_suffix(".wav"))
+    assert info.samplerate == 24000 and info.channels == 1 and info.frames > 0
+    meta = sidecar(text)
+    assert meta["text_sha256"] == sha256(text) and meta["voice"] == "tom"
+    assert set(meta["models"]) >= {"autoregressive.pth", "clvp2.pth", "diffusion_decoder.pth"}
+    for name, model in meta["models"].items():
+        assert model["sha256"] == sha256(tiny_models / name)
+    assert meta["seed"] == 0 and meta["settings"]["candidates"] == 2
+    assert meta["settings"]["diffusion_iterations"] == 4 and meta["settings"]["preset"] == "fast"
+    assert meta["chunks"] == 1 and meta["fine_tuned"] is False
+    assert meta["audio_seconds"] > 0 and meta["real_time_factor"] > 0
+    assert not text.with_suffix(".error.txt").exists()
+
+
+def test_the_same_text_seed_settings_and_model_give_identical_audio(tts_root, tmp_path):
+    text = tmp_path / "line.txt"
+    text.write_text(FAST + "The same words twice.")
+    for name in ("a.wav", "b.wav"):
+        voicedrop(
+            "render",
+            "--root",
+            str(tts_root),
+            "tom",
+            "--file",
+            str(text),
+            "-o",
+            str(tmp_path / name),
+        )
+    assert sha256(tmp_path / "a.wav") == sha256(tmp_path / "b.wav")
+    text.write_text(FAST.replace("---\n", "---\nseed: 7\n", 1) + "The same words twice.")
+    voicedrop(
+        "render", "--root", str(tts_root), "tom", "--file", str(text), "-o", str(tmp_path / "c.wav")
+    )
+    assert sha256(tmp_path / "c.wav") != sha256(tmp_path / "a.wav")
+
+
+def test_front_matter_overrides_settings_for_one_file(tts_root):
+    text = tts_root / "outbox" / "tom" / "custom.txt"
+    text.write_text(
+        "---\nseed: 5\ncandidates: 2\noutput_sample_rate: 16000\ndecoder: hifigan\n"
+        "temperature: 0.5\n---\nCustom settings here."
+    )
+    run_until_idle(tts_root)
+    meta = sidecar(text)
+    assert meta["seed"] == 5 and meta["settings"]["decoder"] == "hifigan"
+    assert (
+        meta["settings"]["temperature"] == 0.5 and meta["settings"]["output_sample_rate"] == 16000
+    )
+    assert "hifidecoder.pth" in meta["models"]
+    assert sf.info(text.with_suffix(".wav")).samplerate == 16000
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.txt", b"", "has no text to speak"),
+        ("only_front.txt", b"---\nseed: 1\n---\n\n", "has no text to speak"),
+        ("binary.txt", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "is a binary file"),
+        ("latin.txt", "Caf\xe9 au lait".encode("latin-1"), "not UTF-8 text (byte 0xe9"),
+        ("typo.txt", b"---\ntemprature: 0.5\n---\nHi.", "temprature: unknown key (did you mean"),
+        ("badvalue.txt", b"---\ncandidates: many\n---\nHi.", "front matter.candidates: expected"),
+        ("badrange.txt", b"---\ntop_p: 3\n---\nHi.", "front matter.top_p: must be in (0, 1]"),
+    ],
+)
+def test_bad_texts_get_an_error_file(tts_root, name, content, message):
+    text = tts_root / "outbox" / "tom" / name
+    text.write_bytes(content)
+    run_until_idle(tts_root)
+    error = text.with_suffix(".error.txt")
+    assert message in error.read_text()
+    assert not text.with_suffix(".wav").exists()
+    assert text.read_bytes() == content
+
+
+def test_a_voice_without_clips_waits_with_an_error_file(tts_root):
+    text = tts_root / "outbox" / "nobody" / "hi.txt"
+    text.parent.mkdir()
+    text.write_text(FAST + "Hello?")
+    run_until_idle(tts_root)
+    assert "voice nobody has no clips yet" in text.with_suffix(".error.txt").read_text()
+    assert status(tts_root)["jobs"]["waiting"] >= 1
+
+
+def test_missing_weights_wait_then_render_once_installed(root, daemon, tmp_path, tiny_models):
+    models = tmp_path / "weights"
+    configure(root, {"tts": {"models_dir": str(models)}})
+    (root / "inbox" / "tom").mkdir()
+    shutil.copy(tortoise_clips("tom")[0], root / "inbox" / "tom" / "1.wav")
+    text = root / "outbox" / "tom" / "later.txt"
+    text.parent.mkdir()
+    text.write_text(FAST + "Weights arrive later.")
+    daemon.start()
+    error = text.with_suffix(".error.txt")
+    wait_for(error.exists, timeout=60)
+    message = error.read_text()
+    for name in ("autoregressive.pth", "diffusion_decoder.pth", "vocoder.pth", "clvp2.pth"):
+        assert name in message
+    assert str(models) in message
+    report = status(root)
+    assert any("later.txt" == w["file"] for w in report["voices"]["tom"]["waiting"])
+    check = voicedrop("doctor", "--root", str(root), check=False).stdout
+    assert "tts models: missing autoregressive.pth" in check
+    shutil.copytree(tiny_models, models)
+    wait_for(text.with_suffix(".json").exists, timeout=120)
+    assert not error.exists()
+
+
+def test_latents_are_reused_and_recomputed_after_a_new_clip_or_model(tts_root, tiny_models):
+    outbox = tts_root / "outbox" / "tom"
+    first = outbox / "one.txt"
+    first.write_text(FAST + "First text.")
+    run_until_idle(tts_root)
+    second = outbox / "two.txt"
+    second.write_text(FAST + "Second text.")
+    run_until_idle(tts_root)
+    assert sidecar(first)["timings"]["latents_seconds"] > 0
+    assert sidecar(second)["timings"]["latents_seconds"] == 0
+    assert sidecar(second)["latents"] == sidecar(first)["latents"]
+    shutil.copy(tortoise_clips("tom")[2], tts_root / "inbox" / "tom" / "3.wav")
+    third = outbox / "three.txt"
+    third.write_text(FAST + "Third text.")
+    run_until_idle(tts_root)
+    assert sidecar(third)["latents"] != sidecar(second)["latents"]
+    fine_tune = tts_root / "voices" / "tom" / "models" / "autoregressive.pth"
+    fine_tune.parent.mkdir(parents=True)
+    state = torch.load(tiny_models / "autoregressive.pth", weights_only=True)
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, fine_tune)
+    fourth = outbox / "four.txt"
+    fourth.write_text(FAST + "Fourth text.")
+    run_until_idle(tts_root)
+    meta = sidecar(fourth)
+    assert meta["fine_tuned"] is True
+    assert meta["models"]["autoregressive.pth"]["sha256"] == sha256(fine_tune)
+    assert meta["latents"] != sidecar(third)["latents"]
+    assert len(list((tts_root / "voices" / "tom" / "latents").glob("*.pth"))) == 1
+
+
+def test_edited_texts_and_deleted_wavs_are_rendered_again(tts_root, daemon):
+    text = tts_root / "outbox" / "tom" / "story.txt"
+    text.write_text(FAST + "Version one.")
+    daemon.start()
+    wait_for(text.with_suffix(".json").exists, timeout=120)
+    first = sidecar(text)["text_sha256"]
+    text.write_text(FAST + "Version two, edited.")
+    wait_for(lambda: sidecar(text)["text_sha256"] != first, timeout=120)
+    wav = text.with_suffix(".wav")
+    wav.unlink()
+    wait_for(wav.exists, timeout=120)
+    assert daemon.output().count("rendered story.txt") == 3
+
+
+def test_a_long_text_killed_mid_way_resumes_at_the_next_chunk(tts_root, tmp_path):
+    text = tts_root / "outbox" / "tom" / "long.txt"
+    text.write_text(LONG_TEXT)
+    log = tmp_path / "daemon.log"
+    first = DaemonProcess(tts_root, log).start()
+    wait_for(lambda: "rendering long.txt: chunk 2/" in log.read_text(), timeout=300, every=0.05)
+    first.kill()
+    assert not text.with_suffix(".wav").exists()
+    finished = log.read_text().count("rendering long.txt: chunk")
+    resumed = run_until_idle(tts_root).stderr
+    meta = sidecar(text)
+    assert meta["chunks"] >= 5
+    reused = int(re.search(r"rendering long.txt: reused (\d+) chunks", resumed).group(1))
+    assert finished <= reused < meta["chunks"]
+    assert resumed.count("rendering long.txt: chunk") == meta["chunks"] - reused
+    clean = tmp_path / "clean.wav"
+    voicedrop("render", "--root", str(tts_root), "tom", "--file", str(text), "-o", str(clean))
+    assert sha256(clean) == sha256(text.with_suffix(".wav"))

@@ -1,0 +1,70 @@
+import re
+
+import pytest
+
+from daemon.texts import BadText, chunk_text, read_text, split_front_matter
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def test_utf8_with_a_bom_is_read(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes("\ufeffHallo Grüße".encode())
+    assert read_text(path) == "Hallo Grüße"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("caf\xe9".encode("latin-1"), "not UTF-8 text (byte 0xe9 at position 3)"),
+        (b"\x89PNG\r\n\x1a\n\0\0\0", "is a binary file"),
+    ],
+)
+def test_other_encodings_and_binary_files_are_refused(tmp_path, data, message):
+    path = tmp_path / "t.txt"
+    path.write_bytes(data)
+    with pytest.raises(BadText, match=re.escape(message)):
+        read_text(path)
+
+
+def test_front_matter_is_split_from_the_body():
+    values, body = split_front_matter("---\nseed: 3\npreset: ultra_fast\n---\nHello.\n", "t.txt")
+    assert values == {"seed": 3, "preset": "ultra_fast"}
+    assert body == "Hello.\n"
+    assert split_front_matter("Just text --- here.", "t.txt") == ({}, "Just text --- here.")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("---\nseed: 3\nHello.", "no closing --- line"),
+        ("---\nseed: [1\n---\nHello.", "not valid YAML"),
+        ("---\n- a\n- b\n---\nHello.", "must be 'key: value' lines"),
+    ],
+)
+def test_broken_front_matter_is_explained(text, message):
+    with pytest.raises(BadText, match=message):
+        split_front_matter(text, "t.txt")
+
+
+def test_sentences_are_packed_into_chunks_that_fit():
+    text = " ".join(f"Sentence number {i} is here." for i in range(30))
+    chunks = chunk_text(text, word_count, max_tokens=12)
+    assert all(word_count(c) <= 12 for c in chunks)
+    assert all(c.endswith(".") for c in chunks)
+    assert " ".join(chunks) == text
+
+
+def test_a_sentence_too_long_for_the_model_is_cut_at_clauses_then_words():
+    sentence = "one two three four, five six seven eight; " + " ".join(["word"] * 30) + "."
+    chunks = chunk_text(sentence, word_count, max_tokens=8)
+    assert all(word_count(c) <= 8 for c in chunks)
+    assert " ".join(chunks).split() == sentence.split()
+
+
+def test_chunks_stay_near_200_characters():
+    text = "This is a fairly ordinary sentence of moderate length. " * 20
+    chunks = chunk_text(text, word_count, max_tokens=1000)
+    assert len(chunks) > 4 and all(len(c) <= 200 for c in chunks)
