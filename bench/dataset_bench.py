@@ -73,7 +73,7 @@ MORE_SENTENCES = (
     "The museum was full of paintings from artists who lived long ago.",
     "His dog waited patiently by the door for him to come home from work.",
     "They decided to take the scenic road through the mountains instead of the highway.",
-    "Nobody knew why the lights in the old theatre kept turning on at night.",
+    "Nobody knew why the lights in the old theater kept turning on at night.",
 )
 ROUNDS = 3
 TARGET_RATIO = 0.9
@@ -189,7 +189,8 @@ def requeue_all(bench: Bench, voices: list[str]) -> None:
 
 
 def warm_up(bench: Bench, clip: Path) -> dict[str, float]:
-    """One-time costs, left out of both sides: model loads, first inference, tokenizer."""
+    """One-time costs left out of both sides: the pipeline's model load, the TorToiSe
+    tokenizer load (first piece checked), each side's first inference."""
     load, _ = timed(bench.stage.whisper.load, bench.options)
     tokenizer, _ = timed(unknown_characters, "warm up")
     pipeline_first, _ = timed(

@@ -49,10 +49,10 @@ class Transcripts:
         atomic.write_text(self.path, json.dumps(self.entries, indent=1, ensure_ascii=False))
 
 
-def dataset_lines(voice: VoicePaths, settings: Settings) -> dict[str, list[str]]:
+def dataset_lines(transcripts: Transcripts, settings: Settings) -> dict[str, list[str]]:
     """Every piece of every clip, split deterministically into train and validation."""
     lines: dict[str, list[str]] = {"train": [], "validation": []}
-    for clip in sorted(Transcripts(voice).entries.values(), key=lambda e: e["clip"]):
+    for clip in sorted(transcripts.entries.values(), key=lambda e: e["clip"]):
         for piece in clip["pieces"]:
             line = f"audio/{piece['file']}|{piece['text']}"
             split = "validation" if is_validation(piece, settings) else "train"
@@ -72,8 +72,8 @@ def is_validation(piece: dict[str, Any], settings: Settings) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < rules.validation_share
 
 
-def write_lists(voice: VoicePaths, settings: Settings) -> dict[str, int]:
-    lines = dataset_lines(voice, settings)
+def write_lists(voice: VoicePaths, transcripts: Transcripts, settings: Settings) -> dict[str, int]:
+    lines = dataset_lines(transcripts, settings)
     for split, rows in lines.items():
         atomic.write_text(voice.dataset / f"{split}.txt", "".join(f"{row}\n" for row in rows))
     return {split: len(rows) for split, rows in lines.items()}
@@ -142,7 +142,7 @@ class DatasetStage:
         }
         transcripts.entries[clip.name] = entry
         transcripts.save()
-        counts = write_lists(voice, settings)
+        counts = write_lists(voice, transcripts, settings)
         problem = no_lines_reason(clip.name, transcript.segments, pieces)
         ledger.finish(
             job.id,
@@ -325,7 +325,9 @@ class PruneStage:
         for name in removed:
             remove_piece_files(voice, transcripts.entries.pop(name))
         transcripts.save()
-        counts = write_lists(voice, load_voice_settings(self.settings, voice.config_file))
+        counts = write_lists(
+            voice, transcripts, load_voice_settings(self.settings, voice.config_file)
+        )
         ledger.finish(job.id, removed=removed)
         logger.info(
             "voice {}: removed the lines of {} (originals deleted); {} train lines left",

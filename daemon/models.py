@@ -7,10 +7,12 @@ torch and tortoise are imported inside functions: the daemon imports this module
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -212,18 +214,29 @@ def build_clvp(spec: ModelSpec) -> torch.nn.Module:
 def build_vocoder(spec: ModelSpec) -> torch.nn.Module:
     from tortoise.models.vocoder import UnivNetGenerator
 
-    return UnivNetGenerator(**spec.vocoder)
+    with _old_weight_norm():
+        return UnivNetGenerator(**spec.vocoder)
 
 
 def build_hifigan(spec: ModelSpec) -> torch.nn.Module:
     from tortoise.models.hifigan_decoder import HifiganGenerator
 
-    return HifiganGenerator(**spec.hifigan)
+    with _old_weight_norm():
+        return HifiganGenerator(**spec.hifigan)
+
+
+@contextlib.contextmanager
+def _old_weight_norm() -> Iterator[None]:
+    """Silence torch's deprecation warning for the weight_norm tortoise's vocoders use: the
+    released checkpoints are stored in its format (weight_g / weight_v)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*weight_norm.*deprecated", FutureWarning)
+        yield
 
 
 def load_strict(module: torch.nn.Module, path: Path, key: str | None = None) -> torch.nn.Module:
     """Load `path` into `module`, every key and shape matching, or raise BadCheckpoint."""
-    state = _read_state(Path(path), key)
+    state = read_state_dict(Path(path), key)
     expected = module.state_dict()
     state = {name: value for name, value in state.items() if not _ignorable(name, expected)}
     problems = _mismatches(expected, state)
@@ -236,7 +249,8 @@ def load_strict(module: torch.nn.Module, path: Path, key: str | None = None) -> 
     return module
 
 
-def _read_state(path: Path, key: str | None) -> Mapping[str, Any]:
+def read_state_dict(path: Path, key: str | None = None) -> Mapping[str, Any]:
+    """The tensors in a checkpoint (under `key` if given), or BadCheckpoint."""
     import pickle
 
     import torch

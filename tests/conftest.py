@@ -188,3 +188,14 @@ def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
         errors += row[-1]
         words += len(ref)
     return errors / words
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TorToiSe's model classes at tiny dims with random weights, written once per session
+    (`voicedrop models tiny`); treat the folder as read-only, tests share it."""
+    from daemon.models import write_tiny_models
+
+    directory = tmp_path_factory.mktemp("tiny-models")
+    write_tiny_models(directory)
+    return directory

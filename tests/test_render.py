@@ -207,16 +207,16 @@ def test_a_long_text_killed_mid_way_resumes_at_the_next_chunk(tts_root, tmp_path
     text.write_text(LONG_TEXT)
     log = tmp_path / "daemon.log"
     first = DaemonProcess(tts_root, log).start()
-    wait_for(lambda: "rendering long.txt: chunk 2/" in log.read_text(), timeout=300, every=0.05)
+    wait_for(lambda: "rendering long.wav: chunk 2/" in log.read_text(), timeout=300, every=0.05)
     first.kill()
     assert not text.with_suffix(".wav").exists()
-    finished = log.read_text().count("rendering long.txt: chunk")
+    finished = log.read_text().count("rendering long.wav: chunk")
     resumed = run_until_idle(tts_root).stderr
     meta = sidecar(text)
     assert meta["chunks"] >= 5
-    reused = int(re.search(r"rendering long.txt: reused (\d+) chunks", resumed).group(1))
+    reused = int(re.search(r"rendering long.wav: reused (\d+) chunks", resumed).group(1))
     assert finished <= reused < meta["chunks"]
-    assert resumed.count("rendering long.txt: chunk") == meta["chunks"] - reused
+    assert resumed.count("rendering long.wav: chunk") == meta["chunks"] - reused
     clean = tmp_path / "clean.wav"
     voicedrop("render", "--root", str(tts_root), "tom", "--file", str(text), "-o", str(clean))
     assert sha256(clean) == sha256(text.with_suffix(".wav"))

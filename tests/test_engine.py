@@ -1,0 +1,256 @@
+"""daemon.engine on the tiny model set: real TorToiSe classes, random weights, loaded from disk."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from daemon.engine import (
+    AR_WINDOW,
+    Engine,
+    GenerationSettings,
+    Latents,
+)
+from daemon.models import (
+    BadCheckpoint,
+    ModelSpec,
+    WeightsMissing,
+    build_autoregressive,
+    save_checkpoint,
+    write_tiny_models,
+)
+from tests.conftest import tortoise_clips
+
+TEXT = "The quick brown fox jumps over the lazy dog."
+QUICK = GenerationSettings(candidates=2, diffusion_iterations=4)
+TINY = ModelSpec.tiny()
+DIM = TINY.autoregressive["model_dim"]
+MAX_SECONDS = TINY.autoregressive["max_mel_tokens"] * 1024 / 22050
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_models: Path) -> Engine:
+    return Engine(tiny_models, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clips() -> list[np.ndarray]:
+    return [sf.read(path, dtype="float32")[0] for path in tortoise_clips("tom")]
+
+
+@pytest.fixture(scope="module")
+def latents(engine: Engine, clips: list[np.ndarray]) -> Latents:
+    return engine.conditioning_latents(clips)
+
+
+@pytest.fixture(scope="module")
+def fine_tune(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another autoregressive model of the same dims, standing in for a voice's fine-tune."""
+    folder = tmp_path_factory.mktemp("fine-tune")
+    write_tiny_models(folder, seed=1)
+    return folder / "autoregressive.pth"
+
+
+def render(engine: Engine, latents: Latents, **changes) -> np.ndarray:
+    autoregressive = changes.pop("autoregressive", None)
+    settings = dataclasses.replace(QUICK, **changes)
+    return engine.render(TEXT, latents, settings, autoregressive=autoregressive)
+
+
+def test_latents_from_real_speech_have_the_models_widths(latents: Latents) -> None:
+    assert latents.autoregressive.shape == (1, DIM)
+    assert latents.diffusion.shape == (1, 2 * TINY.diffusion["model_channels"])
+    for tensor in (latents.autoregressive, latents.diffusion):
+        assert tensor.device.type == "cpu" and tensor.dtype == torch.float32
+        assert torch.isfinite(tensor).all()
+
+
+def test_a_long_clip_is_cut_into_pieces_that_all_count(
+    engine: Engine, clips: list[np.ndarray], latents: Latents
+) -> None:
+    long_clip = np.concatenate(clips)[: 20 * 22050]
+    whole = engine.conditioning_latents([long_clip])
+    start = engine.conditioning_latents([long_clip[:AR_WINDOW]])
+    assert whole.autoregressive.shape == latents.autoregressive.shape
+    assert whole.diffusion.shape == latents.diffusion.shape
+    assert not torch.equal(whole.autoregressive, start.autoregressive)
+    assert not torch.equal(whole.diffusion, start.diffusion)
+
+
+def test_latents_are_deterministic_and_survive_a_round_trip(
+    engine: Engine, clips: list[np.ndarray], latents: Latents, tmp_path: Path
+) -> None:
+    again = engine.conditioning_latents(clips)
+    assert torch.equal(again.autoregressive, latents.autoregressive)
+    assert torch.equal(again.diffusion, latents.diffusion)
+    path = tmp_path / "latents" / "voice.pth"
+    latents.save(path)
+    loaded = Latents.load(path)
+    assert torch.equal(loaded.autoregressive, latents.autoregressive)
+    assert torch.equal(loaded.diffusion, latents.diffusion)
+    assert [p.name for p in path.parent.iterdir()] == ["voice.pth"]
+
+
+def test_a_file_that_is_no_latents_file(tmp_path: Path) -> None:
+    path = tmp_path / "latents.pth"
+    torch.save({"autoregressive": torch.zeros(1, 4)}, path)
+    with pytest.raises(BadCheckpoint, match="not a voicedrop latents file"):
+        Latents.load(path)
+
+
+def test_univnet_mel_matches_tortoises(engine: Engine) -> None:
+    """The diffusion conditioning mel is computed with torch.stft instead of tortoise's
+    TacotronSTFT (whose set-up inverts a 1026x1024 matrix); the numbers must agree."""
+    from threadpoolctl import threadpool_limits
+    from tortoise.utils.audio import wav_to_univnet_mel
+
+    wave = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, 24000).astype(np.float32))
+    with threadpool_limits(1):  # numpy's BLAS threads fight torch's on small machines
+        expected = wav_to_univnet_mel(wave.unsqueeze(0), do_normalization=False, device="cpu")
+    assert torch.allclose(engine._univnet_mel(wave), expected[0], atol=1e-4)
+
+
+def test_render_gives_finite_float32_speech_at_24_khz(engine: Engine, latents: Latents) -> None:
+    stages: list[tuple[str, float]] = []
+    audio = engine.render(TEXT, latents, QUICK, on_progress=lambda *step: stages.append(step))
+    assert Engine.SAMPLE_RATE == 24000
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+    assert 0.2 < audio.size / Engine.SAMPLE_RATE <= MAX_SECONDS * 1.1
+    names = [name for name, _ in stages]
+    assert names[0] == "autoregressive" and names[-1] == "done"
+    assert {"clvp", "diffusion"} <= set(names)
+    assert [f for name, f in stages if name == "diffusion"][-1] == 1.0
+
+
+def test_same_seed_same_audio_other_seed_other_audio(engine: Engine, latents: Latents) -> None:
+    first = render(engine, latents, seed=7)
+    assert np.array_equal(first, render(engine, latents, seed=7))
+    assert not np.array_equal(first, render(engine, latents, seed=8))
+
+
+def test_hifigan_decoder(engine: Engine, latents: Latents) -> None:
+    audio = render(engine, latents, decoder="hifigan")
+    assert audio.dtype == np.float32 and audio.ndim == 1 and np.isfinite(audio).all()
+    assert 0.2 < audio.size / Engine.SAMPLE_RATE <= MAX_SECONDS * 1.1
+    assert np.array_equal(audio, render(engine, latents, decoder="hifigan"))
+
+
+def test_a_fine_tuned_autoregressive_model_replaces_the_base_one(
+    engine: Engine, latents: Latents, fine_tune: Path, tiny_models: Path
+) -> None:
+    files = engine.model_files(autoregressive=fine_tune)
+    assert files["autoregressive.pth"] == fine_tune
+    assert files["clvp2.pth"] == tiny_models / "clvp2.pth"
+    assert set(engine.model_files(decoder="hifigan")) == {
+        "autoregressive.pth",
+        "clvp2.pth",
+        "hifidecoder.pth",
+    }
+    base = render(engine, latents)
+    tuned = render(engine, latents, autoregressive=fine_tune)
+    assert not np.array_equal(base, tuned)
+    assert np.array_equal(base, render(engine, latents))
+
+
+def test_latents_come_from_the_autoregressive_model_asked_for(
+    engine: Engine, clips: list[np.ndarray], latents: Latents, fine_tune: Path
+) -> None:
+    tuned = engine.conditioning_latents(clips[:1], autoregressive=fine_tune)
+    base = engine.conditioning_latents(clips[:1])
+    assert not torch.equal(tuned.autoregressive, base.autoregressive)
+    assert torch.equal(tuned.diffusion, base.diffusion)
+
+
+def test_a_fine_tune_retrained_in_place_is_reloaded(
+    engine: Engine, latents: Latents, tmp_path: Path, fine_tune: Path, tiny_models: Path
+) -> None:
+    path = tmp_path / "voice" / "autoregressive.pth"
+    path.parent.mkdir()
+    shutil.copy(fine_tune, path)
+    before = render(engine, latents, autoregressive=path)
+    shutil.copy(tiny_models / "autoregressive.pth", path)
+    assert np.array_equal(render(engine, latents, autoregressive=path), render(engine, latents))
+    assert not np.array_equal(before, render(engine, latents, autoregressive=path))
+
+
+def test_a_fine_tune_that_is_gone(engine: Engine, latents: Latents, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        render(engine, latents, autoregressive=tmp_path / "autoregressive.pth")
+
+
+def test_text_limits(engine: Engine, latents: Latents) -> None:
+    assert engine.max_text_tokens == TINY.autoregressive["max_text_tokens"] - 4
+    assert 0 < engine.text_token_count(TEXT) <= engine.max_text_tokens
+    too_long = " ".join([TEXT] * 10)
+    assert engine.text_token_count(too_long) > engine.max_text_tokens
+    with pytest.raises(ValueError, match="tokens long"):
+        engine.render(too_long, latents, QUICK)
+    with pytest.raises(ValueError, match="nothing to say"):
+        engine.render("", latents, QUICK)
+
+
+def test_the_released_length_limits_fit_the_model(tiny_models: Path, tmp_path: Path) -> None:
+    """The most text and the most codes a render allows, at the released max_text_tokens and
+    max_mel_tokens (narrow layers keep it cheap): no position embedding runs out."""
+    spec = dataclasses.replace(
+        TINY, autoregressive={**TINY.autoregressive, "max_text_tokens": 402, "max_mel_tokens": 604}
+    )
+    for name in ("clvp2.pth", "hifidecoder.pth"):
+        shutil.copy(tiny_models / name, tmp_path)
+    save_checkpoint(build_autoregressive(spec).state_dict(), tmp_path / "autoregressive.pth")
+    spec.write(tmp_path)
+    engine = Engine(tmp_path, device="cpu")
+    text = "a" * 40
+    while engine.text_token_count(text + " a") <= engine.max_text_tokens:
+        text += " a"
+    assert engine.text_token_count(text) == engine.max_text_tokens == 398
+    latents = Latents(torch.zeros(1, DIM), torch.zeros(1, 1))
+    settings = dataclasses.replace(QUICK, candidates=1, decoder="hifigan")
+    audio = engine.render(text, latents, settings)
+    assert audio.size / Engine.SAMPLE_RATE > 25  # random weights never stop: 602 codes
+
+
+def test_release_drops_the_models_and_the_next_render_reloads(
+    tiny_models: Path, latents: Latents
+) -> None:
+    engine = Engine(tiny_models, device="auto")
+    assert not engine.loaded
+    first = render(engine, latents)
+    assert engine.loaded
+    engine.release()
+    assert not engine.loaded
+    assert np.array_equal(first, render(engine, latents))
+
+
+def test_without_weights_loading_says_which_files_are_missing(
+    tmp_path: Path, tiny_models: Path, latents: Latents
+) -> None:
+    shutil.copy(tiny_models / "spec.json", tmp_path)
+    shutil.copy(tiny_models / "autoregressive.pth", tmp_path)
+    engine = Engine(tmp_path, device="cpu")
+    with pytest.raises(WeightsMissing) as raised:
+        engine.render(TEXT, latents, QUICK)
+    assert raised.value.missing == ["clvp2.pth", "diffusion_decoder.pth", "vocoder.pth"]
+    assert raised.value.directory == tmp_path
+    with pytest.raises(WeightsMissing) as raised:
+        engine.load(decoder="hifigan")
+    assert raised.value.missing == ["clvp2.pth", "hifidecoder.pth"]
+    assert not engine.loaded
+
+
+def test_presets_follow_tortoise() -> None:
+    assert GenerationSettings() == GenerationSettings.preset("fast")
+    ultra = GenerationSettings.preset("ultra_fast", seed=3)
+    assert (ultra.candidates, ultra.diffusion_iterations, ultra.cond_free) == (16, 30, False)
+    assert ultra.seed == 3
+    assert GenerationSettings.preset("high_quality").diffusion_iterations == 400
+    assert GenerationSettings.preset("standard", candidates=4).candidates == 4
+    with pytest.raises(ValueError, match="unknown preset"):
+        GenerationSettings.preset("turbo")
