@@ -171,18 +171,20 @@ class Ledger:
         """Blocked is not a failed attempt: give the attempt back."""
         with self.transaction():
             self.db.execute(
-                "UPDATE jobs SET state = 'waiting', last_error = ?, attempts = MAX(attempts - 1, 0),"
-                " updated_at = ? WHERE id = ?",
+                "UPDATE jobs SET state = 'waiting', last_error = ?,"
+                " attempts = MAX(attempts - 1, 0), updated_at = ? WHERE id = ?",
                 (reason, time.time(), job_id),
             )
 
     def release_waiting(self, kind: str | None = None) -> int:
         """Let blocked jobs (of one kind) try again; still blocked, they go back to waiting."""
         kind_filter = " AND kind = ?" if kind else ""
+        params = (time.time(), kind) if kind else (time.time(),)
         with self.transaction():
             cursor = self.db.execute(
-                f"UPDATE jobs SET state = 'pending', updated_at = ? WHERE state = 'waiting'{kind_filter}",
-                (time.time(), kind) if kind else (time.time(),),
+                "UPDATE jobs SET state = 'pending', updated_at = ?"
+                f" WHERE state = 'waiting'{kind_filter}",
+                params,
             )
         return cursor.rowcount
 

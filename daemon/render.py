@@ -59,7 +59,7 @@ class TextSettings:
             ("candidates", settings.candidates in (None,) or settings.candidates >= 1, "≥ 1"),
             ("top_p", settings.top_p is None or 0 < settings.top_p <= 1, "in (0, 1]"),
             ("temperature", settings.temperature is None or settings.temperature > 0, "> 0"),
-            ("output_sample_rate", 8000 <= settings.output_sample_rate <= 192000, "8000–192000"),
+            ("output_sample_rate", 8000 <= settings.output_sample_rate <= 192000, "8000-192000"),
         ]
         for key, ok, allowed in problems:
             if not ok:

@@ -22,9 +22,9 @@ from daemon.clip_import import ClipImport
 from daemon.config import Settings
 from daemon.dataset import DatasetStage, PruneStage, reconcile
 from daemon.intake import Intake
-from daemon.render import RenderStage
 from daemon.ledger import Ledger
 from daemon.paths import Root
+from daemon.render import RenderStage
 from daemon.systemd import Notifier
 from daemon.watch import StabilityTracker, Watcher, classify
 from daemon.worker import Stage, Worker

@@ -150,7 +150,7 @@ def test_missing_weights_wait_then_render_once_installed(root, daemon, tmp_path,
         assert name in message
     assert str(models) in message
     report = status(root)
-    assert any("later.txt" == w["file"] for w in report["voices"]["tom"]["waiting"])
+    assert any(w["file"] == "later.txt" for w in report["voices"]["tom"]["waiting"])
     check = voicedrop("doctor", "--root", str(root), check=False).stdout
     assert "tts models: missing autoregressive.pth" in check
     shutil.copytree(tiny_models, models)
