@@ -27,7 +27,6 @@ PACKAGES = (
     "numpy",
 )
 DECODERS = ("pcm_s16le", "flac", "mp3", "aac", "vorbis", "opus")
-TTS_FILES = ("autoregressive.pth", "diffusion_decoder.pth", "vocoder.pth", "clvp2.pth")
 MIN_FREE_BYTES = 5 * 1024**3
 
 
@@ -89,8 +88,10 @@ def whisper_check(root: Root, settings: Settings) -> Check:
 
 
 def tts_check(root: Root, settings: Settings) -> Check:
+    from daemon.models import missing_weights
+
     folder = root.resolve_setting_path(settings.tts.models_dir)
-    missing = [name for name in TTS_FILES if not (folder / name).is_file()]
+    missing = missing_weights(folder, settings.tts.decoder)
     if missing:
         return Check(
             "warn",

@@ -24,8 +24,9 @@ from loguru import logger
 from daemon import __version__, atomic
 from daemon.config import ConfigError, Settings, TtsSettings, load_voice_settings, override_section
 from daemon.intake import file_sha256
-from daemon.latents import NoClips, cached_latents
+from daemon.latents import NoClips, cached_latents, voice_clips
 from daemon.ledger import Job, Ledger
+from daemon.models import BadCheckpoint, WeightsMissing
 from daemon.paths import Root, VoicePaths
 from daemon.texts import BadText, chunk_text, read_text, split_front_matter
 from daemon.worker import Blocked, Rejected
@@ -139,8 +140,11 @@ class Renderer:
                 "checkpoints there (or run `voicedrop models tiny DIR` and point "
                 "tts.models_dir at DIR to try things out); texts render once they are there"
             )
-        if not any(voice.clips.glob("*.wav")) if voice.clips.is_dir() else True:
-            raise Blocked(str(NoClips(f"voice {voice.name} has no clips yet")))
+        if not voice_clips(voice):
+            raise Blocked(
+                f"voice {voice.name} has no clips yet: drop a few clips of the voice into "
+                f"inbox/{voice.name}/ and this text renders once they are imported"
+            )
 
     def render(
         self,
@@ -158,7 +162,10 @@ class Renderer:
         engine = self.engine_for(tts)
         fine_tune = voice.models / "autoregressive.pth"
         autoregressive = fine_tune if fine_tune.exists() else None
-        engine.load(autoregressive=autoregressive, decoder=settings.decoder)
+        try:
+            engine.load(autoregressive=autoregressive, decoder=settings.decoder)
+        except (BadCheckpoint, WeightsMissing) as exc:
+            raise Blocked(f"{exc}; texts render once the model files are fixed") from exc
         files = engine.model_files(autoregressive=autoregressive, decoder=settings.decoder)
         hashes = {name: model_sha256(path) for name, path in files.items()}
         try:

@@ -220,3 +220,28 @@ def test_a_long_text_killed_mid_way_resumes_at_the_next_chunk(tts_root, tmp_path
     clean = tmp_path / "clean.wav"
     voicedrop("render", "--root", str(tts_root), "tom", "--file", str(text), "-o", str(clean))
     assert sha256(clean) == sha256(text.with_suffix(".wav"))
+
+
+def test_a_wrong_checkpoint_waits_with_the_file_named(root, tmp_path, tiny_models):
+    models = tmp_path / "weights"
+    shutil.copytree(tiny_models, models)
+    torch.save({"not": torch.zeros(1)}, models / "clvp2.pth")
+    configure(root, {"tts": {"models_dir": str(models)}})
+    (root / "inbox" / "tom").mkdir()
+    shutil.copy(tortoise_clips("tom")[0], root / "inbox" / "tom" / "1.wav")
+    text = root / "outbox" / "tom" / "hi.txt"
+    text.parent.mkdir()
+    text.write_text(FAST + "Hello.")
+    run_until_idle(root)
+    message = text.with_suffix(".error.txt").read_text()
+    assert "clvp2.pth" in message and "unexpected" in message
+    assert status(root)["jobs"]["waiting"] >= 1
+
+
+def test_models_are_released_when_idle(tts_root, daemon, tiny_models):
+    configure(tts_root, {"tts": {"models_dir": str(tiny_models), "idle_unload": 1}})
+    daemon.start()
+    text = tts_root / "outbox" / "tom" / "idle.txt"
+    text.write_text(FAST + "Then nothing.")
+    wait_for(text.with_suffix(".json").exists, timeout=120)
+    wait_for(lambda: "releasing the TTS models after 1 s idle" in daemon.output(), timeout=30)
