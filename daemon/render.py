@@ -130,10 +130,12 @@ class Renderer:
 
     def check_ready(self, voice: VoicePaths, tts: TtsSettings, decoder: str) -> None:
         """Raise Blocked when rendering needs something only the user can provide."""
-        from daemon.models import missing_weights
+        from daemon.models import DIFFUSION_FILE, missing_weights
 
         models_dir = self.root.resolve_setting_path(tts.models_dir)
         missing = missing_weights(models_dir, decoder)
+        if not (models_dir / DIFFUSION_FILE).is_file() and DIFFUSION_FILE not in missing:
+            missing.append(DIFFUSION_FILE)  # the voice's latents need it, whatever the decoder
         if missing:
             raise Blocked(
                 f"missing {', '.join(missing)} in {models_dir}: put TorToiSe's released "

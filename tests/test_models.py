@@ -154,11 +154,11 @@ DIFFUSION = ("diffusion_decoder.pth", "vocoder.pth")
     ("present", "decoder", "missing"),
     [
         ((), "diffusion", [*BASE, *DIFFUSION]),
-        ((), "hifigan", [*BASE, "diffusion_decoder.pth", HIFIGAN_FILE]),
+        ((), "hifigan", [*BASE, HIFIGAN_FILE]),
         (REQUIRED_FILES, "diffusion", []),
         (REQUIRED_FILES, "hifigan", [HIFIGAN_FILE]),
-        ((*BASE, "diffusion_decoder.pth", HIFIGAN_FILE), "hifigan", []),
-        ((*BASE, "diffusion_decoder.pth", HIFIGAN_FILE), "diffusion", ["vocoder.pth"]),
+        ((*BASE, HIFIGAN_FILE), "hifigan", []),
+        ((*BASE, HIFIGAN_FILE), "diffusion", list(DIFFUSION)),
     ],
 )
 def test_missing_weights_per_decoder(
