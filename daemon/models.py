@@ -310,8 +310,7 @@ def needed_files(decoder: str) -> tuple[str, ...]:
     if decoder == "diffusion":
         return (AUTOREGRESSIVE_FILE, CLVP_FILE, DIFFUSION_FILE, VOCODER_FILE)
     if decoder == "hifigan":
-        # The voice's conditioning latents are computed with the diffusion model too.
-        return (AUTOREGRESSIVE_FILE, CLVP_FILE, DIFFUSION_FILE, HIFIGAN_FILE)
+        return (AUTOREGRESSIVE_FILE, CLVP_FILE, HIFIGAN_FILE)
     raise ValueError(f"unknown decoder {decoder!r}: use 'diffusion' or 'hifigan'")
 
 
