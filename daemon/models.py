@@ -27,6 +27,7 @@ DIFFUSION_FILE = "diffusion_decoder.pth"
 VOCODER_FILE = "vocoder.pth"
 CLVP_FILE = "clvp2.pth"
 HIFIGAN_FILE = "hifidecoder.pth"
+DVAE_FILE = "dvae.pth"  # turns mels into the AR's codes; only fine-tuning needs it
 REQUIRED_FILES = (AUTOREGRESSIVE_FILE, DIFFUSION_FILE, VOCODER_FILE, CLVP_FILE)
 SPEC_FILE = "spec.json"
 VOCODER_KEY = "model_g"  # the released vocoder.pth nests the generator's weights under this key
@@ -38,6 +39,7 @@ LEGACY_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 # carries them twice.
 ALIAS_PREFIXES = ("inference_model.", "gpt.wte.")
 REPORTED_KEYS = 5
+OPTIONAL_SECTIONS = {"dvae"}  # spec.json files written before fine-tuning lack them
 
 
 class BadCheckpoint(Exception):
@@ -65,6 +67,7 @@ class ModelSpec:
     clvp: dict[str, Any]
     vocoder: dict[str, Any]
     hifigan: dict[str, Any]
+    dvae: dict[str, Any] = dataclasses.field(default_factory=lambda: ModelSpec.released().dvae)
 
     @classmethod
     def released(cls) -> ModelSpec:
@@ -77,6 +80,7 @@ class ModelSpec:
             clvp=_clvp(dim=768, depth=20, heads=12),
             vocoder=_vocoder(channel_size=32),
             hifigan=_hifigan(latent=1024, initial_channel=512),
+            dvae=_dvae(codebook_dim=512, hidden_dim=512, resnet_blocks=3, tokens=8192),
         )
 
     @classmethod
@@ -93,6 +97,7 @@ class ModelSpec:
             clvp=_clvp(dim=32, depth=1, heads=2),
             vocoder=_vocoder(channel_size=8),
             hifigan=_hifigan(latent=64, initial_channel=32),
+            dvae=_dvae(codebook_dim=32, hidden_dim=16, resnet_blocks=1, tokens=256),
         )
 
     @classmethod
@@ -106,7 +111,7 @@ class ModelSpec:
             data = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as error:
             raise BadCheckpoint(f"{path} is not valid JSON: {error}") from error
-        if not isinstance(data, dict) or sorted(data) != names:
+        if not isinstance(data, dict) or sorted(set(data) | OPTIONAL_SECTIONS) != names:
             raise BadCheckpoint(f"{path} must be an object with exactly the sections {names}")
         return cls(**data)
 
@@ -193,10 +198,30 @@ def _hifigan(latent: int, initial_channel: int) -> dict[str, Any]:
     }
 
 
+def _dvae(codebook_dim: int, hidden_dim: int, resnet_blocks: int, tokens: int) -> dict[str, Any]:
+    """DL-Art-School's lucidrains_dvae settings for TorToiSe (see daemon.dvae)."""
+    return {
+        "channels": 80,
+        "codebook_dim": codebook_dim,
+        "hidden_dim": hidden_dim,
+        "kernel_size": 3,
+        "num_layers": 2,
+        "num_resnet_blocks": resnet_blocks,
+        "num_tokens": tokens,
+        "stride": 2,
+    }
+
+
 def build_autoregressive(spec: ModelSpec) -> torch.nn.Module:
     from tortoise.models.autoregressive import UnifiedVoice
 
     return UnifiedVoice(**spec.autoregressive)
+
+
+def build_dvae(spec: ModelSpec) -> torch.nn.Module:
+    from daemon.dvae import DiscreteVAE
+
+    return DiscreteVAE(**spec.dvae)
 
 
 def build_diffusion(spec: ModelSpec) -> torch.nn.Module:
@@ -327,6 +352,7 @@ def write_tiny_models(directory: Path, seed: int = 0) -> list[Path]:
         VOCODER_FILE: {VOCODER_KEY: build_vocoder(spec).state_dict()},
         CLVP_FILE: build_clvp(spec).state_dict(),
         HIFIGAN_FILE: build_hifigan(spec).state_dict(),
+        DVAE_FILE: build_dvae(spec).state_dict(),
     }
     written = [save_checkpoint(data, directory / name) for name, data in files.items()]
     return [*written, spec.write(directory)]

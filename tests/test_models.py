@@ -20,6 +20,7 @@ from daemon.models import (
     build_autoregressive,
     build_clvp,
     build_diffusion,
+    build_dvae,
     build_hifigan,
     build_vocoder,
     file_sha256,
@@ -35,6 +36,7 @@ LOADERS = {
     "vocoder.pth": (build_vocoder, "model_g"),
     "clvp2.pth": (build_clvp, None),
     "hifidecoder.pth": (build_hifigan, None),
+    "dvae.pth": (build_dvae, None),
 }
 
 

@@ -1,0 +1,235 @@
+"""daemon.train: a short fine-tune of the tiny models on generated speech."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from daemon.engine import Engine, GenerationSettings
+from daemon.models import ModelSpec, build_autoregressive, file_sha256, load_strict
+from daemon.train import (
+    CHECKPOINT,
+    METRICS,
+    TrainingOptions,
+    parameter_groups,
+    pick_batch_size,
+    train_voice,
+)
+from tests.conftest import espeak, wait_for
+
+# short enough for the tiny model's 48 mel codes (~2.2 s)
+PHRASES = (
+    "Hello there.",
+    "Good morning.",
+    "Thank you very much.",
+    "See you soon.",
+    "It is cold today.",
+    "Open the door.",
+    "Come here now.",
+    "I like green tea.",
+)
+FAST = TrainingOptions(
+    epochs=3, learning_rate=1e-3, batch_size=2, lr_schedule=(2,), validate_every=1, save_every=1
+)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """espeak pieces for every phrase, written once."""
+    folder = tmp_path_factory.mktemp("speech")
+    for index, phrase in enumerate(PHRASES):
+        espeak(folder / f"piece_{index:05d}.wav", phrase, speed=200)
+    return folder
+
+
+def make_voice(root: Path, speech: Path, extra: tuple[str, ...] = ()) -> Path:
+    """voices/<voice>/dataset/ as the dataset stage writes it: 6 train and 2 validation lines."""
+    voice = root / "voices" / "tester"
+    shutil.copytree(speech, voice / "dataset" / "audio")
+    lines = [f"audio/piece_{i:05d}.wav|{phrase}" for i, phrase in enumerate(PHRASES)]
+    (voice / "dataset" / "train.txt").write_text("\n".join([*lines[:6], *extra]) + "\n")
+    (voice / "dataset" / "validation.txt").write_text("\n".join(lines[6:]) + "\n")
+    return voice
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
+
+
+def never() -> bool:
+    return False
+
+
+def test_loss_falls_and_the_model_renders(tiny_models: Path, speech: Path, tmp_path: Path) -> None:
+    voice = make_voice(tmp_path, speech)
+    options = TrainingOptions(**{**FAST.__dict__, "epochs": 12, "validate_every": 4})
+    progress: list[dict] = []
+    result = train_voice(voice, tiny_models, options, "en", never, progress.append)
+
+    assert result.finished and result.step == result.total_steps == 36
+    assert result.text_weight == 0.01 and result.codes_computed == 8 and result.warnings == []
+    rows = records(result.run_dir)
+    assert [r["step"] for r in rows] == list(range(1, 37))
+    first, last = rows[:5], rows[-5:]
+    assert sum(r["loss_total"] for r in last) < sum(r["loss_total"] for r in first)
+    assert {"loss_text", "loss_mel", "lr", "steps_per_s", "epoch"} <= set(rows[0])
+    assert [r["step"] for r in rows if "val_loss_total" in r] == [12, 24, 36]
+    assert rows[0]["lr"] == 1e-3 and rows[-1]["lr"] == 5e-4  # halved at epoch 2 = step 6
+    assert progress[-1]["total_steps"] == 36 and progress[-1]["eta_s"] == 0
+    assert (result.run_dir / "loss.png").stat().st_size > 0
+    assert (result.run_dir / "lr.png").stat().st_size > 0
+    assert not (result.run_dir / CHECKPOINT).exists()  # finished: only the model is kept
+
+    model = voice / "models" / "autoregressive.pth"
+    assert result.model_path == model and result.model_sha256 == file_sha256(model)
+    load_strict(build_autoregressive(ModelSpec.tiny()), model)
+    engine = Engine(tiny_models, device="cpu")
+    engine.load(autoregressive=model)
+    clip = torch.zeros(22050).numpy() + 0.01
+    latents = engine.conditioning_latents([clip], autoregressive=model)
+    settings = GenerationSettings(candidates=2, diffusion_iterations=4)
+    audio = engine.render("Hello there.", latents, settings, autoregressive=model)
+    assert audio.size > 0
+
+    # a second run reads every line's codes from the cache; a changed piece is encoded again
+    again = TrainingOptions(**{**FAST.__dict__, "epochs": 1})
+    assert train_voice(voice, tiny_models, again, "en", never, progress.append).codes_computed == 0
+    shutil.copy(speech / "piece_00000.wav", voice / "dataset" / "audio" / "piece_00001.wav")
+    assert train_voice(voice, tiny_models, again, "en", never, progress.append).codes_computed == 1
+
+
+def test_a_stopped_run_resumes_where_it_stopped_and_ends_the_same(
+    tiny_models: Path, speech: Path, tmp_path: Path
+) -> None:
+    whole = train_voice(
+        make_voice(tmp_path / "a", speech), tiny_models, FAST, "en", never, lambda _: None
+    )
+
+    voice = make_voice(tmp_path / "b", speech)
+    steps: list[int] = []
+    stopped = train_voice(
+        voice, tiny_models, FAST, "en", lambda: len(steps) >= 4, lambda p: steps.append(p["step"])
+    )
+    assert not stopped.finished and stopped.step == 4 and stopped.model_path is None
+    assert (stopped.run_dir / CHECKPOINT).exists()
+    resumed = train_voice(voice, tiny_models, FAST, "en", never, lambda p: steps.append(p["step"]))
+    assert steps == list(range(1, 10))
+    assert resumed.finished and resumed.run_dir == stopped.run_dir
+    assert [r["step"] for r in records(resumed.run_dir)] == list(range(1, 10))
+    tuned = torch.load(resumed.model_path, weights_only=True)
+    reference = torch.load(whole.model_path, weights_only=True)
+    assert all(torch.equal(tuned[name], reference[name]) for name in reference)
+
+
+KILLED_RUN = """
+import sys
+from pathlib import Path
+from daemon.train import TrainingOptions, train_voice
+options = TrainingOptions(epochs=100, learning_rate=1e-3, batch_size=2, save_every=1,
+                          validate_every=100)
+train_voice(Path(sys.argv[1]), Path(sys.argv[2]), options, "en", lambda: False,
+            lambda p: print(p["step"], flush=True))
+"""
+
+
+def test_kill_9_mid_run_resumes_from_the_last_checkpoint(
+    tiny_models: Path, speech: Path, tmp_path: Path
+) -> None:
+    voice = make_voice(tmp_path, speech)
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(KILLED_RUN), str(voice), str(tiny_models)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: list((voice / "training").glob(f"*/{CHECKPOINT}")), timeout=60)
+        for line in process.stdout:
+            if int(line) % 3 == 2:  # between two epoch-end checkpoints
+                break
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    checkpoint = next((voice / "training").glob(f"*/{CHECKPOINT}"))
+    saved = torch.load(checkpoint, weights_only=True)["step"]
+    assert saved > 0 and saved % 3 == 0
+
+    options = TrainingOptions(
+        epochs=100, learning_rate=1e-3, batch_size=2, save_every=1, validate_every=100
+    )
+    steps: list[int] = []
+    result = train_voice(voice, tiny_models, options, "en", lambda: bool(steps), steps.append)
+    assert steps[0]["step"] == saved + 1 and result.step == saved + 1
+    assert [r["step"] for r in records(result.run_dir)] == list(range(1, saved + 2))
+
+
+def test_text_weight_is_0_01_for_english_and_1_otherwise() -> None:
+    assert TrainingOptions().text_weight("en") == 0.01
+    assert TrainingOptions().text_weight("de") == 1.0
+    assert TrainingOptions(text_lr_weight=0.3).text_weight("en") == 0.3
+
+
+def test_skipped_lines_are_counted_and_a_non_english_voice_weighs_text_fully(
+    tiny_models: Path, speech: Path, tmp_path: Path
+) -> None:
+    long_clip = tmp_path / "long.wav"
+    espeak(long_clip, "This sentence is far too long for the tiny model to take.", speed=120)
+    voice = make_voice(
+        tmp_path, speech, ("audio/long.wav|Far too long.", "audio/piece_00001.wav|a_b")
+    )
+    shutil.copy(long_clip, voice / "dataset" / "audio" / "long.wav")
+    options = TrainingOptions(**{**FAST.__dict__, "epochs": 1})
+    result = train_voice(voice, tiny_models, options, "de", never, lambda _: None)
+    assert result.skipped == {"audio too long": 1, "untokenisable": 1}
+    assert "2 dataset lines skipped (1 audio too long, 1 untokenisable)" in result.warnings
+    assert result.text_weight == 1.0
+    row = records(result.run_dir)[-1]
+    assert row["loss_total"] == pytest.approx(row["loss_text"] + row["loss_mel"])
+
+
+def test_out_of_memory_halves_the_micro_batch_and_goes_on(
+    tiny_models: Path, speech: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import daemon.train
+
+    real = daemon.train.losses
+
+    def small_batches_only(model, batch):
+        if len(batch) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, batch)
+
+    monkeypatch.setattr(daemon.train, "losses", small_batches_only)
+    voice = make_voice(tmp_path, speech)
+    options = TrainingOptions(**{**FAST.__dict__, "epochs": 1, "batch_size": 4})
+    result = train_voice(voice, tiny_models, options, "en", never, lambda _: None)
+    assert result.finished
+    assert [r["micro_batch"] for r in records(result.run_dir)] == [1, 1]
+
+
+def test_weight_decay_skips_biases_norms_and_embeddings() -> None:
+    model = build_autoregressive(ModelSpec.tiny())
+    decayed, plain = parameter_groups(model)
+    names = {id(p): name for name, p in model.named_parameters()}
+    decayed_names = {names[id(p)] for p in decayed["params"]}
+    assert decayed["weight_decay"] == 0.01 and plain["weight_decay"] == 0.0
+    assert "text_embedding.weight" not in decayed_names
+    assert "mel_pos_embedding.emb.weight" not in decayed_names
+    assert not any(name.endswith(".bias") for name in decayed_names)
+    assert "text_head.weight" in decayed_names
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+def test_auto_batch_size_on_the_cpu_is_small_and_never_above_the_lines() -> None:
+    cpu = torch.device("cpu")
+    assert pick_batch_size(TrainingOptions(), cpu, 100) == 4
+    assert pick_batch_size(TrainingOptions(), cpu, 3) == 3
+    assert pick_batch_size(TrainingOptions(batch_size=16), cpu, 100) == 16
