@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("voice")
     transcribe.set_defaults(handler=cmd_transcribe)
 
+    train = commands.add_parser("train", help="fine-tune a voice (tonight, or --now)")
+    add_root(train)
+    train.add_argument("voice")
+    train.add_argument("--now", action="store_true", help="start now instead of in the window")
+    train.set_defaults(handler=cmd_train)
+
     render = commands.add_parser("render", help="render one text with a voice, now")
     add_root(render)
     render.add_argument("voice")
@@ -145,6 +151,51 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     finally:
         lock.release()
     print(f"transcribed {queued} clips of {voice.name}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Queue a fine-tune; with --now and no daemon running, run it here."""
+    import threading
+
+    from daemon.fine_tune import FineTuneStage
+    from daemon.ledger import Ledger
+    from daemon.logs import setup_logging
+    from daemon.render import Renderer
+    from daemon.schedule import next_start, now_local, queue_training
+    from daemon.service import AlreadyRunning, InstanceLock, running_pid
+    from daemon.worker import Worker
+
+    root, settings = open_root(args.root)
+    voice = root.voice(args.voice)
+    ledger = Ledger(root.ledger_file)
+    queued = queue_training(root, ledger, voice.name, now=args.now)
+    ledger.close()
+    if not queued and not args.now:
+        print(f"voice {voice.name}: nothing new to train on (or no dataset yet)")
+        return 0
+    if not queued:
+        print(f"voicedrop: voice {voice.name} has no dataset yet", file=sys.stderr)
+        return 1
+    pid = running_pid(root)
+    if pid is not None or not args.now:
+        upcoming = next_start(settings.training, now_local())
+        who = f"the running daemon (pid {pid})" if pid else "the daemon"
+        when = "now" if args.now else f"in the next window ({upcoming:%Y-%m-%d %H:%M})"
+        print(f"queued fine-tuning of {voice.name}; {who} runs it {when}")
+        return 0
+    setup_logging(settings.logging, root.log_dir)
+    lock = InstanceLock(root)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        print(f"voicedrop: {exc}", file=sys.stderr)
+        return 1
+    try:
+        stage = FineTuneStage(root, settings, Renderer(root), threading.Event())
+        Worker(root.ledger_file, settings, [stage]).drain()
+    finally:
+        lock.release()
     return 0
 
 

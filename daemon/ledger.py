@@ -109,8 +109,8 @@ class Ledger:
         )
 
     def claim(self, kinds: tuple[str, ...] | None = None) -> Job | None:
-        """Take the oldest runnable job; its attempt is counted now, so a job that kills the
-        daemon every time still runs out of attempts."""
+        """Take the oldest runnable job, fine-tuning last (it yields to everything else); its
+        attempt is counted now, so a job that kills the daemon every time still runs out."""
         now = time.time()
         kind_filter = ""
         params: list[Any] = [now]
@@ -120,7 +120,7 @@ class Ledger:
         with self.transaction():
             row = self.db.execute(
                 "SELECT id FROM jobs WHERE state = 'pending' AND not_before <= ?"
-                f"{kind_filter} ORDER BY id LIMIT 1",
+                f"{kind_filter} ORDER BY kind = 'train', id LIMIT 1",
                 params,
             ).fetchone()
             if row is None:
@@ -172,6 +172,15 @@ class Ledger:
         with self.transaction():
             self.db.execute(
                 "UPDATE jobs SET state = 'waiting', last_error = ?,"
+                " attempts = MAX(attempts - 1, 0), updated_at = ? WHERE id = ?",
+                (reason, time.time(), job_id),
+            )
+
+    def pause(self, job_id: int, reason: str) -> None:
+        """Put a running job back to pending without spending its attempt (it yielded)."""
+        with self.transaction():
+            self.db.execute(
+                "UPDATE jobs SET state = 'pending', last_error = ?,"
                 " attempts = MAX(attempts - 1, 0), updated_at = ? WHERE id = ?",
                 (reason, time.time(), job_id),
             )

@@ -21,10 +21,12 @@ from daemon import atomic
 from daemon.clip_import import ClipImport
 from daemon.config import Settings
 from daemon.dataset import DatasetStage, PruneStage, reconcile
+from daemon.fine_tune import FineTuneStage
 from daemon.intake import Intake
 from daemon.ledger import Ledger
 from daemon.paths import Root
-from daemon.render import RenderStage
+from daemon.render import Renderer, RenderStage
+from daemon.schedule import TRAIN, TrainingSchedule, queue_changed_voices
 from daemon.systemd import Notifier
 from daemon.watch import StabilityTracker, Watcher, classify
 from daemon.worker import Stage, Worker
@@ -114,10 +116,13 @@ class Daemon:
             self.notifier.ready(f"watching {self.root.path}")
             logger.info("voicedrop ready on {}: {} files to look at", self.root.path, found)
             worker.start()
+            schedule = TrainingSchedule(self.root, self.settings, lambda: self.open_window(worker))
+            schedule.start()
             try:
                 self.main_loop(ledger, intake, watcher, worker, until_idle)
             finally:
                 self.notifier.stopping()
+                schedule.stop()
                 watcher.stop()
                 worker.stop()
         finally:
@@ -127,12 +132,25 @@ class Daemon:
         return 0
 
     def stages(self) -> list[Stage]:
+        renderer = Renderer(self.root)
         return [
             ClipImport(self.root, self.settings),
             DatasetStage(self.root, self.settings),
             PruneStage(self.root, self.settings),
-            RenderStage(self.root, self.settings),
+            RenderStage(self.root, self.settings, renderer),
+            FineTuneStage(self.root, self.settings, renderer, self.stop_requested),
         ]
+
+    def open_window(self, worker: Worker) -> None:
+        """At a scheduled start: queue voices whose dataset changed, wake paused runs."""
+        ledger = Ledger(self.root.ledger_file)
+        try:
+            queued = queue_changed_voices(self.root, ledger)
+            resumed = ledger.release_waiting(TRAIN)
+        finally:
+            ledger.close()
+        logger.info("training window: {} voices queued, {} runs resumed", queued, resumed)
+        worker.wake.set()
 
     def recover(self, ledger: Ledger) -> None:
         requeued, failed = ledger.recover(self.settings.jobs.max_attempts)

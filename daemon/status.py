@@ -60,6 +60,7 @@ def voice_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
         "duration": round(duration, 2),
         "warnings": warnings,
         "dataset": dataset_report(voice, ledger),
+        "training": training_report(voice, ledger),
         "rejected": rejected_files(voice),
         "waiting": [
             {"file": job.input_path.name, "kind": job.kind, "reason": job.last_error}
@@ -86,6 +87,33 @@ def dataset_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
             for p in pieces
             if p["unknown"]
         ],
+    }
+
+
+def training_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
+    from daemon.config import ConfigError, load_settings, load_voice_settings
+    from daemon.schedule import TRAIN, next_start, now_local
+
+    jobs = ledger.jobs(kind=TRAIN, voice=voice.name)
+    finished = [j for j in jobs if j.state == "done" and j.data.get("outcome") == "trained"]
+    active = [j for j in jobs if j.state in ("pending", "running", "waiting")]
+    last = finished[-1].data if finished else None
+    try:
+        settings = load_voice_settings(load_settings(voice.root.config_file), voice.config_file)
+        upcoming = next_start(settings.training, now_local())
+    except ConfigError:
+        upcoming = None
+    return {
+        "last": None
+        if last is None
+        else {
+            key: last.get(key) for key in ("finished_at_text", "model_sha256", "losses", "warnings")
+        },
+        "next": upcoming.isoformat(timespec="minutes") if upcoming else None,
+        "state": active[-1].state if active else None,
+        "progress": active[-1].data.get("progress") if active else None,
+        "note": active[-1].last_error if active else None,
+        "warnings": last.get("warnings", []) if last else [],
     }
 
 
@@ -118,6 +146,25 @@ def dataset_line(dataset: dict[str, Any]) -> str:
     return line
 
 
+def training_line(training: dict[str, Any]) -> str:
+    last = training["last"]
+    line = "  training: " + (
+        f"last {last['finished_at_text']}, loss {last['losses'].get('loss_total', 0):.3f}"
+        if last
+        else "never fine-tuned"
+    )
+    progress = training["progress"]
+    if training["state"] == "running" and progress:
+        line += (
+            f"; running step {progress['step']}/{progress['total_steps']}, epoch "
+            f"{progress['epoch']:.1f}, loss {progress['loss_total']:.3f}, "
+            f"ETA {progress.get('eta_s') or 0:.0f} s"
+        )
+    elif training["state"]:
+        line += f"; {training['state']}: {training['note'] or 'queued'}"
+    return line + f"; next window {training['next'] or 'none'}"
+
+
 def render_text(report: dict[str, Any]) -> str:
     daemon = report["daemon"]
     jobs = report["jobs"]
@@ -131,7 +178,9 @@ def render_text(report: dict[str, Any]) -> str:
         minutes = voice["duration"] / 60
         lines.append(f"\nvoice {name}: {voice['clips']} clips, {minutes:.1f} min of audio")
         lines.append(dataset_line(voice["dataset"]))
+        lines.append(training_line(voice["training"]))
         lines += [f"  warning  {w}" for w in voice["warnings"]]
+        lines += [f"  training {w}" for w in voice["training"]["warnings"]]
         lines += [f"  dataset  {p}" for p in voice["dataset"]["problems"]]
         lines += [f"  dataset  {u}" for u in voice["dataset"]["unknown_tokens"]]
         lines += [f"  rejected {r['file']}: {r['reason']}" for r in voice["rejected"]]

@@ -1,0 +1,145 @@
+"""Fine-tuning through the daemon: a dataset the pipeline prepared from generated speech,
+the tiny model set, the training window and the hand-off to rendering."""
+
+import hashlib
+import json
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import configure, espeak, run_until_idle, status, voicedrop, wait_for
+from tests.test_dataset import WHISPER_MODEL
+
+PHRASES = (
+    "Good morning to you.",
+    "Thank you very much.",
+    "See you again soon.",
+    "It is cold today.",
+    "Please open the door.",
+    "I like green tea.",
+    "The sky is blue.",
+    "Where is my coat?",
+)
+FAST_TEXT = "---\ncandidates: 2\ndiffusion_iterations: 4\n---\nA fine-tuned voice."
+
+
+def training_settings(**overrides) -> dict:
+    values = {"epochs": 2, "batch_size": 2, "learning_rate": 0.001, "lr_schedule": [1],
+              "validate_every": 1, "save_every": 1}
+    return {**values, **overrides}
+
+
+def clock(moment: datetime) -> str:
+    return f"{moment:%H:%M}"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_models) -> Path:
+    """A root whose voice `tester` has a dataset prepared by the pipeline (once per module)."""
+    from daemon.cli import main as cli_main
+
+    root = tmp_path_factory.mktemp("prepared") / "root"
+    assert cli_main(["init", str(root)]) == 0
+    configure(root, {"whisper": {"model": str(WHISPER_MODEL)}})
+    for index, phrase in enumerate(PHRASES):
+        espeak(root / "inbox" / "tester" / f"p{index}.wav", phrase, speed=150)
+    run_until_idle(root)
+    assert (root / "voices" / "tester" / "dataset" / "train.txt").read_text().strip()
+    return root
+
+
+@pytest.fixture
+def voice_root(prepared: Path, tmp_path: Path, tiny_models: Path):
+    """A fresh copy of the prepared root, configured for a quick tiny fine-tune."""
+    root = tmp_path / "root"
+    shutil.copytree(prepared, root)
+
+    def setup(**training) -> Path:
+        configure(root, {
+            "whisper": {"model": str(WHISPER_MODEL)},
+            "tts": {"models_dir": str(tiny_models)},
+            "training": {**training_settings(), "schedule": "0 0 1 1 *", "catch_up": 0, **training},
+        })
+        return root
+
+    return setup
+
+
+def test_train_now_fine_tunes_and_renders_use_the_new_model(voice_root):
+    root = voice_root()
+    result = voicedrop("train", "--root", str(root), "tester", "--now", timeout=600)
+    assert "fine-tuned" in result.stderr
+    model = root / "voices" / "tester" / "models" / "autoregressive.pth"
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    training = status(root)["voices"]["tester"]["training"]
+    assert training["last"]["model_sha256"] == digest
+    runs = list((root / "voices" / "tester" / "training").glob("*/loss.png"))
+    assert runs, "a loss chart is written per run"
+    text = root / "outbox" / "tester" / "hello.txt"
+    text.parent.mkdir(parents=True)
+    text.write_text(FAST_TEXT)
+    run_until_idle(root)
+    meta = json.loads(text.with_suffix(".json").read_text())
+    assert meta["fine_tuned"] is True
+    assert meta["models"]["autoregressive.pth"]["sha256"] == digest
+
+
+def test_outside_the_window_a_requested_fine_tune_waits(voice_root):
+    root = voice_root()
+    queued = voicedrop("train", "--root", str(root), "tester")
+    assert "runs it in the next window" in queued.stdout
+    run_until_idle(root)
+    training = status(root)["voices"]["tester"]["training"]
+    assert training["state"] == "waiting"
+    assert "fine-tuning runs in the training window" in training["note"]
+    assert not (root / "voices" / "tester" / "models" / "autoregressive.pth").exists()
+
+
+def test_a_start_missed_while_down_is_caught_up_and_trains_changed_voices(voice_root):
+    now = datetime.now().astimezone()
+    missed = now - timedelta(minutes=10)
+    root = voice_root(
+        schedule=f"{missed.minute} {missed.hour} * * *", catch_up=3600,
+        until=clock(now + timedelta(hours=2)),
+    )
+    result = run_until_idle(root, timeout=600)
+    assert "catching up the training start missed" in result.stderr
+    assert (root / "voices" / "tester" / "models" / "autoregressive.pth").exists()
+    again = run_until_idle(root, timeout=600)
+    assert "catching up" not in again.stderr and "fine-tuning voice" not in again.stderr
+
+
+def test_the_window_end_checkpoints_and_waits_for_the_next_night(voice_root):
+    now = datetime.now().astimezone()
+    if now.second > 40:  # leave the run at least 20 s before the window closes
+        wait_for(lambda: datetime.now().second < 5, timeout=30, every=0.5)
+        now = datetime.now().astimezone()
+    started = now - timedelta(minutes=5)
+    root = voice_root(
+        epochs=400, schedule=f"{started.minute} {started.hour} * * *", catch_up=3600,
+        until=clock(now + timedelta(minutes=1)),
+    )
+    result = run_until_idle(root, timeout=300)
+    assert "training window closed, checkpointed" in result.stderr
+    training = status(root)["voices"]["tester"]["training"]
+    assert training["state"] == "waiting" and "window closed" in training["note"]
+    assert list((root / "voices" / "tester" / "training").glob("*/checkpoint.pt"))
+    assert not (root / "voices" / "tester" / "models" / "autoregressive.pth").exists()
+
+
+def test_renders_are_served_between_training_steps(voice_root, daemon):
+    root = voice_root(epochs=400)
+    daemon.root = root
+    daemon.start()
+    voicedrop("train", "--root", str(root), "tester", "--now")
+    wait_for(lambda: "fine-tuning voice tester" in daemon.output(), timeout=60)
+    text = root / "outbox" / "tester" / "meanwhile.txt"
+    text.parent.mkdir(parents=True)
+    text.write_text(FAST_TEXT)
+    wait_for(text.with_suffix(".json").exists, timeout=120)
+    output = daemon.output()
+    assert "training paused (renders are waiting for the device)" in output
+    wait_for(lambda: daemon.output().count("fine-tuning voice tester") >= 2, timeout=60)
+    assert status(root)["voices"]["tester"]["training"]["state"] in ("running", "pending")
