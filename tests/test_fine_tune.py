@@ -26,8 +26,14 @@ FAST_TEXT = "---\ncandidates: 2\ndiffusion_iterations: 4\n---\nA fine-tuned voic
 
 
 def training_settings(**overrides) -> dict:
-    values = {"epochs": 2, "batch_size": 2, "learning_rate": 0.001, "lr_schedule": [1],
-              "validate_every": 1, "save_every": 1}
+    values = {
+        "epochs": 2,
+        "batch_size": 2,
+        "learning_rate": 0.001,
+        "lr_schedule": [1],
+        "validate_every": 1,
+        "save_every": 1,
+    }
     return {**values, **overrides}
 
 
@@ -57,11 +63,19 @@ def voice_root(prepared: Path, tmp_path: Path, tiny_models: Path):
     shutil.copytree(prepared, root)
 
     def setup(**training) -> Path:
-        configure(root, {
-            "whisper": {"model": str(WHISPER_MODEL)},
-            "tts": {"models_dir": str(tiny_models)},
-            "training": {**training_settings(), "schedule": "0 0 1 1 *", "catch_up": 0, **training},
-        })
+        configure(
+            root,
+            {
+                "whisper": {"model": str(WHISPER_MODEL)},
+                "tts": {"models_dir": str(tiny_models)},
+                "training": {
+                    **training_settings(),
+                    "schedule": "0 0 1 1 *",
+                    "catch_up": 0,
+                    **training,
+                },
+            },
+        )
         return root
 
     return setup
@@ -101,7 +115,8 @@ def test_a_start_missed_while_down_is_caught_up_and_trains_changed_voices(voice_
     now = datetime.now().astimezone()
     missed = now - timedelta(minutes=10)
     root = voice_root(
-        schedule=f"{missed.minute} {missed.hour} * * *", catch_up=3600,
+        schedule=f"{missed.minute} {missed.hour} * * *",
+        catch_up=3600,
         until=clock(now + timedelta(hours=2)),
     )
     result = run_until_idle(root, timeout=600)
@@ -118,7 +133,9 @@ def test_the_window_end_checkpoints_and_waits_for_the_next_night(voice_root):
         now = datetime.now().astimezone()
     started = now - timedelta(minutes=5)
     root = voice_root(
-        epochs=400, schedule=f"{started.minute} {started.hour} * * *", catch_up=3600,
+        epochs=400,
+        schedule=f"{started.minute} {started.hour} * * *",
+        catch_up=3600,
         until=clock(now + timedelta(minutes=1)),
     )
     result = run_until_idle(root, timeout=300)
