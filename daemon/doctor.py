@@ -47,6 +47,7 @@ def run_checks(root: Root, settings: Settings) -> list[Check]:
         decoder_check(),
         whisper_check(root, settings),
         tts_check(root, settings),
+        dvae_check(root, settings),
         device_check(),
         disk_check(root),
         *permission_checks(root),
@@ -100,6 +101,16 @@ def tts_check(root: Root, settings: Settings) -> Check:
             "(`voicedrop models tiny DIR` writes a tiny set for trying things out)",
         )
     return Check("ok", "tts models", str(folder))
+
+
+def dvae_check(root: Root, settings: Settings) -> Check:
+    from daemon.models import DVAE_FILE
+
+    path = root.resolve_setting_path(settings.tts.models_dir) / DVAE_FILE
+    if path.is_file():
+        return Check("ok", "fine-tuning", str(path))
+    message = f"no {DVAE_FILE} in {path.parent}; voices cannot be fine-tuned"
+    return Check("warn", "fine-tuning", message)
 
 
 def device_check() -> Check:
