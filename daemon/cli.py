@@ -125,9 +125,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     """Queue a rebuild; run it here unless a daemon already serves the root."""
     from daemon.dataset import DatasetStage, PruneStage, queue_rebuild
     from daemon.ledger import Ledger
-    from daemon.logs import setup_logging
-    from daemon.service import AlreadyRunning, InstanceLock, running_pid
-    from daemon.worker import Worker
+    from daemon.service import running_pid
 
     root, settings = open_root(args.root)
     voice = root.voice(args.voice)
@@ -138,6 +136,19 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if pid is not None:
         print(f"queued {queued} clips of {voice.name}; the running daemon (pid {pid}) does them")
         return 0
+    stages = [DatasetStage(root, settings), PruneStage(root, settings)]
+    if run_in_foreground(root, settings, stages):
+        return 1
+    print(f"transcribed {queued} clips of {voice.name}")
+    return 0
+
+
+def run_in_foreground(root: Root, settings: Settings, stages: list) -> int:
+    """Run queued jobs of `stages` here, holding the root's lock like a daemon would."""
+    from daemon.logs import setup_logging
+    from daemon.service import AlreadyRunning, InstanceLock
+    from daemon.worker import Worker
+
     setup_logging(settings.logging, root.log_dir)
     lock = InstanceLock(root)
     try:
@@ -146,11 +157,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         print(f"voicedrop: {exc}", file=sys.stderr)
         return 1
     try:
-        stages = [DatasetStage(root, settings), PruneStage(root, settings)]
         Worker(root.ledger_file, settings, stages).drain()
     finally:
         lock.release()
-    print(f"transcribed {queued} clips of {voice.name}")
     return 0
 
 
@@ -160,11 +169,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from daemon.fine_tune import FineTuneStage
     from daemon.ledger import Ledger
-    from daemon.logs import setup_logging
     from daemon.render import Renderer
     from daemon.schedule import next_start, now_local, queue_training
-    from daemon.service import AlreadyRunning, InstanceLock, running_pid
-    from daemon.worker import Worker
+    from daemon.service import running_pid
 
     root, settings = open_root(args.root)
     voice = root.voice(args.voice)
@@ -184,19 +191,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         when = "now" if args.now else f"in the next window ({upcoming:%Y-%m-%d %H:%M})"
         print(f"queued fine-tuning of {voice.name}; {who} runs it {when}")
         return 0
-    setup_logging(settings.logging, root.log_dir)
-    lock = InstanceLock(root)
-    try:
-        lock.acquire()
-    except AlreadyRunning as exc:
-        print(f"voicedrop: {exc}", file=sys.stderr)
-        return 1
-    try:
-        stage = FineTuneStage(root, settings, Renderer(root), threading.Event())
-        Worker(root.ledger_file, settings, [stage]).drain()
-    finally:
-        lock.release()
-    return 0
+    stage = FineTuneStage(root, settings, Renderer(root), threading.Event())
+    return run_in_foreground(root, settings, [stage])
 
 
 def cmd_render(args: argparse.Namespace) -> int:
