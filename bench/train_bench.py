@@ -103,7 +103,7 @@ QUIET_CORES = 0.2  # a round is quiet when other processes kept fewer cores busy
 QUIET_WAIT = 30  # seconds a round waits at most for other processes to go quiet
 ROUND_LIMIT = 45  # seconds after which a run is stopped and its round dropped (quiet: ~6 s)
 OUT_FILE = Path(__file__).with_name("out") / "train.json"
-TIMED = ("collate", "wave_to_mel", "optimizer_step")
+TIMED = ("collate", "optimizer_step")
 CADENCE_TIMED = ("Learner.save", "write_charts", "validate")
 
 
@@ -370,7 +370,6 @@ def interleaved_round(
         "production_mean_ms": ms(statistics.fmean(production[steady])),
         "bare_mean_ms": ms(statistics.fmean(bare.seconds[steady])),
         "collate_ms": ms(statistics.median(spent["collate"][steady])),
-        "wave_to_mel_ms": ms(statistics.median(spent["wave_to_mel"][steady])),
         "optimizer_step_ms": ms(statistics.median(spent["optimizer_step"][steady])),
         "rest_ms": ms(statistics.median(rest[steady])),
         "max_loss_difference": max(differences),
@@ -465,7 +464,6 @@ def summarise(rounds: list[dict[str, Any]], cadence: list[dict[str, Any]]) -> di
         "production_steps_per_s": 1000 / production,
         "bare_steps_per_s": 1000 / bare,
         "collate_ms": median("collate_ms"),
-        "wave_to_mel_ms": median("wave_to_mel_ms"),
         "optimizer_step_ms": median("optimizer_step_ms"),
         "rest_ms": median("rest_ms"),
         "max_loss_difference": max(r["max_loss_difference"] for r in rounds),
@@ -609,8 +607,8 @@ def report(measured: dict[str, Any]) -> str:
         f"median of paired step ratios {s['paired_ratio_median']:.3f}",
         f"cores other processes used, per round "
         f"{'/'.join(f'{c:.2f}' for c in s['other_processes_cores'])}; {quiet}",
-        f"inside a production step (median ms): collate {s['collate_ms']:.1f} "
-        f"(wave_to_mel {s['wave_to_mel_ms']:.1f}), optimizer_step {s['optimizer_step_ms']:.1f}, "
+        f"inside a production step (median ms): collate {s['collate_ms']:.1f}, "
+        f"optimizer_step {s['optimizer_step_ms']:.1f}, "
         f"rest {s['rest_ms']:.1f}",
         f"losses of the two sides: max |difference| {s['max_loss_difference']:.3g}",
         cadence_line(s),

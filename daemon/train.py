@@ -123,6 +123,7 @@ class Example:
     wave: torch.Tensor  # float32 samples at 22050 Hz
     text: torch.Tensor  # int64 token ids
     codes: torch.Tensor  # int64 dVAE codes
+    padded_mel: torch.Tensor | None = None  # a clip shorter than a crop: its one mel, once
 
 
 @dataclass
@@ -353,8 +354,7 @@ def collate(
     codes = nn.utils.rnn.pad_sequence(
         [e.codes for e in examples], batch_first=True, padding_value=stop_mel
     )
-    pieces = [crop(e.wave, crops) for e in examples for _ in range(CONDITIONING_CROPS)]
-    mels = wave_to_mel(torch.stack(pieces).to(device))
+    mels = torch.stack([mel for e in examples for mel in conditioning_mels(e, crops, device)])
     return Batch(
         text=text.to(device),
         text_lengths=torch.tensor([len(e.text) for e in examples], device=device),
@@ -362,6 +362,20 @@ def collate(
         wav_lengths=torch.tensor([e.wave.numel() for e in examples], device=device),
         conditioning=mels.view(len(examples), CONDITIONING_CROPS, *mels.shape[1:]),
     )
+
+
+def conditioning_mels(
+    example: Example, crops: torch.Generator, device: torch.device
+) -> list[torch.Tensor]:
+    """The mels of the example's crops. A clip no longer than a crop is always the same
+    zero-padded window, so its mel is computed once per run instead of every step."""
+    if example.wave.numel() > CONDITIONING_SAMPLES:
+        pieces = [crop(example.wave, crops) for _ in range(CONDITIONING_CROPS)]
+        return list(wave_to_mel(torch.stack(pieces).to(device)))
+    if example.padded_mel is None or example.padded_mel.device != device:
+        padded = crop(example.wave, crops).unsqueeze(0).to(device)
+        example.padded_mel = wave_to_mel(padded)[0]
+    return [example.padded_mel] * CONDITIONING_CROPS
 
 
 def crop(wave: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -207,8 +207,10 @@ def test_a_long_text_killed_mid_way_resumes_at_the_next_chunk(tts_root, tmp_path
     text.write_text(LONG_TEXT)
     log = tmp_path / "daemon.log"
     first = DaemonProcess(tts_root, log).start()
-    wait_for(lambda: "rendering long.wav: chunk 2/" in log.read_text(), timeout=300, every=0.05)
-    first.kill()
+    try:
+        wait_for(lambda: "rendering long.wav: chunk 2/" in log.read_text(), timeout=300, every=0.05)
+    finally:
+        first.kill()
     assert not text.with_suffix(".wav").exists()
     finished = log.read_text().count("rendering long.wav: chunk")
     resumed = run_until_idle(tts_root).stderr
