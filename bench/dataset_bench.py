@@ -24,7 +24,6 @@ import datetime
 import io
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -40,6 +39,7 @@ import soundfile as sf
 import yaml
 from loguru import logger
 
+from bench.machine import describe_machine
 from daemon.cli import main as cli_main
 from daemon.clip_import import ClipImport
 from daemon.config import Settings, load_settings
@@ -291,20 +291,10 @@ def measure(path: Path, voices: tuple[str, ...], sentences: tuple[str, ...], rou
 
 
 def machine() -> dict[str, Any]:
-    model_names = [
-        line.split(":", 1)[1].strip()
-        for line in Path("/proc/cpuinfo").read_text().splitlines()
-        if line.startswith("model name")
-    ]
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": model_names[0] if model_names else platform.processor(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "faster_whisper": faster_whisper.__version__,
-        "ctranslate2": ctranslate2.__version__,
-        "load_average_before": os.getloadavg(),
-    }
+    return describe_machine(
+        faster_whisper=faster_whisper.__version__,
+        ctranslate2=ctranslate2.__version__,
+    )
 
 
 def report(summary: dict[str, Any], rounds: int) -> str:

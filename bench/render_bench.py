@@ -27,7 +27,6 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import random
 import resource
 import shutil
@@ -48,6 +47,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from loguru import logger  # noqa: E402
 
+from bench.machine import describe_machine  # noqa: E402
 from daemon.config import load_settings  # noqa: E402
 from daemon.engine import (  # noqa: E402
     CALM_RUN,
@@ -468,24 +468,14 @@ def machine() -> dict[str, Any]:
     import tortoise
     import transformers
 
-    model_names = [
-        line.split(":", 1)[1].strip()
-        for line in Path("/proc/cpuinfo").read_text().splitlines()
-        if line.startswith("model name")
-    ]
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": model_names[0] if model_names else platform.processor(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "transformers": transformers.__version__,
-        "tortoise": getattr(tortoise, "__version__", "3.0.0"),
-        "cuda_available": torch.cuda.is_available(),
-        "load_average_before": os.getloadavg(),
-    }
+    return describe_machine(
+        torch=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+        omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
+        transformers=transformers.__version__,
+        tortoise=getattr(tortoise, "__version__", "3.0.0"),
+        cuda_available=torch.cuda.is_available(),
+    )
 
 
 def table(result: dict[str, Any]) -> str:

@@ -45,7 +45,6 @@ import functools
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -62,6 +61,7 @@ import torch
 from torch import nn
 
 import daemon.train as train
+from bench.machine import describe_machine
 from daemon.models import (
     AUTOREGRESSIVE_FILE,
     ModelSpec,
@@ -559,21 +559,11 @@ def measure(base: Path, rounds: int, epochs: int, deadline: float) -> dict[str, 
 
 
 def machine() -> dict[str, Any]:
-    model_names = [
-        line.split(":", 1)[1].strip()
-        for line in Path("/proc/cpuinfo").read_text().splitlines()
-        if line.startswith("model name")
-    ]
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": model_names[0] if model_names else platform.processor(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.is_available(),
-        "load_average_before": os.getloadavg(),
-    }
+    return describe_machine(
+        torch=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+        gpu=torch.cuda.is_available(),
+    )
 
 
 def report(measured: dict[str, Any]) -> str:
