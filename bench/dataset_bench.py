@@ -39,7 +39,7 @@ import soundfile as sf
 import yaml
 from loguru import logger
 
-from bench.machine import describe_machine
+from bench.common import describe_machine
 from daemon.cli import main as cli_main
 from daemon.clip_import import ClipImport
 from daemon.config import Settings, load_settings

@@ -47,7 +47,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from loguru import logger  # noqa: E402
 
-from bench.machine import describe_machine  # noqa: E402
+from bench.common import describe_machine, text_table  # noqa: E402
 from daemon.config import load_settings  # noqa: E402
 from daemon.engine import (  # noqa: E402
     CALM_RUN,
@@ -546,9 +546,7 @@ def table(result: dict[str, Any]) -> str:
             "models stay loaded",
         ),
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
-    return "\n".join(line.rstrip() for line in lines)
+    return text_table(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,7 +61,7 @@ import torch
 from torch import nn
 
 import daemon.train as train
-from bench.machine import describe_machine
+from bench.common import describe_machine
 from daemon.models import (
     AUTOREGRESSIVE_FILE,
     ModelSpec,

@@ -35,6 +35,7 @@ import numpy as np
 import soundfile as sf
 import yaml
 
+from bench.common import text_table
 from daemon.intake import IMPORT
 from daemon.ledger import Ledger
 from daemon.paths import Root
@@ -272,9 +273,7 @@ def table(results: dict) -> str:
         ),
         ("idle RSS", f"{idle['rss_mib']:.1f} MiB", ""),
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
-    return "\n".join(line.rstrip() for line in lines)
+    return text_table(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""What every benchmark records about the box it ran on."""
+"""What every benchmark shares: a description of the box, and its tables."""
 
 from __future__ import annotations
 
@@ -23,3 +23,10 @@ def describe_machine(**extra: Any) -> dict[str, Any]:
         "load_average_before": os.getloadavg(),
         **extra,
     }
+
+
+def text_table(rows: list[tuple[str, ...]]) -> str:
+    """Left-aligned columns, for the figures a benchmark prints."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join(line.rstrip() for line in lines)
