@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = models_commands.add_parser("tiny", help="write a tiny random model set (tests, demos)")
     tiny.add_argument("directory", type=Path)
     tiny.set_defaults(handler=cmd_models_tiny)
+    use = models_commands.add_parser(
+        "use", help="render a voice with a fine-tune (voicedrop's or ai-voice-cloning's *_gpt.pth)"
+    )
+    add_root(use)
+    use.add_argument("voice")
+    use.add_argument("file", type=Path, help="the autoregressive checkpoint")
+    use.set_defaults(handler=cmd_models_use)
 
     doctor = commands.add_parser("doctor", help="check dependencies, models, device, disk")
     add_root(doctor)
@@ -232,6 +239,25 @@ def cmd_models_tiny(args: argparse.Namespace) -> int:
 
     for path in write_tiny_models(args.directory):
         print(f"wrote {path}")
+    return 0
+
+
+def cmd_models_use(args: argparse.Namespace) -> int:
+    """Check the file strictly against the voice's model dimensions, then copy it in."""
+    from daemon.config import load_voice_settings
+    from daemon.models import BadCheckpoint, ModelSpec
+    from daemon.voice_models import use_model
+
+    root, settings = open_root(args.root)
+    voice = root.voice(args.voice)
+    tts = load_voice_settings(settings, voice.config_file).tts
+    try:
+        spec = ModelSpec.read(root.resolve_setting_path(tts.models_dir))
+        record = use_model(voice.models, args.file.resolve(), spec, "models use")
+    except BadCheckpoint as exc:
+        print(f"voicedrop: {exc}; voice {voice.name} keeps the model it had", file=sys.stderr)
+        return 1
+    print(f"voice {voice.name} now renders with {args.file} (sha256 {record.sha256[:12]}…)")
     return 0
 
 

@@ -29,6 +29,7 @@ from daemon.ledger import Job, Ledger
 from daemon.models import BadCheckpoint, WeightsMissing
 from daemon.paths import Root, VoicePaths
 from daemon.texts import BadText, chunk_text, read_text, split_front_matter
+from daemon.voice_models import adopt_dropped
 from daemon.worker import Blocked, Rejected
 
 RENDER = "render"
@@ -162,6 +163,7 @@ class Renderer:
 
         started = time.monotonic()
         engine = self.engine_for(tts)
+        adopt_dropped(voice.models, engine.spec)
         fine_tune = voice.models / "autoregressive.pth"
         autoregressive = fine_tune if fine_tune.exists() else None
         try:

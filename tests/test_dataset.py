@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,28 @@ def test_tortoise_clips_become_a_dataset_with_language_detected_once(root):
         assert all(s["words"] for s in entry["segments"])
     assert_pieces_valid(root, "tom")
     assert "paramount studios" in " ".join(all_lines(root, "tom")).lower()
+    for name in ("train.txt", "validation.txt"):
+        assert_loads_like_dl_art_school(dataset(root, "tom") / name)
+
+
+def assert_loads_like_dl_art_school(list_file: Path) -> None:
+    """Read a list as DL-Art-School's TextWavLoader does for ai-voice-cloning (fetcher "lj"):
+    `path|text` per line, paths relative to the list; audio through scipy's wavfile (float32
+    taken as is) at 22050 Hz and 0.6 s to 255995 samples; BPE text of at most 200 tokens with
+    neither [UNK] (1) nor [STOP] (0), which its loader asserts. A line it would skip fails."""
+    from scipy.io import wavfile
+    from tortoise.utils.tokenizer import VoiceBpeTokenizer
+
+    tokenizer = VoiceBpeTokenizer()
+    for line in list_file.read_text(encoding="utf-8").splitlines():
+        path, text = line.strip().split("|")
+        with warnings.catch_warnings():  # libsndfile's PEAK chunk: scipy skips it, as DLAS does
+            warnings.simplefilter("ignore", wavfile.WavFileWarning)
+            rate, audio = wavfile.read(list_file.parent / path)
+        assert rate == 22050 and audio.dtype == np.float32 and audio.ndim == 1, line
+        assert 0.6 * rate <= audio.shape[-1] <= 255995 and np.abs(audio).max() <= 1, line
+        tokens = tokenizer.encode(text)
+        assert 0 < len(tokens) <= 200 and 0 not in tokens and 1 not in tokens, line
 
 
 def test_a_long_clip_is_cut_into_pieces_within_bounds(root, tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tortoise.models.autoregressive import UnifiedVoice
 
 from daemon.engine import Engine, GenerationSettings
 from daemon.models import ModelSpec, build_autoregressive, file_sha256, load_strict
@@ -91,6 +92,8 @@ def test_loss_falls_and_the_model_renders(tiny_models: Path, speech: Path, tmp_p
     model = voice / "models" / "autoregressive.pth"
     assert result.model_path == model and result.model_sha256 == file_sha256(model)
     load_strict(build_autoregressive(ModelSpec.tiny()), model)
+    stock = UnifiedVoice(**ModelSpec.tiny().autoregressive)  # tortoise's own class, strictly
+    stock.load_state_dict(torch.load(model, weights_only=True), strict=True)
     engine = Engine(tiny_models, device="cpu")
     engine.load(autoregressive=model)
     clip = torch.zeros(22050).numpy() + 0.01
