@@ -257,6 +257,13 @@ def cmd_models_use(args: argparse.Namespace) -> int:
     except BadCheckpoint as exc:
         print(f"voicedrop: {exc}; voice {voice.name} keeps the model it had", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(
+            f"voicedrop: could not put the model into {voice.models} ({exc.strerror or exc}); "
+            f"the file is fine, voice {voice.name} keeps the model it had",
+            file=sys.stderr,
+        )
+        return 1
     print(f"voice {voice.name} now renders with {args.file} (sha256 {record.sha256[:12]}…)")
     return 0
 

@@ -102,13 +102,21 @@ def adopt_dropped(models_dir: Path, spec: ModelSpec) -> list[Path]:
         refusal = dropped.with_name(dropped.name + REFUSED_SUFFIX)
         try:
             check_fits(dropped, spec)
+            install(models_dir, dropped, "dropped", dropped)
+            adopted.append(dropped)
         except BadCheckpoint as exc:
             logger.warning("{} is not used: {}", dropped, exc)
-            write_text(refusal, f"{dropped.name} was not used: {exc}\n")
-            continue
-        install(models_dir, dropped, "dropped", dropped)
-        adopted.append(dropped)
+            _write_refusal(refusal, f"{dropped.name} was not used: {exc}\n")
+        except OSError as exc:  # the folder, not the file: keep rendering with the current model
+            logger.warning("{} could not be put in place ({}); will try again", dropped, exc)
     return adopted
+
+
+def _write_refusal(path: Path, text: str) -> None:
+    try:
+        write_text(path, text)
+    except OSError as exc:
+        logger.warning("could not write {}: {}", path, exc)
 
 
 def dropped_checkpoints(models_dir: Path) -> list[Path]:
