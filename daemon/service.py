@@ -39,6 +39,14 @@ class AlreadyRunning(Exception):
     """Another daemon holds this root."""
 
 
+class WorkerDied(Exception):
+    """The worker thread ended although nobody stopped it: the daemon would look alive and do
+    nothing, so it exits non-zero instead and the service manager restarts it."""
+
+
+EXIT_WORKER_DIED = 3
+
+
 class InstanceLock:
     """flock on .voicedrop/lock: released by the kernel even after kill -9."""
 
@@ -120,6 +128,9 @@ class Daemon:
             schedule.start()
             try:
                 self.main_loop(ledger, intake, watcher, worker, until_idle)
+            except WorkerDied as exc:
+                logger.critical("{}", exc)
+                return EXIT_WORKER_DIED
             finally:
                 self.notifier.stopping()
                 schedule.stop()
@@ -173,6 +184,11 @@ class Daemon:
         while not self.stop_requested.is_set():
             self.wake.wait(timeout=self.sleep_time(next_rescan, next_probe, until_idle))
             self.wake.clear()
+            if not worker.alive:  # checked before the watchdog ping below
+                raise WorkerDied(
+                    "the worker thread stopped unexpectedly; exiting so that voicedrop is "
+                    "restarted (systemd: Restart=on-failure) instead of looking alive"
+                )
             for path in self.tracker.due():
                 if self.take(intake, path):
                     worker.wake.set()

@@ -7,6 +7,7 @@ other exception for trouble that may pass (retried with backoff, then given up).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
@@ -19,6 +20,7 @@ from daemon.config import Settings
 from daemon.ledger import Job, Ledger
 
 IDLE_POLL = 5.0  # jobs queued by another process (`voicedrop transcribe`) start this soon
+LOOP_BACKOFF_FIRST, LOOP_BACKOFF_MAX = 0.5, 30.0  # pauses after errors outside a job
 
 
 class Rejected(Exception):
@@ -61,20 +63,52 @@ class Worker:
         self.wake.set()
         self.thread.join()
 
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
     def loop(self) -> None:
-        ledger = Ledger(self.ledger_file)
-        try:
-            while not self.stopping.is_set():
-                job = ledger.claim(tuple(self.stages))
-                if job is None:
-                    for stage in self.stages.values():
-                        stage.on_idle()
-                    self.wake.wait(timeout=self.idle_wait(ledger))
-                    self.wake.clear()
-                    continue
-                self.run_one(job, ledger)
-        finally:
+        """Claim and run jobs until stopped. Nothing may end this loop but stop(): an error
+        outside a job (a locked ledger, a stage's idle hook) is logged with its traceback, the
+        ledger connection is opened afresh, and the loop goes on after a growing pause."""
+        ledger: Ledger | None = None
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                ledger = ledger or Ledger(self.ledger_file)
+                self.step(ledger)
+                failures = 0
+            except Exception:
+                failures += 1
+                pause = min(LOOP_BACKOFF_MAX, LOOP_BACKOFF_FIRST * 2 ** (failures - 1))
+                logger.opt(exception=True).error(
+                    "worker: unexpected error outside a job ({} in a row); going on in {:.1f} s",
+                    failures,
+                    pause,
+                )
+                ledger = self.reopen(ledger)
+                self.wake.wait(timeout=pause)
+                self.wake.clear()
+        if ledger is not None:
             ledger.close()
+
+    def step(self, ledger: Ledger) -> None:
+        """Run one runnable job, or release idle resources and wait for one."""
+        job = ledger.claim(tuple(self.stages))
+        if job is None:
+            for stage in self.stages.values():
+                stage.on_idle()
+            self.wake.wait(timeout=self.idle_wait(ledger))
+            self.wake.clear()
+            return
+        self.run_one(job, ledger)
+
+    @staticmethod
+    def reopen(ledger: Ledger | None) -> None:
+        """Drop a connection that may be broken; the next step opens a new one."""
+        if ledger is not None:
+            with contextlib.suppress(Exception):
+                ledger.close()
 
     def drain(self) -> None:
         """Run jobs in this thread until none is runnable (`voicedrop transcribe` without a
