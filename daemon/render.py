@@ -256,11 +256,14 @@ class Renderer:
         """Cut the chunk's [bracketed] prompt, finding it with the Whisper model."""
         if "[" not in chunk:
             return audio, Redaction.NONE
-        from daemon.transcribe import Whisper, WhisperOptions
+        from daemon.transcribe import ModelMissing, Whisper, WhisperOptions
 
         if self.whisper is None:
             self.whisper = Whisper()
-        options = WhisperOptions.from_settings(self.whisper_settings, self.root)
+        try:
+            options = WhisperOptions.from_settings(self.whisper_settings, self.root)
+        except ModelMissing as exc:
+            raise Blocked(f"cutting [bracketed] prompts needs the Whisper model: {exc}") from exc
         return redact(audio, rate, chunk, self.whisper, options, self.whisper_settings.language)
 
     def render_chunks(

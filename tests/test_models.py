@@ -156,11 +156,11 @@ DIFFUSION = ("diffusion_decoder.pth", "vocoder.pth")
     ("present", "decoder", "missing"),
     [
         ((), "diffusion", [*BASE, *DIFFUSION]),
-        ((), "hifigan", [*BASE, HIFIGAN_FILE]),
+        ((), "hifigan", ["autoregressive.pth", HIFIGAN_FILE]),
         (REQUIRED_FILES, "diffusion", []),
         (REQUIRED_FILES, "hifigan", [HIFIGAN_FILE]),
-        ((*BASE, HIFIGAN_FILE), "hifigan", []),
-        ((*BASE, HIFIGAN_FILE), "diffusion", list(DIFFUSION)),
+        (("autoregressive.pth", HIFIGAN_FILE), "hifigan", []),
+        (("autoregressive.pth", HIFIGAN_FILE), "diffusion", ["clvp2.pth", *DIFFUSION]),
     ],
 )
 def test_missing_weights_per_decoder(
