@@ -2,8 +2,9 @@
 
 tortoise's own TextToSpeech looks weights up in the Hugging Face cache and loads the
 autoregressive model non-strictly, so this module wires the same model classes itself: every
-file is loaded strictly from `tts.models_dir`, a voice's fine-tuned autoregressive model can
-stand in for the released one, and rendering is seeded so the same inputs give the same audio.
+file is loaded strictly from `tts.models_dir` (hifidecoder.pth only as tolerantly as tortoise's
+api_fast.py loads it), a voice's fine-tuned autoregressive model can stand in for the released
+one, and rendering is seeded so the same inputs give the same audio.
 """
 
 from __future__ import annotations
