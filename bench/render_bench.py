@@ -53,7 +53,6 @@ from daemon.engine import (  # noqa: E402
     CALM_RUN,
     CALM_TOKEN,
     CPU_BATCH,
-    MEL_MARGIN,
     Engine,
     GenerationSettings,
     Latents,
@@ -69,6 +68,7 @@ from daemon.paths import Root  # noqa: E402
 from daemon.render import Renderer, RenderStage, text_sha256  # noqa: E402
 from tests.conftest import (  # noqa: E402
     SENTENCES,
+    TEST_SETTINGS,
     configure,
     imported_clips,
     run_until_idle,
@@ -211,14 +211,14 @@ def first_and_second(stage: RenderStage, scratch: Path) -> dict[str, Any]:
 # -- 1. engine overhead -------------------------------------------------------------------
 
 
-def modules_of(engine: Engine) -> Modules:
+def modules_of(engine: Engine, settings: GenerationSettings) -> Modules:
     loaded = {name: held[1] for name, held in engine._models.items()}
     return Modules(
         autoregressive=loaded[AUTOREGRESSIVE_FILE],
         clvp=loaded[CLVP_FILE],
         diffusion=loaded[DIFFUSION_FILE],
         vocoder=loaded[VOCODER_FILE],
-        max_mel_tokens=engine.spec.autoregressive["max_mel_tokens"] - MEL_MARGIN,
+        max_mel_tokens=engine.generation_length(settings),
     )
 
 
@@ -305,9 +305,10 @@ def overhead(stage: RenderStage, scratch: Path, repeats: int) -> dict[str, Any]:
     voice = stage.root.voice(VOICE)
     (latent_file,) = voice.latents.glob("*.pth")
     latents = Latents.load(latent_file)
-    settings = GenerationSettings.preset(PRESET, seed=0)
+    mel_tokens = TEST_SETTINGS["tts"]["max_mel_tokens"]  # what the root's config.yaml sets
+    settings = GenerationSettings.preset(PRESET, seed=0, max_mel_tokens=mel_tokens)
     assert settings.candidates % CPU_BATCH == 0, settings
-    modules = modules_of(engine)
+    modules = modules_of(engine, settings)
     tokens = text_tokens(TEXT)
     assert torch.equal(tokens, engine._text_tokens(TEXT)), "the text tokens differ"
     text = write_text(scratch / "part1" / "text.txt", TEXT)
@@ -322,6 +323,8 @@ def overhead(stage: RenderStage, scratch: Path, repeats: int) -> dict[str, Any]:
         **asdict(settings),
         "preset": PRESET,
         "output_sample_rate": Engine.SAMPLE_RATE,
+        "latents": "voicedrop",
+        "generated_mel_tokens": mel_tokens,
     }, first["renderer"]["settings"]
     assert first["renderer"]["chunks"] == 1 and first["renderer"]["timings"]["latents_seconds"] == 0
     seconds: dict[str, list[float]] = {name: [] for name in sides}

@@ -102,6 +102,8 @@ class TtsSettings:
     half: bool = False
     preset: Literal["ultra_fast", "fast", "standard", "high_quality"] = "fast"
     decoder: Literal["diffusion", "hifigan"] = "diffusion"
+    max_mel_tokens: int = 500
+    latents: Literal["voicedrop", "tortoise"] = "voicedrop"
     seed: int = 0
     output_sample_rate: int = 24000
     idle_unload: float = 600.0
@@ -141,6 +143,7 @@ TEMPLATE = Path(__file__).with_name("config_template.yaml")
 SECTION_NAMES = {"import": "imports"}
 GLOBAL_ONLY_SECTIONS = ("watch", "jobs", "logging")
 SIGNED_SETTINGS = ("dataset.start_offset", "dataset.end_offset")
+MAX_MEL_TOKENS = 602  # the released autoregressive model's 604 less its start and stop codes
 
 
 def load_settings(config_file: Path) -> Settings:
@@ -159,6 +162,11 @@ def check_ranges(settings: Settings, source: Path) -> Settings:
         ("watch.poll_interval", settings.watch.poll_interval > 0, "must be more than 0 seconds"),
         ("watch.rescan_every", settings.watch.rescan_every >= 1, "must be at least 1 second"),
         ("jobs.max_attempts", settings.jobs.max_attempts >= 1, "must be at least 1"),
+        (
+            "tts.max_mel_tokens",
+            1 <= settings.tts.max_mel_tokens <= MAX_MEL_TOKENS,
+            f"must be 1-{MAX_MEL_TOKENS} (mel codes per chunk, 20 per second of speech)",
+        ),
         (
             "dataset.max_seconds",
             settings.dataset.min_seconds < settings.dataset.max_seconds <= 11.6,

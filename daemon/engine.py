@@ -2,8 +2,9 @@
 
 tortoise's own TextToSpeech looks weights up in the Hugging Face cache and loads the
 autoregressive model non-strictly, so this module wires the same model classes itself: every
-file is loaded strictly from `tts.models_dir`, a voice's fine-tuned autoregressive model can
-stand in for the released one, and rendering is seeded so the same inputs give the same audio.
+file is loaded strictly from `tts.models_dir` (hifidecoder.pth only as tolerantly as tortoise's
+api_fast.py loads it), a voice's fine-tuned autoregressive model can stand in for the released
+one, and rendering is seeded so the same inputs give the same audio.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from daemon.models import (
     build_vocoder,
     file_signature,
     load_strict,
+    load_tolerant,
     needed_files,
     read_state_dict,
 )
@@ -56,6 +58,9 @@ CALM_RUN = 8  # more calm codes than this in a row end the speech (tortoise api.
 TEXT_MARGIN = 4  # api.py allows < 400 tokens (with its pad) for max_text_tokens 402
 MEL_MARGIN = 2  # the start and stop mel tokens the AR adds around the generated codes
 CPU_BATCH = 8  # candidates sampled at once on a CPU; fixed, as it changes the random draws
+MAX_MEL_TOKENS = 500  # tortoise api.py tts(max_mel_tokens=500): codes generated per chunk
+FAST_TOP_K = 50  # api_fast.py samples its one candidate with top_k=50
+LATENT_METHODS = ("voicedrop", "tortoise")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "ultra_fast": {"candidates": 16, "diffusion_iterations": 30, "cond_free": False},
@@ -79,6 +84,7 @@ class GenerationSettings:
     cond_free_k: float = 2.0
     diffusion_temperature: float = 1.0
     decoder: str = "diffusion"  # or "hifigan"
+    max_mel_tokens: int = MAX_MEL_TOKENS  # capped by the model's own limit
     seed: int = 0
 
     @classmethod
@@ -91,27 +97,31 @@ class GenerationSettings:
 
 @dataclass(frozen=True)
 class Latents:
-    """A voice's conditioning latents, on the CPU so they can be cached on disk."""
+    """A voice's conditioning latents, on the CPU so they can be cached on disk; the hifigan
+    decoder needs no diffusion latent (tortoise api_fast.py computes none)."""
 
     autoregressive: torch.Tensor
-    diffusion: torch.Tensor
+    diffusion: torch.Tensor | None = None
 
     def save(self, path: Path) -> None:
         import torch
 
+        state = {"autoregressive": self.autoregressive}
+        if self.diffusion is not None:
+            state["diffusion"] = self.diffusion
         with atomic_path(Path(path)) as tmp:
-            torch.save({"autoregressive": self.autoregressive, "diffusion": self.diffusion}, tmp)
+            torch.save(state, tmp)
 
     @classmethod
     def load(cls, path: Path) -> Latents:
         import torch
 
         state = read_state_dict(Path(path))
-        if set(state) != {"autoregressive", "diffusion"} or not all(
+        if set(state) - {"diffusion"} != {"autoregressive"} or not all(
             isinstance(value, torch.Tensor) for value in state.values()
         ):
             raise BadCheckpoint(f"{path} is not a voicedrop latents file")
-        return cls(state["autoregressive"], state["diffusion"])
+        return cls(state["autoregressive"], state.get("diffusion"))
 
 
 class Engine:
@@ -203,7 +213,10 @@ class Engine:
 
     def _build(self, key: str, path: Path) -> torch.nn.Module:
         builder, state_key = BUILDERS[OVERRIDE_OF.get(key, key)]
-        module = load_strict(builder(self.spec), path, state_key)
+        if key == HIFIGAN_FILE:
+            module = load_tolerant(builder(self.spec), path)
+        else:
+            module = load_strict(builder(self.spec), path, state_key)
         module.to(self.device)
         module.eval()  # UnivNetGenerator.eval returns None, so no chaining
         if key in (AUTOREGRESSIVE_FILE, OVERRIDE):
@@ -221,20 +234,43 @@ class Engine:
     # -- conditioning latents ------------------------------------------------------------
 
     def conditioning_latents(
-        self, clips: list[np.ndarray], autoregressive: Path | None = None
+        self,
+        clips: list[np.ndarray],
+        autoregressive: Path | None = None,
+        *,
+        diffusion: bool = True,
+        method: str = "voicedrop",
+        seed: int = 0,
     ) -> Latents:
-        """A voice's latents from its clips (22050 Hz mono float32), every second of them:
-        clips longer than a model's conditioning window are cut into pieces first."""
+        """A voice's latents from its clips (22050 Hz mono float32), clamped to [-1, 1] as
+        tortoise's load_audio does. method voicedrop uses every second of every clip (longer
+        clips are cut into pieces); tortoise follows api.py's get_conditioning_latents: one
+        random 6 s crop per clip (drawn with `seed`) for the AR, the first 102400 samples at
+        24 kHz of each clip for diffusion. `diffusion` False skips the diffusion latent."""
         import torch
 
         if not clips:
             raise ValueError("no clips to compute conditioning latents from")
-        self._load_files((AUTOREGRESSIVE_FILE, DIFFUSION_FILE), autoregressive)
+        if method not in LATENT_METHODS:
+            raise ValueError(
+                f"unknown latents method {method!r}: use {' or '.join(LATENT_METHODS)}"
+            )
+        needed = (AUTOREGRESSIVE_FILE, DIFFUSION_FILE) if diffusion else (AUTOREGRESSIVE_FILE,)
+        self._load_files(needed, autoregressive)
         waves = [self._wave(clip) for clip in clips]
         with torch.no_grad():
-            auto = self._autoregressive_latent(self._autoregressive(autoregressive), waves)
-            diffusion = self._diffusion_latent(self._loaded(DIFFUSION_FILE), waves)
-        return Latents(_to_cpu(auto), _to_cpu(diffusion))
+            model = self._autoregressive(autoregressive)
+            if method == "tortoise":
+                auto = self._tortoise_autoregressive_latent(model, waves, random.Random(seed))
+            else:
+                auto = self._autoregressive_latent(model, waves)
+            latent = None
+            if diffusion:
+                window = DIFFUSION_WINDOW if method == "voicedrop" else None
+                latent = _to_cpu(
+                    self._diffusion_latent(self._loaded(DIFFUSION_FILE), waves, window)
+                )
+        return Latents(_to_cpu(auto), latent)
 
     def _wave(self, clip: np.ndarray) -> torch.Tensor:
         import torch
@@ -242,7 +278,24 @@ class Engine:
         samples = np.asarray(clip, dtype=np.float32)
         if samples.ndim != 1 or samples.size == 0:
             raise ValueError(f"a clip must be mono samples, got shape {samples.shape}")
-        return torch.from_numpy(samples.copy()).to(self.device)
+        return torch.from_numpy(np.clip(samples, -1.0, 1.0)).to(self.device)
+
+    def _tortoise_autoregressive_latent(
+        self, model: torch.nn.Module, waves: list[torch.Tensor], draw: random.Random
+    ) -> torch.Tensor:
+        """api.py's format_conditioning per clip: a random AR_WINDOW crop of a longer clip,
+        a short one zero-padded; then get_conditioning over all clips at once."""
+        import torch
+        import torch.nn.functional as F
+
+        mels = []
+        for wave in waves:
+            gap = wave.shape[-1] - AR_WINDOW
+            if gap > 0:
+                start = draw.randint(0, gap)
+                wave = wave[start : start + AR_WINDOW]
+            mels.append(self._mel(F.pad(wave, (0, max(0, -gap)))))
+        return model.get_conditioning(torch.stack(mels).unsqueeze(0))
 
     def _autoregressive_latent(
         self, model: torch.nn.Module, waves: list[torch.Tensor]
@@ -269,19 +322,23 @@ class Engine:
             self._conditioning_mel = TorchMelSpectrogram().to(self.device)
         return self._conditioning_mel(piece.unsqueeze(0)).squeeze(0)
 
-    def _diffusion_latent(self, model: torch.nn.Module, waves: list[torch.Tensor]) -> torch.Tensor:
-        """The diffusion model's conditioning over univnet mels of every piece at 24 kHz."""
+    def _diffusion_latent(
+        self, model: torch.nn.Module, waves: list[torch.Tensor], window: int | None
+    ) -> torch.Tensor:
+        """The diffusion model's conditioning over univnet mels at 24 kHz: of every piece of
+        `window` samples, or (None) of each clip's first DIFFUSION_WINDOW samples, as api.py."""
         import torch
         import torchaudio
 
-        mels = [
-            self._univnet_mel(piece)
+        resampled = [
+            torchaudio.functional.resample(wave, CONDITIONING_RATE, self.SAMPLE_RATE)
             for wave in waves
-            for piece in _pieces(
-                torchaudio.functional.resample(wave, CONDITIONING_RATE, self.SAMPLE_RATE),
-                DIFFUSION_WINDOW,
-            )
         ]
+        if window is None:
+            pieces = [_pad_or_truncate(wave, DIFFUSION_WINDOW) for wave in resampled]
+        else:
+            pieces = [piece for wave in resampled for piece in _pieces(wave, window)]
+        mels = [self._univnet_mel(piece) for piece in pieces]
         return model.get_conditioning(torch.stack(mels).unsqueeze(0))
 
     def _univnet_mel(self, wave: torch.Tensor) -> torch.Tensor:
@@ -332,12 +389,15 @@ class Engine:
         model = self._autoregressive(autoregressive)
         conditioning = latents.autoregressive.to(self.device)
         with torch.no_grad():
-            codes = self._sample(model, conditioning, tokens, settings, progress)
-            best = self._rank(codes, tokens, progress)
-            speech = self._speech_latents(model, conditioning, tokens, best)
             if settings.decoder == "hifigan":
-                wave = self._hifigan(speech, conditioning)
+                wave = self._fast(model, conditioning, tokens, settings, progress)
             else:
+                if latents.diffusion is None:
+                    raise ValueError("the diffusion decoder needs latents with a diffusion part")
+                codes = self._sample(model, conditioning, tokens, settings, progress)
+                best = self._rank(codes, tokens, progress)
+                speech = self._speech_latents(model, conditioning, tokens, best)
+                speech = speech[:, : _speech_end(best[0].tolist())]
                 wave = self._diffuse(speech, latents.diffusion.to(self.device), settings, progress)
         progress("done", 1.0)
         return wave.squeeze().float().cpu().numpy()
@@ -348,6 +408,13 @@ class Engine:
 
             self._tokenizer = VoiceBpeTokenizer()
         return self._tokenizer.encode(text)
+
+    def generation_length(self, settings: GenerationSettings) -> int:
+        """Codes generated per chunk: the setting, capped by what the model's position
+        embeddings hold (its max_mel_tokens less the start and stop tokens)."""
+        if settings.max_mel_tokens < 1:
+            raise ValueError("settings.max_mel_tokens must be at least 1")
+        return min(settings.max_mel_tokens, self.spec.autoregressive["max_mel_tokens"] - MEL_MARGIN)
 
     def _text_tokens(self, text: str) -> torch.Tensor:
         import torch
@@ -389,12 +456,9 @@ class Engine:
         settings: GenerationSettings,
         progress: Progress,
     ) -> torch.Tensor:
-        """`settings.candidates` code sequences, padded to one length and fixed like api.py."""
-        import torch
-        import torch.nn.functional as F
-        from tortoise.api import fix_autoregressive_output
-
-        length = self.spec.autoregressive["max_mel_tokens"] - MEL_MARGIN
+        """`settings.candidates` code sequences of at most the generation length, padded with
+        the stop code to exactly that length and fixed as api.py tts() does before CLVP."""
+        length = self.generation_length(settings)
         batches = []
         for start, count in _batches(settings.candidates, self._batch_size()):
             with self._autocast():
@@ -409,12 +473,9 @@ class Engine:
                     repetition_penalty=settings.repetition_penalty,
                     max_generate_length=length,
                 )
-            batches.append(F.pad(codes, (0, length - codes.shape[1]), value=model.stop_mel_token))
+            batches.append(codes)
             progress("autoregressive", (start + count) / settings.candidates)
-        codes = torch.cat(batches)
-        for row in range(codes.shape[0]):
-            codes[row] = fix_autoregressive_output(codes[row], model.stop_mel_token, complain=False)
-        return codes
+        return pad_and_fix(batches, length, model.stop_mel_token)
 
     def _rank(self, codes: torch.Tensor, tokens: torch.Tensor, progress: Progress) -> torch.Tensor:
         """The candidate CLVP thinks matches the text best, (1, length)."""
@@ -437,7 +498,7 @@ class Engine:
         tokens: torch.Tensor,
         codes: torch.Tensor,
     ) -> torch.Tensor:
-        """The AR's last hidden states for the chosen codes, cut after the speech ends."""
+        """The AR's last hidden states for `codes`, (1, codes, dim)."""
         import torch
 
         with self._autocast():
@@ -450,7 +511,7 @@ class Engine:
                 return_latent=True,
                 clip_inputs=False,
             )
-        return latents[:, : _speech_end(codes[0].tolist())].float()
+        return latents.float()
 
     def _diffuse(
         self,
@@ -486,6 +547,34 @@ class Engine:
             progress("diffusion", step / diffuser.num_timesteps)
         mel = denormalize_tacotron_mel(mel)[:, :, :frames]
         return self._loaded(VOCODER_FILE).inference(mel)
+
+    def _fast(
+        self,
+        model: torch.nn.Module,
+        conditioning: torch.Tensor,
+        tokens: torch.Tensor,
+        settings: GenerationSettings,
+        progress: Progress,
+    ) -> torch.Tensor:
+        """tortoise api_fast.py tts(): one candidate sampled with top_k=50, no CLVP ranking,
+        the AR's latents of all its codes decoded by HiFi-GAN."""
+        with self._autocast():
+            codes = model.inference_speech(
+                conditioning,
+                tokens,
+                top_k=FAST_TOP_K,
+                top_p=settings.top_p,
+                temperature=settings.temperature,
+                do_sample=True,
+                num_beams=1,
+                num_return_sequences=1,
+                length_penalty=float(settings.length_penalty),
+                repetition_penalty=float(settings.repetition_penalty),
+                max_generate_length=self.generation_length(settings),
+            )
+        progress("autoregressive", 1.0)
+        speech = self._speech_latents(model, conditioning, tokens, codes)
+        return self._hifigan(speech, conditioning)
 
     def _hifigan(self, speech: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
         """HifiganGenerator.inference from api_fast.py, minus its hard-coded .to("cuda")."""
@@ -525,6 +614,27 @@ def _pieces(wave: torch.Tensor, window: int) -> Iterator[torch.Tensor]:
     count = max(1, math.ceil(wave.shape[-1] / window))
     for piece in wave.tensor_split(count):
         yield F.pad(piece, (0, window - piece.shape[-1]))
+
+
+def pad_and_fix(batches: list[torch.Tensor], length: int, stop: int) -> torch.Tensor:
+    """api.py tts() before CLVP: every batch padded with the stop code to exactly the
+    generation length (CLVP averages over every position, so the length changes the scores),
+    then fix_autoregressive_output on each candidate."""
+    import torch
+    import torch.nn.functional as F
+    from tortoise.api import fix_autoregressive_output
+
+    codes = torch.cat([F.pad(batch, (0, length - batch.shape[1]), value=stop) for batch in batches])
+    for row in range(codes.shape[0]):
+        codes[row] = fix_autoregressive_output(codes[row], stop, complain=False)
+    return codes
+
+
+def _pad_or_truncate(wave: torch.Tensor, length: int) -> torch.Tensor:
+    """tortoise api.py pad_or_truncate for one mono wave."""
+    import torch.nn.functional as F
+
+    return F.pad(wave, (0, length - wave.shape[-1])) if wave.shape[-1] < length else wave[:length]
 
 
 def _batches(total: int, size: int) -> Iterator[tuple[int, int]]:

@@ -87,11 +87,11 @@ class ModelSpec:
     def tiny(cls) -> ModelSpec:
         """The same classes small enough to render a sentence on a CPU in about a second.
 
-        max_mel_tokens is small because random weights almost never emit the stop token, so
-        every candidate runs to the length limit."""
+        The token limits are the released ones, so real dataset lines fit; random weights
+        almost never emit the stop token, so a render's length comes from tts.max_mel_tokens."""
         return cls(
             autoregressive=_autoregressive(
-                layers=1, model_dim=64, heads=2, max_text_tokens=100, max_mel_tokens=48
+                layers=1, model_dim=64, heads=2, max_text_tokens=402, max_mel_tokens=604
             ),
             diffusion=_diffusion(model_channels=64, num_layers=1, latent=64, heads=2),
             clvp=_clvp(dim=32, depth=1, heads=2),
@@ -274,6 +274,36 @@ def load_strict(module: torch.nn.Module, path: Path, key: str | None = None) -> 
     return module
 
 
+def load_tolerant(module: torch.nn.Module, path: Path) -> torch.nn.Module:
+    """Load hifidecoder.pth, which tortoise's api_fast.py loads with strict=False: the released
+    file may carry extra keys or non-tensor entries, which are logged and skipped; a missing
+    key or a wrong shape still refuses the file."""
+    from loguru import logger
+
+    state = read_state_dict(Path(path))
+    expected = module.state_dict()
+    extra = sorted(
+        str(name) for name, value in state.items() if name not in expected or not _tensor(value)
+    )
+    if extra:
+        logger.warning("{}: ignoring {}", path, _listing("entries the decoder does not use", extra))
+    kept = {name: value for name, value in state.items() if name in expected and _tensor(value)}
+    problems = _mismatches(expected, kept)
+    if problems:
+        raise BadCheckpoint(
+            f"{path} does not fit {type(module).__name__} "
+            f"(is it the right file, with the dimensions in spec.json?): " + "; ".join(problems)
+        )
+    module.load_state_dict(kept, strict=True)
+    return module
+
+
+def _tensor(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor)
+
+
 def read_state_dict(path: Path, key: str | None = None) -> Mapping[str, Any]:
     """The tensors in a checkpoint (under `key` if given), or BadCheckpoint."""
     import pickle
@@ -332,10 +362,12 @@ def missing_weights(models_dir: Path, decoder: str) -> list[str]:
 
 
 def needed_files(decoder: str) -> tuple[str, ...]:
+    """diffusion: tortoise api.py (CLVP ranks the candidates); hifigan: api_fast.py, which
+    samples one candidate, ranks nothing and computes no diffusion latents."""
     if decoder == "diffusion":
         return (AUTOREGRESSIVE_FILE, CLVP_FILE, DIFFUSION_FILE, VOCODER_FILE)
     if decoder == "hifigan":
-        return (AUTOREGRESSIVE_FILE, CLVP_FILE, HIFIGAN_FILE)
+        return (AUTOREGRESSIVE_FILE, HIFIGAN_FILE)
     raise ValueError(f"unknown decoder {decoder!r}: use 'diffusion' or 'hifigan'")
 
 

@@ -22,12 +22,21 @@ import soxr
 from loguru import logger
 
 from daemon import __version__, atomic
-from daemon.config import ConfigError, Settings, TtsSettings, load_voice_settings, override_section
+from daemon.config import (
+    MAX_MEL_TOKENS,
+    ConfigError,
+    Settings,
+    TtsSettings,
+    WhisperSettings,
+    load_voice_settings,
+    override_section,
+)
 from daemon.intake import file_sha256
 from daemon.latents import NoClips, cached_latents, voice_clips
 from daemon.ledger import Job, Ledger
 from daemon.models import BadCheckpoint, WeightsMissing
 from daemon.paths import Root, VoicePaths
+from daemon.redact import Redaction, check_brackets, redact
 from daemon.texts import BadText, chunk_text, read_text, split_front_matter
 from daemon.voice_models import adopt_dropped
 from daemon.worker import Blocked, Rejected
@@ -52,12 +61,24 @@ class TextSettings:
     cond_free_k: float | None = None
     length_penalty: float | None = None
     repetition_penalty: float | None = None
+    max_mel_tokens: int | None = None
 
     @classmethod
     def parse(cls, tts: TtsSettings, front_matter: dict[str, Any], source: Path) -> TextSettings:
-        defaults = cls(tts.preset, tts.seed, tts.decoder, tts.output_sample_rate)
+        defaults = cls(
+            tts.preset,
+            tts.seed,
+            tts.decoder,
+            tts.output_sample_rate,
+            max_mel_tokens=tts.max_mel_tokens,
+        )
         settings = override_section(defaults, front_matter, source, "front matter")
         problems = [
+            (
+                "max_mel_tokens",
+                settings.max_mel_tokens is None or 1 <= settings.max_mel_tokens <= MAX_MEL_TOKENS,
+                f"1-{MAX_MEL_TOKENS}",
+            ),
             ("candidates", settings.candidates in (None,) or settings.candidates >= 1, "≥ 1"),
             ("top_p", settings.top_p is None or 0 < settings.top_p <= 1, "in (0, 1]"),
             ("temperature", settings.temperature is None or settings.temperature > 0, "> 0"),
@@ -101,8 +122,10 @@ def is_rendered(text: Path, content_hash: str) -> bool:
 class Renderer:
     """Keeps one engine loaded between jobs, for the daemon and for `voicedrop render`."""
 
-    def __init__(self, root: Root) -> None:
+    def __init__(self, root: Root, whisper: WhisperSettings | None = None) -> None:
         self.root = root
+        self.whisper_settings = whisper or WhisperSettings()
+        self.whisper = None  # loaded for the first chunk with a [bracketed] prompt
         self.engine = None
         self.engine_key: tuple | None = None
         self.last_used = time.monotonic()
@@ -121,6 +144,9 @@ class Renderer:
     def release(self) -> None:
         if self.engine is not None:
             self.engine.release()
+        if self.whisper is not None:
+            self.whisper.release()
+        self.whisper = None
         self.engine = None
         self.engine_key = None
 
@@ -131,12 +157,10 @@ class Renderer:
 
     def check_ready(self, voice: VoicePaths, tts: TtsSettings, decoder: str) -> None:
         """Raise Blocked when rendering needs something only the user can provide."""
-        from daemon.models import DIFFUSION_FILE, missing_weights
+        from daemon.models import missing_weights
 
         models_dir = self.root.resolve_setting_path(tts.models_dir)
         missing = missing_weights(models_dir, decoder)
-        if not (models_dir / DIFFUSION_FILE).is_file() and DIFFUSION_FILE not in missing:
-            missing.append(DIFFUSION_FILE)  # the voice's latents need it, whatever the decoder
         if missing:
             raise Blocked(
                 f"missing {', '.join(missing)} in {models_dir}: put TorToiSe's released "
@@ -174,16 +198,17 @@ class Renderer:
         hashes = {name: model_sha256(path) for name, path in files.items()}
         try:
             latents, latents_key, latent_seconds = cached_latents(
-                engine, voice, hashes, autoregressive
+                engine, voice, hashes, autoregressive, tts.latents, tts.seed
             )
         except NoClips as exc:
             raise Blocked(str(exc)) from exc
         generation = settings.generation()
         chunks = chunk_text(body, engine.text_token_count, engine.max_text_tokens)
         work = self.work_dir(text_hash, generation, hashes, latents_key)
-        audio_parts = self.render_chunks(
+        rendered = self.render_chunks(
             engine, chunks, latents, generation, autoregressive, work, output.name
         )
+        audio_parts = [audio for audio, _ in rendered]
         audio = join_chunks(audio_parts, engine.SAMPLE_RATE, settings.output_sample_rate)
         write_wav(output, audio, settings.output_sample_rate)
         total = time.monotonic() - started
@@ -200,8 +225,11 @@ class Renderer:
                 **dataclasses.asdict(generation),
                 "preset": settings.preset,
                 "output_sample_rate": settings.output_sample_rate,
+                "latents": tts.latents,
+                "generated_mel_tokens": engine.generation_length(generation),
             },
             "chunks": len(chunks),
+            "redaction": [str(status) for _, status in rendered],
             "latents": latents_key,
             "timings": {
                 "latents_seconds": round(latent_seconds, 3),
@@ -226,22 +254,39 @@ class Renderer:
         )
         return self.root.state / "renders" / hashlib.sha256(payload.encode()).hexdigest()[:24]
 
+    def redact(self, audio: np.ndarray, rate: int, chunk: str) -> tuple[np.ndarray, Redaction]:
+        """Cut the chunk's [bracketed] prompt, finding it with the Whisper model."""
+        if "[" not in chunk:
+            return audio, Redaction.NONE
+        from daemon.transcribe import ModelMissing, Whisper, WhisperOptions
+
+        if self.whisper is None:
+            self.whisper = Whisper()
+        try:
+            options = WhisperOptions.from_settings(self.whisper_settings, self.root)
+        except ModelMissing as exc:
+            raise Blocked(f"cutting [bracketed] prompts needs the Whisper model: {exc}") from exc
+        return redact(audio, rate, chunk, self.whisper, options, self.whisper_settings.language)
+
     def render_chunks(
         self, engine, chunks: list[str], latents, generation, autoregressive, work: Path, name: str
-    ) -> list[np.ndarray]:
+    ) -> list[tuple[np.ndarray, Redaction]]:
+        """Each chunk's audio, [bracketed] prompts cut, and what the cut did."""
         parts = []
         started = time.monotonic()
         reused = 0
         for index, chunk in enumerate(chunks):
-            part = work / f"{index:05d}.npy"
-            if part.exists():
-                parts.append(np.load(part))
+            part, status_file = work / f"{index:05d}.npy", work / f"{index:05d}.redaction"
+            if part.exists() and status_file.exists():
+                parts.append((np.load(part), Redaction(status_file.read_text().strip())))
                 reused += 1
                 continue
             audio = engine.render(chunk, latents, generation, autoregressive=autoregressive)
+            audio, status = self.redact(audio, engine.SAMPLE_RATE, chunk)
             with atomic.atomic_path(part) as tmp:
                 np.save(tmp, audio)
-            parts.append(audio)
+            atomic.write_text(status_file, f"{status}\n")
+            parts.append((audio, status))
             done = index + 1 - reused
             eta = (time.monotonic() - started) / done * (len(chunks) - index - 1)
             logger.info(
@@ -280,7 +325,7 @@ class RenderStage:
     def __init__(self, root: Root, settings: Settings, renderer: Renderer | None = None) -> None:
         self.root = root
         self.settings = settings
-        self.renderer = renderer or Renderer(root)
+        self.renderer = renderer or Renderer(root, settings.whisper)
 
     def run(self, job: Job, ledger: Ledger) -> None:
         text = job.input_path
@@ -316,6 +361,7 @@ class RenderStage:
         try:
             front_matter, body = split_front_matter(read_text(text), text.name)
             settings = TextSettings.parse(tts, front_matter, text)
+            check_brackets(body)
         except (BadText, ConfigError) as exc:
             raise Rejected(str(exc)) from exc
         if not body.strip():

@@ -143,7 +143,7 @@ class Daemon:
         return 0
 
     def stages(self) -> list[Stage]:
-        renderer = Renderer(self.root)
+        renderer = Renderer(self.root, self.settings.whisper)
         return [
             ClipImport(self.root, self.settings),
             DatasetStage(self.root, self.settings),

@@ -12,6 +12,53 @@ import yaml
 DESIRED_CHARACTERS = 200
 SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n\s*\n|\n")
 CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
+WORD_GAP = re.compile(r"\s+")
+
+
+def split_outside_brackets(pattern: re.Pattern[str], text: str) -> list[str]:
+    """pattern.split, ignoring matches inside [brackets]."""
+    pieces, start, depth_at = [], 0, _bracket_depths(text)
+    for match in pattern.finditer(text):
+        if depth_at[match.start()] == 0:
+            pieces.append(text[start : match.start()])
+            start = match.end()
+    pieces.append(text[start:])
+    return pieces
+
+
+def _bracket_depths(text: str) -> list[int]:
+    depths, depth = [], 0
+    for char in text:
+        depth += char == "["
+        depths.append(depth)
+        depth -= char == "]" and depth > 0
+    return [*depths, depth]
+
+
+def only_prompt(text: str) -> bool:
+    """True when all of `text` is [bracketed]: it must not become a chunk of its own."""
+    return "[" in text and not re.sub(r"\[[^\]]*\]", "", text).strip()
+
+
+def attach_prompts(
+    units: list[str], count_tokens: Callable[[str], int], max_tokens: int
+) -> list[str]:
+    """Join a unit that is only a [prompt] to the unit after it (the one before, at the end)."""
+    joined: list[str] = []
+    for unit in units:
+        if joined and only_prompt(joined[-1]):
+            joined[-1] = f"{joined[-1]} {unit}"
+        else:
+            joined.append(unit)
+    if len(joined) > 1 and only_prompt(joined[-1]):
+        joined[-2:] = [f"{joined[-2]} {joined[-1]}"]
+    for unit in joined:
+        if count_tokens(unit) > max_tokens:
+            raise BadText(
+                f"the [bracketed] prompt and the text it leads into ({unit[:40]!r}…) are "
+                "longer than the model can speak at once; shorten the prompt"
+            )
+    return joined
 
 
 class BadText(Exception):
@@ -55,9 +102,13 @@ def split_front_matter(text: str, name: str) -> tuple[dict[str, Any], str]:
 
 
 def chunk_text(text: str, count_tokens: Callable[[str], int], max_tokens: int) -> list[str]:
-    """Sentences packed into chunks of about 200 characters, never over `max_tokens`."""
-    pieces = [s.strip() for s in SENTENCE_END.split(text) if s.strip()]
+    """Sentences packed into chunks of about 200 characters, never over `max_tokens`.
+
+    A [bracketed prompt] is never split and stays in one chunk with the text it leads into,
+    since it is cut from that chunk's audio."""
+    pieces = [s.strip() for s in split_outside_brackets(SENTENCE_END, text) if s.strip()]
     units = [part for piece in pieces for part in fit(piece, count_tokens, max_tokens)]
+    units = attach_prompts(units, count_tokens, max_tokens)
     chunks: list[str] = []
     for unit in units:
         candidate = f"{chunks[-1]} {unit}" if chunks else unit
@@ -76,12 +127,13 @@ def fit(sentence: str, count_tokens: Callable[[str], int], max_tokens: int) -> l
     """Split a sentence the model cannot take in one go at clauses, then between words."""
     if count_tokens(sentence) <= max_tokens:
         return [sentence]
-    clauses = [c for c in CLAUSE_END.split(sentence) if c]
+    clauses = [c for c in split_outside_brackets(CLAUSE_END, sentence) if c]
     if len(clauses) > 1:
         return [part for clause in clauses for part in fit(clause, count_tokens, max_tokens)]
-    words = sentence.split()
+    words = [w for w in split_outside_brackets(WORD_GAP, sentence) if w]
     if len(words) == 1:
-        raise BadText(f"the word {sentence[:40]!r}… alone is longer than the model can speak")
+        what = "the [bracketed] prompt" if "[" in sentence else "the word"
+        raise BadText(f"{what} {sentence[:40]!r}… alone is longer than the model can speak")
     middle = len(words) // 2
     halves = (" ".join(words[:middle]), " ".join(words[middle:]))
     return [part for half in halves for part in fit(half, count_tokens, max_tokens)]

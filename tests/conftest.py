@@ -22,6 +22,8 @@ TEST_SETTINGS = {
     "watch": {"stable_for": 0.5, "rescan_every": 5, "poll_interval": 0.3},
     "jobs": {"max_attempts": 3, "retry_delay": 0.5},
     "logging": {"level": "DEBUG"},
+    # Random weights never emit the stop code: every candidate runs to this limit.
+    "tts": {"max_mel_tokens": 46},
     # No training window opens while tests run, unless a test asks for one.
     "training": {"schedule": "0 0 1 1 *", "catch_up": 0},
 }

@@ -21,17 +21,16 @@ from daemon.models import (
     BadCheckpoint,
     ModelSpec,
     WeightsMissing,
-    build_autoregressive,
     save_checkpoint,
     write_tiny_models,
 )
 from tests.conftest import tortoise_clips
 
 TEXT = "The quick brown fox jumps over the lazy dog."
-QUICK = GenerationSettings(candidates=2, diffusion_iterations=4)
+QUICK = GenerationSettings(candidates=2, diffusion_iterations=4, max_mel_tokens=46)
 TINY = ModelSpec.tiny()
 DIM = TINY.autoregressive["model_dim"]
-MAX_SECONDS = TINY.autoregressive["max_mel_tokens"] * 1024 / 22050
+MAX_SECONDS = (QUICK.max_mel_tokens + 2) * 1024 / 22050
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +98,10 @@ def test_latents_are_deterministic_and_survive_a_round_trip(
 
 def test_a_file_that_is_no_latents_file(tmp_path: Path) -> None:
     path = tmp_path / "latents.pth"
-    torch.save({"autoregressive": torch.zeros(1, 4)}, path)
+    torch.save({"diffusion": torch.zeros(1, 4)}, path)
+    with pytest.raises(BadCheckpoint, match="not a voicedrop latents file"):
+        Latents.load(path)
+    torch.save({"autoregressive": torch.zeros(1, 4), "diffusion": [1, 2]}, path)
     with pytest.raises(BadCheckpoint, match="not a voicedrop latents file"):
         Latents.load(path)
 
@@ -148,11 +150,7 @@ def test_a_fine_tuned_autoregressive_model_replaces_the_base_one(
     files = engine.model_files(autoregressive=fine_tune)
     assert files["autoregressive.pth"] == fine_tune
     assert files["clvp2.pth"] == tiny_models / "clvp2.pth"
-    assert set(engine.model_files(decoder="hifigan")) == {
-        "autoregressive.pth",
-        "clvp2.pth",
-        "hifidecoder.pth",
-    }
+    assert set(engine.model_files(decoder="hifigan")) == {"autoregressive.pth", "hifidecoder.pth"}
     base = render(engine, latents)
     tuned = render(engine, latents, autoregressive=fine_tune)
     assert not np.array_equal(base, tuned)
@@ -188,7 +186,7 @@ def test_a_fine_tune_that_is_gone(engine: Engine, latents: Latents, tmp_path: Pa
 def test_text_limits(engine: Engine, latents: Latents) -> None:
     assert engine.max_text_tokens == TINY.autoregressive["max_text_tokens"] - 4
     assert 0 < engine.text_token_count(TEXT) <= engine.max_text_tokens
-    too_long = " ".join([TEXT] * 10)
+    too_long = " ".join([TEXT] * 14)
     assert engine.text_token_count(too_long) > engine.max_text_tokens
     with pytest.raises(ValueError, match="tokens long"):
         engine.render(too_long, latents, QUICK)
@@ -197,24 +195,149 @@ def test_text_limits(engine: Engine, latents: Latents) -> None:
 
 
 def test_the_released_length_limits_fit_the_model(tiny_models: Path, tmp_path: Path) -> None:
-    """The most text and the most codes a render allows, at the released max_text_tokens and
-    max_mel_tokens (narrow layers keep it cheap): no position embedding runs out."""
-    spec = dataclasses.replace(
-        TINY, autoregressive={**TINY.autoregressive, "max_text_tokens": 402, "max_mel_tokens": 604}
-    )
-    for name in ("clvp2.pth", "hifidecoder.pth"):
+    """The most text and the most codes a render allows, at the tiny set's released
+    max_text_tokens and max_mel_tokens: no position embedding runs out. The folder holds only
+    what the hifigan decoder needs (tortoise's fast API): no clvp2.pth, no diffusion model."""
+    assert TINY.autoregressive["max_text_tokens"] == 402
+    assert TINY.autoregressive["max_mel_tokens"] == 604
+    for name in ("autoregressive.pth", "hifidecoder.pth", "spec.json"):
         shutil.copy(tiny_models / name, tmp_path)
-    save_checkpoint(build_autoregressive(spec).state_dict(), tmp_path / "autoregressive.pth")
-    spec.write(tmp_path)
     engine = Engine(tmp_path, device="cpu")
     text = "a" * 40
     while engine.text_token_count(text + " a") <= engine.max_text_tokens:
         text += " a"
     assert engine.text_token_count(text) == engine.max_text_tokens == 398
-    latents = Latents(torch.zeros(1, DIM), torch.zeros(1, 1))
-    settings = dataclasses.replace(QUICK, candidates=1, decoder="hifigan")
+    latents = engine.conditioning_latents([np.full(22050, 0.01, np.float32)], diffusion=False)
+    assert latents.diffusion is None
+    settings = dataclasses.replace(QUICK, decoder="hifigan", max_mel_tokens=10_000)
+    assert engine.generation_length(settings) == 602  # capped by the model's own limit
+    assert engine.generation_length(GenerationSettings()) == 500  # tortoise's default
     audio = engine.render(text, latents, settings)
     assert audio.size / Engine.SAMPLE_RATE > 25  # random weights never stop: 602 codes
+    with pytest.raises(WeightsMissing):
+        engine.render(TEXT, latents, dataclasses.replace(QUICK, decoder="diffusion"))
+
+
+def test_the_generation_limit_bounds_the_audio(engine: Engine, latents: Latents) -> None:
+    short = render(engine, latents, max_mel_tokens=10)
+    longer = render(engine, latents, max_mel_tokens=30)
+    assert short.size / Engine.SAMPLE_RATE <= 12 * 1024 / 22050 * 1.1
+    assert longer.size > 2 * short.size
+
+
+def test_clvp_ranking_matches_tortoise(engine: Engine) -> None:
+    """Candidates of different lengths (some stop early, some carry calm codes): the engine
+    picks the candidate tortoise api.py tts() picks with its own steps (pad each batch with the
+    stop code to max_mel_tokens, fix_autoregressive_output, CLVP per batch, topk)."""
+    import torch.nn.functional as F
+    from tortoise.api import fix_autoregressive_output
+
+    engine.load()
+    stop, length = 8193, 46
+    generator = torch.Generator().manual_seed(3)
+    batches = []
+    for stops in ((12, 30, None, 20), (40, None, 8, 25), (18, 33, 44, None)):
+        batch = torch.randint(0, 8192, (len(stops), 45), generator=generator)
+        for row, at in enumerate(stops):
+            if at is not None:
+                batch[row, at - 3 : at] = 83  # calm codes before the stop
+                batch[row, at:] = stop
+        batches.append(batch[:, : max(at or 45 for at in stops)])
+    tokens = engine._text_tokens(TEXT)
+    clvp = engine._loaded("clvp2.pth")
+
+    def tortoise_best(pad_to: int) -> torch.Tensor:
+        samples, scores = [], []
+        for raw in batches:
+            codes = F.pad(raw, (0, pad_to - raw.shape[1]), value=stop)
+            for i in range(codes.shape[0]):
+                codes[i] = fix_autoregressive_output(codes[i], stop, complain=False)
+            scores.append(clvp(tokens.repeat(codes.shape[0], 1), codes, return_loss=False))
+            samples.append(codes)
+        return torch.cat(samples)[torch.topk(torch.cat(scores), k=1).indices]
+
+    from daemon.engine import pad_and_fix
+
+    with torch.no_grad():
+        chosen = engine._rank(pad_and_fix(batches, length, stop), tokens, lambda *_: None)
+        expected = tortoise_best(length)
+        assert torch.equal(chosen, expected)
+        # the padding length matters: padded elsewhere, tortoise would pick another candidate
+        assert not torch.equal(tortoise_best(length + 300)[:, :length], expected)
+
+
+def test_conditioning_audio_is_clamped_like_tortoise(engine: Engine, clips) -> None:
+    loud = clips[0] * 4
+    assert np.abs(loud).max() > 1
+    for method in ("voicedrop", "tortoise"):
+        hot = engine.conditioning_latents([loud], method=method)
+        clamped = engine.conditioning_latents([np.clip(loud, -1, 1)], method=method)
+        assert torch.equal(hot.autoregressive, clamped.autoregressive)
+        assert torch.equal(hot.diffusion, clamped.diffusion)
+
+
+def test_tortoise_latents_follow_get_conditioning_latents(engine: Engine, clips) -> None:
+    """tts.latents tortoise: api.py's steps on the same clips with the same seed give the same
+    latents (one random 6 s crop per clip for the AR, the first 102400 samples at 24 kHz of
+    each clip for diffusion); voicedrop's own method (every second of every clip) differs."""
+    import random
+
+    import torchaudio
+    from tortoise.api import format_conditioning, pad_or_truncate
+    from tortoise.utils.audio import wav_to_univnet_mel
+
+    voice = [np.concatenate(clips)[: 9 * 22050], clips[1][: 3 * 22050]]  # one long, one short
+    ours = engine.conditioning_latents(voice, method="tortoise", seed=5)
+    waves = [torch.from_numpy(clip).unsqueeze(0) for clip in voice]
+    random.seed(5)
+    with torch.no_grad():
+        conds = torch.stack([format_conditioning(w, device="cpu") for w in waves], dim=1)
+        auto = engine._loaded("autoregressive.pth").get_conditioning(conds)
+        mels = [
+            wav_to_univnet_mel(
+                pad_or_truncate(torchaudio.functional.resample(w, 22050, 24000), 102400),
+                do_normalization=False,
+                device="cpu",
+            )
+            for w in waves
+        ]
+        diffusion = engine._loaded("diffusion_decoder.pth").get_conditioning(torch.stack(mels, 1))
+    assert torch.allclose(ours.autoregressive, auto, atol=1e-5)
+    assert torch.allclose(ours.diffusion, diffusion, atol=1e-4)
+    again = engine.conditioning_latents(voice, method="tortoise", seed=5)
+    assert torch.equal(again.autoregressive, ours.autoregressive)
+    other_crop = engine.conditioning_latents(voice, method="tortoise", seed=6)
+    assert not torch.equal(other_crop.autoregressive, ours.autoregressive)
+    assert torch.equal(other_crop.diffusion, ours.diffusion)
+    own = engine.conditioning_latents(voice)
+    assert not torch.equal(own.autoregressive, ours.autoregressive)
+    with pytest.raises(ValueError, match="unknown latents method"):
+        engine.conditioning_latents(voice, method="random")
+
+
+def test_hifidecoder_tolerates_extra_entries_but_not_missing_keys(
+    tiny_models: Path, tmp_path: Path, latents: Latents
+) -> None:
+    """As api_fast.py loads it (strict=False), for this file only: extra keys and non-tensor
+    entries are skipped; a missing key still refuses the file, naming the key."""
+    for name in ("autoregressive.pth", "spec.json"):
+        shutil.copy(tiny_models / name, tmp_path)
+    state = torch.load(tiny_models / "hifidecoder.pth", weights_only=True)
+    extra = {**state, "speaker_encoder.weight": torch.zeros(3), "epoch": 12, "note": "release"}
+    save_checkpoint(extra, tmp_path / "hifidecoder.pth")
+    engine = Engine(tmp_path, device="cpu")
+    settings = dataclasses.replace(QUICK, decoder="hifigan")
+    reference = Engine(tiny_models, device="cpu").render(TEXT, latents, settings)
+    assert np.array_equal(engine.render(TEXT, latents, settings), reference)
+    removed = sorted(state)[0]
+    save_checkpoint({k: v for k, v in extra.items() if k != removed}, tmp_path / "hifidecoder.pth")
+    with pytest.raises(BadCheckpoint, match=f"missing keys: {removed}"):
+        Engine(tmp_path, device="cpu").render(TEXT, latents, settings)
+    extra_ar = {**torch.load(tiny_models / "autoregressive.pth", weights_only=True), "epoch": 1}
+    save_checkpoint(extra_ar, tmp_path / "autoregressive.pth")
+    shutil.copy(tiny_models / "hifidecoder.pth", tmp_path)
+    with pytest.raises(BadCheckpoint, match="unexpected keys: epoch"):
+        Engine(tmp_path, device="cpu").render(TEXT, latents, settings)
 
 
 def test_release_drops_the_models_and_the_next_render_reloads(
@@ -241,7 +364,7 @@ def test_without_weights_loading_says_which_files_are_missing(
     assert raised.value.directory == tmp_path
     with pytest.raises(WeightsMissing) as raised:
         engine.load(decoder="hifigan")
-    assert raised.value.missing == ["clvp2.pth", "hifidecoder.pth"]
+    assert raised.value.missing == ["hifidecoder.pth"]
     assert not engine.loaded
 
 

@@ -156,11 +156,11 @@ DIFFUSION = ("diffusion_decoder.pth", "vocoder.pth")
     ("present", "decoder", "missing"),
     [
         ((), "diffusion", [*BASE, *DIFFUSION]),
-        ((), "hifigan", [*BASE, HIFIGAN_FILE]),
+        ((), "hifigan", ["autoregressive.pth", HIFIGAN_FILE]),
         (REQUIRED_FILES, "diffusion", []),
         (REQUIRED_FILES, "hifigan", [HIFIGAN_FILE]),
-        ((*BASE, HIFIGAN_FILE), "hifigan", []),
-        ((*BASE, HIFIGAN_FILE), "diffusion", list(DIFFUSION)),
+        (("autoregressive.pth", HIFIGAN_FILE), "hifigan", []),
+        (("autoregressive.pth", HIFIGAN_FILE), "diffusion", ["clvp2.pth", *DIFFUSION]),
     ],
 )
 def test_missing_weights_per_decoder(
@@ -273,7 +273,8 @@ def test_tiny_models_keep_the_released_interfaces() -> None:
     assert tiny.diffusion["in_latent_channels"] == tiny.autoregressive["model_dim"]
     assert tiny.hifigan["in_channels"] == tiny.autoregressive["model_dim"]
     assert tiny.hifigan["cond_channels"] == tiny.autoregressive["model_dim"]
-    assert 40 <= tiny.autoregressive["max_mel_tokens"] <= 60
+    assert tiny.autoregressive["max_mel_tokens"] == 604
+    assert tiny.autoregressive["max_text_tokens"] == 402
 
 
 def test_file_sha256_is_the_full_hash_and_follows_changes(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from tests.conftest import (
 )
 
 FAST = "---\ncandidates: 2\ndiffusion_iterations: 4\n---\n"
+WHISPER = Path(__file__).parents[1] / "models" / "whisper-base"
 LONG_TEXT = FAST + " ".join(
     f"This is sentence number {n}, and it carries on for a little while longer." for n in range(14)
 )
@@ -103,6 +104,62 @@ def test_front_matter_overrides_settings_for_one_file(tts_root):
     assert sf.info(text.with_suffix(".wav")).samplerate == 16000
 
 
+def test_a_bracketed_prompt_is_spoken_and_the_render_completes(tts_root, tmp_path, tiny_models):
+    """The prompt reaches the AR (the audio differs from the text without it); random weights
+    say no words, so no cut point is found: the chunk is kept whole, logged and recorded."""
+    whisper = {"model": str(WHISPER)}
+    configure(tts_root, {"tts": {"models_dir": str(tiny_models)}, "whisper": whisper})
+    text = tmp_path / "angry.txt"
+    text.write_text(FAST + "[I am really angry.] Hello there my friend.")
+    result = voicedrop(
+        "render", "--root", str(tts_root), "tom", "--file", str(text), "-o", str(tmp_path / "a.wav")
+    )
+    assert "could not find where the [bracketed] words end" in result.stderr
+    meta = sidecar(tmp_path / "a.wav")
+    assert meta["redaction"] == ["kept"] and meta["chunks"] == 1
+    plain = tmp_path / "plain.txt"
+    plain.write_text(FAST + "Hello there my friend.")
+    plain_wav = str(tmp_path / "b.wav")
+    voicedrop("render", "--root", str(tts_root), "tom", "--file", str(plain), "-o", plain_wav)
+    assert sidecar(tmp_path / "b.wav")["redaction"] == ["none"]
+    assert sha256(tmp_path / "a.wav") != sha256(tmp_path / "b.wav")
+
+
+def test_hifigan_renders_from_a_folder_without_clvp_or_diffusion(root, tmp_path, tiny_models):
+    """tortoise's fast API needs only the AR and hifidecoder.pth; the sidecar records every
+    setting, the generation limit and the latents method included."""
+    models = tmp_path / "fast-models"
+    models.mkdir()
+    for name in ("autoregressive.pth", "hifidecoder.pth", "spec.json"):
+        shutil.copy(tiny_models / name, models)
+    tts = {"models_dir": str(models), "decoder": "hifigan", "latents": "tortoise"}
+    configure(root, {"tts": {**tts, "max_mel_tokens": 20}})
+    (root / "inbox" / "tom").mkdir()
+    for clip in tortoise_clips("tom")[:2]:
+        shutil.copy(clip, root / "inbox" / "tom" / clip.name)
+    text = root / "outbox" / "tom" / "fast.txt"
+    text.parent.mkdir()
+    text.write_text("Hello there, this is the fast decoder.")
+    run_until_idle(root)
+    assert not text.with_suffix(".error.txt").exists()
+    meta = sidecar(text)
+    assert set(meta["models"]) == {"autoregressive.pth", "hifidecoder.pth"}
+    assert meta["settings"]["decoder"] == "hifigan" and meta["settings"]["latents"] == "tortoise"
+    assert meta["settings"]["max_mel_tokens"] == 20 == meta["settings"]["generated_mel_tokens"]
+    assert meta["audio_seconds"] <= 22 * 1024 / 22050 + 0.1
+    text.write_text("---\nmax_mel_tokens: 40\n---\nHello there, this is the fast decoder.")
+    run_until_idle(root)
+    longer = sidecar(text)
+    assert longer["settings"]["max_mel_tokens"] == 40
+    assert longer["audio_seconds"] > meta["audio_seconds"]
+    configure(root, {"tts": {**tts, "decoder": "diffusion"}})
+    text.write_text("Now with diffusion.")
+    run_until_idle(root)
+    error = text.with_suffix(".error.txt").read_text()
+    assert "clvp2.pth" in error and "diffusion_decoder.pth" in error and "vocoder.pth" in error
+    assert "hifidecoder.pth" not in error
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
@@ -113,6 +170,10 @@ def test_front_matter_overrides_settings_for_one_file(tts_root):
         ("typo.txt", b"---\ntemprature: 0.5\n---\nHi.", "temprature: unknown key (did you mean"),
         ("badvalue.txt", b"---\ncandidates: many\n---\nHi.", "front matter.candidates: expected"),
         ("badrange.txt", b"---\ntop_p: 3\n---\nHi.", "front matter.top_p: must be in (0, 1]"),
+        ("nocodes.txt", b"---\nmax_mel_tokens: 0\n---\nHi.", "max_mel_tokens: must be 1-602"),
+        ("unclosed.txt", b"Hello [there friend.", "is never closed"),
+        ("prompt_only.txt", b"[I am really angry.]", "nothing would be left to hear"),
+        ("nested.txt", b"Hi [a [b] c] there.", "brackets cannot nest"),
     ],
 )
 def test_bad_texts_get_an_error_file(tts_root, name, content, message):

@@ -68,3 +68,35 @@ def test_chunks_stay_near_200_characters():
     text = "This is a fairly ordinary sentence of moderate length. " * 20
     chunks = chunk_text(text, word_count, max_tokens=1000)
     assert len(chunks) > 4 and all(len(c) <= 200 for c in chunks)
+
+
+def test_a_bracketed_prompt_stays_whole_and_with_the_text_it_leads_into():
+    text = "[I am angry. Very angry.]\nYou never listen. " + "Short one. " * 30
+    chunks = chunk_text(text.strip(), word_count, max_tokens=12)
+    assert chunks[0].startswith("[I am angry. Very angry.] You never listen.")
+    assert all(c.count("[") == c.count("]") for c in chunks)
+    assert " ".join(chunks).split() == text.split()
+    ending = chunk_text("Goodbye now.\n[sighs deeply]", word_count, max_tokens=12)
+    assert ending == ["Goodbye now. [sighs deeply]"]
+
+
+def test_a_prompt_too_long_to_speak_with_its_text_is_refused():
+    with pytest.raises(BadText, match="bracketed"):
+        chunk_text("[" + "very " * 20 + "angry] Hello.", word_count, max_tokens=8)
+
+
+def test_long_sentences_split_at_the_released_text_limit():
+    """The tiny models keep the released max_text_tokens (402, 398 usable): a text is only cut
+    to fit when a sentence alone is longer than that."""
+    from tortoise.utils.tokenizer import VoiceBpeTokenizer
+
+    tokenizer = VoiceBpeTokenizer()
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text))
+
+    sentence = ", ".join(f"then the {n}th lantern flickered over the harbour" for n in range(40))
+    assert count(sentence) > 398
+    chunks = chunk_text(sentence + ".", count, max_tokens=398)
+    assert len(chunks) > 1 and all(count(c) <= 398 for c in chunks)
+    assert " ".join(chunks).split() == (sentence + ".").split()

@@ -98,7 +98,7 @@ def test_loss_falls_and_the_model_renders(tiny_models: Path, speech: Path, tmp_p
     engine.load(autoregressive=model)
     clip = torch.zeros(22050).numpy() + 0.01
     latents = engine.conditioning_latents([clip], autoregressive=model)
-    settings = GenerationSettings(candidates=2, diffusion_iterations=4)
+    settings = GenerationSettings(candidates=2, diffusion_iterations=4, max_mel_tokens=46)
     audio = engine.render("Hello there.", latents, settings, autoregressive=model)
     assert audio.size > 0
 
