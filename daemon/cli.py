@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = models_commands.add_parser("tiny", help="write a tiny random model set (tests, demos)")
     tiny.add_argument("directory", type=Path)
     tiny.set_defaults(handler=cmd_models_tiny)
+    fetch = models_commands.add_parser(
+        "fetch", help="download TorToiSe's released weights into the model store"
+    )
+    add_root(fetch)
+    fetch.add_argument("--dir", type=Path, help="fetch into DIR instead of the store's tortoise/")
+    fetch.add_argument("--only", nargs="+", metavar="NAME", help="only these files (e.g. dvae.pth)")
+    fetch.set_defaults(handler=cmd_models_fetch)
 
     doctor = commands.add_parser("doctor", help="check dependencies, models, device, disk")
     add_root(doctor)
@@ -233,6 +240,28 @@ def cmd_models_tiny(args: argparse.Namespace) -> int:
     for path in write_tiny_models(args.directory):
         print(f"wrote {path}")
     return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from daemon.fetch import FetchError, fetch_into
+    from daemon.logs import setup_logging
+    from daemon.model_store import tortoise_store
+
+    root, settings = open_root(args.root)
+    setup_logging(settings.logging, None)
+    folder = args.dir.resolve() if args.dir else tortoise_store(root, settings)
+    try:
+        outcome = fetch_into(folder, args.only)
+    except FetchError as exc:
+        print(f"voicedrop: models fetch: {exc}", file=sys.stderr)
+        return 1
+    for name in outcome.present:
+        print(f"{folder / name}: already there, sha256 checked")
+    for name in outcome.fetched:
+        print(f"{folder / name}: fetched, sha256 checked")
+    for why in outcome.failed.values():
+        print(f"voicedrop: models fetch: {why}", file=sys.stderr)
+    return 1 if outcome.failed else 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

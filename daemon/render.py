@@ -22,10 +22,18 @@ import soxr
 from loguru import logger
 
 from daemon import __version__, atomic
-from daemon.config import ConfigError, Settings, TtsSettings, load_voice_settings, override_section
+from daemon.config import (
+    ConfigError,
+    Settings,
+    TtsSettings,
+    load_settings,
+    load_voice_settings,
+    override_section,
+)
 from daemon.intake import file_sha256
 from daemon.latents import NoClips, cached_latents, voice_clips
 from daemon.ledger import Job, Ledger
+from daemon.model_store import tortoise_models
 from daemon.models import BadCheckpoint, WeightsMissing
 from daemon.paths import Root, VoicePaths
 from daemon.texts import BadText, chunk_text, read_text, split_front_matter
@@ -100,16 +108,21 @@ def is_rendered(text: Path, content_hash: str) -> bool:
 class Renderer:
     """Keeps one engine loaded between jobs, for the daemon and for `voicedrop render`."""
 
-    def __init__(self, root: Root) -> None:
+    def __init__(self, root: Root, settings: Settings | None = None) -> None:
         self.root = root
+        self.settings = settings if settings is not None else load_settings(root.config_file)
         self.engine = None
         self.engine_key: tuple | None = None
         self.last_used = time.monotonic()
 
-    def engine_for(self, tts: TtsSettings):
+    def models_dir(self, tts: TtsSettings, decoder: str) -> Path:
+        """Where the TorToiSe weights for `decoder` are found (see daemon.model_store)."""
+        return tortoise_models(self.root, self.settings, tts.models_dir, decoder).folder
+
+    def engine_for(self, tts: TtsSettings, decoder: str):
         from daemon.engine import Engine
 
-        key = (self.root.resolve_setting_path(tts.models_dir), tts.device, tts.half)
+        key = (self.models_dir(tts, decoder), tts.device, tts.half)
         if self.engine is None or key != self.engine_key:
             self.release()
             self.engine = Engine(key[0], device=tts.device, half=tts.half)
@@ -132,15 +145,16 @@ class Renderer:
         """Raise Blocked when rendering needs something only the user can provide."""
         from daemon.models import DIFFUSION_FILE, missing_weights
 
-        models_dir = self.root.resolve_setting_path(tts.models_dir)
+        models_dir = self.models_dir(tts, decoder)
         missing = missing_weights(models_dir, decoder)
         if not (models_dir / DIFFUSION_FILE).is_file() and DIFFUSION_FILE not in missing:
             missing.append(DIFFUSION_FILE)  # the voice's latents need it, whatever the decoder
         if missing:
             raise Blocked(
-                f"missing {', '.join(missing)} in {models_dir}: put TorToiSe's released "
-                "checkpoints there (or run `voicedrop models tiny DIR` and point "
-                "tts.models_dir at DIR to try things out); texts render once they are there"
+                f"missing {', '.join(missing)} in {models_dir}: run `voicedrop models fetch` "
+                "(with tts.fetch: auto the daemon fetches them itself when online), or set "
+                "tts.models_dir to a folder holding TorToiSe's released checkpoints; texts "
+                "render once they are there"
             )
         if not voice_clips(voice):
             raise Blocked(
@@ -161,7 +175,7 @@ class Renderer:
         from daemon.models import file_sha256 as model_sha256
 
         started = time.monotonic()
-        engine = self.engine_for(tts)
+        engine = self.engine_for(tts, settings.decoder)
         fine_tune = voice.models / "autoregressive.pth"
         autoregressive = fine_tune if fine_tune.exists() else None
         try:
@@ -278,7 +292,7 @@ class RenderStage:
     def __init__(self, root: Root, settings: Settings, renderer: Renderer | None = None) -> None:
         self.root = root
         self.settings = settings
-        self.renderer = renderer or Renderer(root)
+        self.renderer = renderer or Renderer(root, settings)
 
     def run(self, job: Job, ledger: Ledger) -> None:
         text = job.input_path
