@@ -13,6 +13,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import queue
 import shutil
 import threading
 import time
@@ -243,19 +244,82 @@ def fetch_range(
         hf_raise_for_status(response)
         if have and response.status_code != 206:  # the server ignored the range: start over
             digest, have = hashlib.sha256(), 0
-        with open(partial, "ab" if have else "wb") as out:
-            for block in response.iter_content(CHUNK):
-                if stop is not None and stop.is_set():
-                    raise FetchError("stopped; the next fetch resumes where this one stopped")
-                if have + len(block) > remote.size:
-                    raise FetchError(f"the server sent more than the {remote.size} bytes expected")
-                out.write(block)
-                digest.update(block)
-                have += len(block)
-                progress(have)
-            out.flush()
-            os.fsync(out.fileno())
+        hasher = BackgroundHash(digest)
+        try:
+            with open(partial, "ab" if have else "wb", buffering=0) as out:
+                writeback = EarlyWriteback(out.fileno(), have)
+                for block in response.iter_content(CHUNK):
+                    if stop is not None and stop.is_set():
+                        raise FetchError("stopped; the next fetch resumes where it stopped")
+                    if have + len(block) > remote.size:
+                        raise FetchError(f"the server sent more than the {remote.size} bytes")
+                    out.write(block)
+                    hasher.update(block)
+                    have += len(block)
+                    writeback.written(have)
+                    progress(have)
+                out.flush()
+                os.fsync(out.fileno())
+        finally:
+            digest = hasher.finish()
     return digest, have
+
+
+class EarlyWriteback:
+    """Start writing the file back to disk while it downloads (Linux sync_file_range, which
+    does not wait), so the fsync before the rename into place has little left to do."""
+
+    EVERY = 2 << 20
+
+    def __init__(self, fd: int, start: int) -> None:
+        self.fd, self.synced = fd, start
+        self.call = _sync_file_range()
+
+    def written(self, size: int) -> None:
+        if self.call is not None and size - self.synced >= self.EVERY:
+            self.call(self.fd, self.synced, size - self.synced, SYNC_FILE_RANGE_WRITE)
+            self.synced = size
+
+
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def _sync_file_range():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return call
+
+
+class BackgroundHash:
+    """sha256 in a thread (hashlib releases the GIL on large blocks), so hashing overlaps
+    the network and the disk instead of adding to them; at most QUEUED blocks wait."""
+
+    QUEUED = 8
+
+    def __init__(self, digest: hashlib._Hash) -> None:
+        self.digest = digest
+        self.blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=self.QUEUED)
+        self.thread = threading.Thread(target=self.run, name="sha256", daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while (block := self.blocks.get()) is not None:
+            self.digest.update(block)
+
+    def update(self, block: bytes) -> None:
+        self.blocks.put(block)
+
+    def finish(self) -> hashlib._Hash:
+        self.blocks.put(None)
+        self.thread.join()
+        return self.digest
 
 
 def fetch_file(folder: Path, release: Release, stop: threading.Event | None = None) -> dict:
