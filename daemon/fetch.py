@@ -365,7 +365,7 @@ def check_free_space(folder: Path, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise FetchError(
-            f"{folder} has {free / 1e9:.2f} GB free, {needed / 1e9:.2f} GB are needed; "
+            f"{folder} has {free / 1e6:.0f} MB free, {needed / 1e6:.0f} MB are needed; "
             "free some space or set VOICEDROP_MODELS to a store on a larger disk"
         )
 
