@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     use.add_argument("voice")
     use.add_argument("file", type=Path, help="the autoregressive checkpoint")
     use.set_defaults(handler=cmd_models_use)
+    fetch = models_commands.add_parser(
+        "fetch", help="download TorToiSe's released weights into the model store"
+    )
+    add_root(fetch)
+    fetch.add_argument("--dir", type=Path, help="fetch into DIR instead of the store's tortoise/")
+    fetch.add_argument("--only", nargs="+", metavar="NAME", help="only these files (e.g. dvae.pth)")
+    fetch.set_defaults(handler=cmd_models_fetch)
 
     doctor = commands.add_parser("doctor", help="check dependencies, models, device, disk")
     add_root(doctor)
@@ -198,7 +205,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         when = "now" if args.now else f"in the next window ({upcoming:%Y-%m-%d %H:%M})"
         print(f"queued fine-tuning of {voice.name}; {who} runs it {when}")
         return 0
-    stage = FineTuneStage(root, settings, Renderer(root, settings.whisper), threading.Event())
+    stage = FineTuneStage(root, settings, Renderer(root, settings), threading.Event())
     return run_in_foreground(root, settings, [stage])
 
 
@@ -221,7 +228,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         source = scratch / "text.txt"
         source.write_text(args.text, encoding="utf-8")
     output = (args.output or Path(f"{source.stem}.wav")).resolve()
-    stage = RenderStage(root, settings, Renderer(root, settings.whisper))
+    stage = RenderStage(root, settings, Renderer(root, settings))
     try:
         body, text_settings, tts = stage.prepare(voice, source)
         stage.renderer.check_ready(voice, tts, text_settings.decoder)
@@ -245,6 +252,7 @@ def cmd_models_tiny(args: argparse.Namespace) -> int:
 def cmd_models_use(args: argparse.Namespace) -> int:
     """Check the file strictly against the voice's model dimensions, then copy it in."""
     from daemon.config import load_voice_settings
+    from daemon.model_store import tortoise_models
     from daemon.models import BadCheckpoint, ModelSpec
     from daemon.voice_models import use_model
 
@@ -252,7 +260,7 @@ def cmd_models_use(args: argparse.Namespace) -> int:
     voice = root.voice(args.voice)
     tts = load_voice_settings(settings, voice.config_file).tts
     try:
-        spec = ModelSpec.read(root.resolve_setting_path(tts.models_dir))
+        spec = ModelSpec.read(tortoise_models(root, settings, tts.models_dir, tts.decoder).folder)
         record = use_model(voice.models, args.file.resolve(), spec, "models use")
     except BadCheckpoint as exc:
         print(f"voicedrop: {exc}; voice {voice.name} keeps the model it had", file=sys.stderr)
@@ -266,6 +274,28 @@ def cmd_models_use(args: argparse.Namespace) -> int:
         return 1
     print(f"voice {voice.name} now renders with {args.file} (sha256 {record.sha256[:12]}…)")
     return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from daemon.fetch import FetchError, fetch_into
+    from daemon.logs import setup_logging
+    from daemon.model_store import tortoise_store
+
+    root, settings = open_root(args.root)
+    setup_logging(settings.logging, None)
+    folder = args.dir.resolve() if args.dir else tortoise_store(root, settings)
+    try:
+        outcome = fetch_into(folder, args.only)
+    except FetchError as exc:
+        print(f"voicedrop: models fetch: {exc}", file=sys.stderr)
+        return 1
+    for name in outcome.present:
+        print(f"{folder / name}: already there, sha256 checked")
+    for name in outcome.fetched:
+        print(f"{folder / name}: fetched, sha256 checked")
+    for why in outcome.failed.values():
+        print(f"voicedrop: models fetch: {why}", file=sys.stderr)
+    return 1 if outcome.failed else 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -72,7 +72,7 @@ class LogSettings:
 
 @dataclass(frozen=True)
 class WhisperSettings:
-    model: str = "models/whisper-base"
+    model: str = "whisper-base"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compute_type: str = "auto"
     language: str | None = None
@@ -97,7 +97,8 @@ class DatasetSettings:
 
 @dataclass(frozen=True)
 class TtsSettings:
-    models_dir: str = "models/tortoise"
+    models_dir: str | None = None
+    fetch: Literal["auto", "never"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     half: bool = False
     preset: Literal["ultra_fast", "fast", "standard", "high_quality"] = "fast"
@@ -126,6 +127,11 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True)
+class ModelsSettings:
+    store: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     watch: WatchSettings = field(default_factory=WatchSettings)
     imports: ImportSettings = field(default_factory=ImportSettings)
@@ -135,13 +141,14 @@ class Settings:
     dataset: DatasetSettings = field(default_factory=DatasetSettings)
     tts: TtsSettings = field(default_factory=TtsSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    models: ModelsSettings = field(default_factory=ModelsSettings)
 
 
 TEMPLATE = Path(__file__).with_name("config_template.yaml")
 
 # `import` is a keyword, so the field is `imports`; users write `import:` in YAML.
 SECTION_NAMES = {"import": "imports"}
-GLOBAL_ONLY_SECTIONS = ("watch", "jobs", "logging")
+GLOBAL_ONLY_SECTIONS = ("watch", "jobs", "logging", "models")
 SIGNED_SETTINGS = ("dataset.start_offset", "dataset.end_offset")
 MAX_MEL_TOKENS = 602  # the released autoregressive model's 604 less its start and stop codes
 

@@ -24,9 +24,10 @@ from daemon import atomic
 from daemon.config import ConfigError, Settings, load_voice_settings
 from daemon.intake import IMPORT
 from daemon.ledger import Job, Ledger
+from daemon.model_store import ModelMissing
 from daemon.paths import Root, VoicePaths
 from daemon.slicing import Piece, adjust, plan_pieces
-from daemon.transcribe import ModelMissing, Whisper, WhisperOptions, load_for_whisper
+from daemon.transcribe import Whisper, WhisperOptions, load_for_whisper
 from daemon.worker import Blocked
 
 TRANSCRIBE = "transcribe"
@@ -183,7 +184,7 @@ class DatasetStage:
 
     def options(self, settings: Settings) -> WhisperOptions:
         try:
-            return WhisperOptions.from_settings(settings.whisper, self.root)
+            return WhisperOptions.from_settings(settings, self.root)
         except ModelMissing as exc:
             raise Blocked(str(exc)) from exc
 

@@ -7,9 +7,21 @@ import shutil
 import sys
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 from daemon.config import Settings
+from daemon.models import (
+    AUTOREGRESSIVE_FILE,
+    CLVP_FILE,
+    DIFFUSION_FILE,
+    DVAE_FILE,
+    HIFIGAN_FILE,
+    VOCODER_FILE,
+    missing_weights,
+)
 from daemon.paths import Root
+
+RENDER_FILES = (AUTOREGRESSIVE_FILE, DIFFUSION_FILE, CLVP_FILE, VOCODER_FILE, HIFIGAN_FILE)
 
 PACKAGES = (
     "torch",
@@ -45,8 +57,10 @@ def run_checks(root: Root, settings: Settings) -> list[Check]:
         Check("ok", "python", sys.version.split()[0]),
         *package_checks(),
         decoder_check(),
+        store_check(root, settings),
         whisper_check(root, settings),
         tts_check(root, settings),
+        *model_file_checks(root, settings),
         dvae_check(root, settings),
         device_check(),
         disk_check(root),
@@ -75,41 +89,83 @@ def decoder_check() -> Check:
 
 
 def whisper_check(root: Root, settings: Settings) -> Check:
-    model = settings.whisper.model
-    path = root.resolve_setting_path(model)
-    if path.is_dir():
-        if (path / "model.bin").is_file():
-            return Check("ok", "whisper model", str(path))
-        return Check("fail", "whisper model", f"{path} has no model.bin; run `make setup`")
-    if "/" in model:
-        return Check("fail", "whisper model", f"{path} does not exist; run `make setup`")
+    from daemon.model_store import ModelMissing, whisper_model
+
+    try:
+        model = whisper_model(root, settings)
+    except ModelMissing as exc:
+        return Check("fail", "whisper model", str(exc))
+    if Path(model).is_dir():
+        return Check("ok", "whisper model", model)
     return Check(
         "warn", "whisper model", f"{model!r} will be downloaded on first use (needs internet)"
     )
 
 
-def tts_check(root: Root, settings: Settings) -> Check:
-    from daemon.models import missing_weights
+def store_check(root: Root, settings: Settings) -> Check:
+    from daemon.model_store import STORE_ENV, store_dir
 
-    folder = root.resolve_setting_path(settings.tts.models_dir)
-    missing = missing_weights(folder, settings.tts.decoder)
+    store = store_dir(root, settings)
+    how = (
+        f"${STORE_ENV}"
+        if os.environ.get(STORE_ENV)
+        else "models.store"
+        if settings.models.store
+        else "default"
+    )
+    return Check("ok", "model store", f"{store} ({how})")
+
+
+def tts_check(root: Root, settings: Settings) -> Check:
+    from daemon.model_store import tortoise_models
+
+    tts = settings.tts
+    found = tortoise_models(root, settings, tts.models_dir, tts.decoder)
+    where = f"{found.folder} ({found.source.value})"
+    missing = missing_weights(found.folder, tts.decoder)
     if missing:
+        fetching = "the daemon fetches them (tts.fetch: auto)" if tts.fetch == "auto" else ""
         return Check(
             "warn",
             "tts models",
-            f"missing {', '.join(missing)} in {folder}; texts will wait until they are there "
-            "(`voicedrop models tiny DIR` writes a tiny set for trying things out)",
+            f"missing {', '.join(missing)} in {where}; texts wait until they are there: run "
+            f"`voicedrop models fetch`{' or let ' + fetching if fetching else ''}",
         )
-    return Check("ok", "tts models", str(folder))
+    return Check("ok", "tts models", where)
+
+
+def model_file_checks(root: Root, settings: Settings) -> list[Check]:
+    """Each TorToiSe file the renders and fine-tuning would load, with its sha256 status."""
+    from daemon.model_store import FileState, dvae_file, file_status, tortoise_models
+
+    tts = settings.tts
+    folder = tortoise_models(root, settings, tts.models_dir, tts.decoder).folder
+    paths = [folder / name for name in RENDER_FILES]
+    paths.append(dvae_file(root, settings, tts.models_dir))
+    levels = {
+        FileState.VERIFIED: "ok",
+        FileState.UNVERIFIED: "warn",
+        FileState.MISMATCH: "fail",
+        FileState.MISSING: "warn",
+    }
+    checks = []
+    for path in paths:
+        status = file_status(path)
+        checks.append(
+            Check(levels[status.state], path.name, f"{status.state.value}: {status.detail}")
+        )
+    return checks
 
 
 def dvae_check(root: Root, settings: Settings) -> Check:
-    from daemon.models import DVAE_FILE
+    from daemon.model_store import dvae_file
 
-    path = root.resolve_setting_path(settings.tts.models_dir) / DVAE_FILE
+    path = dvae_file(root, settings, settings.tts.models_dir)
     if path.is_file():
         return Check("ok", "fine-tuning", str(path))
-    message = f"no {DVAE_FILE} in {path.parent}; voices cannot be fine-tuned"
+    message = (
+        f"no {DVAE_FILE} in {path.parent}; voices cannot be fine-tuned (`voicedrop models fetch`)"
+    )
     return Check("warn", "fine-tuning", message)
 
 

@@ -36,6 +36,7 @@ class FineTuneStage:
         self.stopping = stopping
 
     def run(self, job: Job, ledger: Ledger) -> None:
+        from daemon.model_store import dvae_file
         from daemon.models import BadCheckpoint, WeightsMissing
         from daemon.train import TrainingOptions, train_voice
 
@@ -52,7 +53,8 @@ class FineTuneStage:
             return bool(reason[0])
 
         options = TrainingOptions.from_settings(settings.training, device=settings.tts.device)
-        models_dir = self.root.resolve_setting_path(settings.tts.models_dir)
+        models_dir = self.renderer.models_dir(settings.tts, settings.tts.decoder)
+        dvae = dvae_file(self.root, settings, settings.tts.models_dir)
         logger.info("fine-tuning voice {} ({} epochs)", voice.name, options.epochs)
         try:
             result = train_voice(
@@ -62,6 +64,7 @@ class FineTuneStage:
                 self.language(voice, settings),
                 should_stop,
                 ProgressReporter(ledger, job, voice.name),
+                dvae=dvae,
             )
         except (WeightsMissing, BadCheckpoint) as exc:
             raise Blocked(f"{exc}; fine-tuning starts once the model files are fixed") from exc

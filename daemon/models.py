@@ -53,8 +53,8 @@ class WeightsMissing(Exception):
         self.directory = Path(directory)
         self.missing = list(missing)
         super().__init__(
-            f"missing {', '.join(self.missing)} in {self.directory}: put TorToiSe's released "
-            f"checkpoints there (or run `voicedrop models tiny DIR` to try things out)"
+            f"missing {', '.join(self.missing)} in {self.directory}: run `voicedrop models "
+            "fetch`, or put TorToiSe's released checkpoints there"
         )
 
 
@@ -310,6 +310,9 @@ def read_state_dict(path: Path, key: str | None = None) -> Mapping[str, Any]:
 
     import torch
 
+    from daemon.model_store import check_before_loading
+
+    check_before_loading(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:

@@ -27,13 +27,14 @@ from daemon.config import (
     ConfigError,
     Settings,
     TtsSettings,
-    WhisperSettings,
+    load_settings,
     load_voice_settings,
     override_section,
 )
 from daemon.intake import file_sha256
 from daemon.latents import NoClips, cached_latents, voice_clips
 from daemon.ledger import Job, Ledger
+from daemon.model_store import tortoise_models
 from daemon.models import BadCheckpoint, WeightsMissing
 from daemon.paths import Root, VoicePaths
 from daemon.redact import Redaction, check_brackets, redact
@@ -122,18 +123,22 @@ def is_rendered(text: Path, content_hash: str) -> bool:
 class Renderer:
     """Keeps one engine loaded between jobs, for the daemon and for `voicedrop render`."""
 
-    def __init__(self, root: Root, whisper: WhisperSettings | None = None) -> None:
+    def __init__(self, root: Root, settings: Settings | None = None) -> None:
         self.root = root
-        self.whisper_settings = whisper or WhisperSettings()
+        self.settings = settings if settings is not None else load_settings(root.config_file)
         self.whisper = None  # loaded for the first chunk with a [bracketed] prompt
         self.engine = None
         self.engine_key: tuple | None = None
         self.last_used = time.monotonic()
 
-    def engine_for(self, tts: TtsSettings):
+    def models_dir(self, tts: TtsSettings, decoder: str) -> Path:
+        """Where the TorToiSe weights for `decoder` are found (see daemon.model_store)."""
+        return tortoise_models(self.root, self.settings, tts.models_dir, decoder).folder
+
+    def engine_for(self, tts: TtsSettings, decoder: str):
         from daemon.engine import Engine
 
-        key = (self.root.resolve_setting_path(tts.models_dir), tts.device, tts.half)
+        key = (self.models_dir(tts, decoder), tts.device, tts.half)
         if self.engine is None or key != self.engine_key:
             self.release()
             self.engine = Engine(key[0], device=tts.device, half=tts.half)
@@ -159,13 +164,14 @@ class Renderer:
         """Raise Blocked when rendering needs something only the user can provide."""
         from daemon.models import missing_weights
 
-        models_dir = self.root.resolve_setting_path(tts.models_dir)
+        models_dir = self.models_dir(tts, decoder)
         missing = missing_weights(models_dir, decoder)
         if missing:
             raise Blocked(
-                f"missing {', '.join(missing)} in {models_dir}: put TorToiSe's released "
-                "checkpoints there (or run `voicedrop models tiny DIR` and point "
-                "tts.models_dir at DIR to try things out); texts render once they are there"
+                f"missing {', '.join(missing)} in {models_dir}: run `voicedrop models fetch` "
+                "(with tts.fetch: auto the daemon fetches them itself when online), or set "
+                "tts.models_dir to a folder holding TorToiSe's released checkpoints; texts "
+                "render once they are there"
             )
         if not voice_clips(voice):
             raise Blocked(
@@ -186,7 +192,7 @@ class Renderer:
         from daemon.models import file_sha256 as model_sha256
 
         started = time.monotonic()
-        engine = self.engine_for(tts)
+        engine = self.engine_for(tts, settings.decoder)
         adopt_dropped(voice.models, engine.spec)
         fine_tune = voice.models / "autoregressive.pth"
         autoregressive = fine_tune if fine_tune.exists() else None
@@ -263,10 +269,10 @@ class Renderer:
         if self.whisper is None:
             self.whisper = Whisper()
         try:
-            options = WhisperOptions.from_settings(self.whisper_settings, self.root)
+            options = WhisperOptions.from_settings(self.settings.whisper, self.root)
         except ModelMissing as exc:
             raise Blocked(f"cutting [bracketed] prompts needs the Whisper model: {exc}") from exc
-        return redact(audio, rate, chunk, self.whisper, options, self.whisper_settings.language)
+        return redact(audio, rate, chunk, self.whisper, options, self.settings.whisper.language)
 
     def render_chunks(
         self, engine, chunks: list[str], latents, generation, autoregressive, work: Path, name: str
@@ -325,7 +331,7 @@ class RenderStage:
     def __init__(self, root: Root, settings: Settings, renderer: Renderer | None = None) -> None:
         self.root = root
         self.settings = settings
-        self.renderer = renderer or Renderer(root, settings.whisper)
+        self.renderer = renderer or Renderer(root, settings)
 
     def run(self, job: Job, ledger: Ledger) -> None:
         text = job.input_path

@@ -21,11 +21,13 @@ from daemon import atomic
 from daemon.clip_import import ClipImport
 from daemon.config import Settings
 from daemon.dataset import DatasetStage, PruneStage, reconcile
+from daemon.fetch import BackgroundFetch, fetch_status_file, missing_releases, write_fetch_status
 from daemon.fine_tune import FineTuneStage
 from daemon.intake import Intake
 from daemon.ledger import Ledger
+from daemon.model_store import tortoise_store
 from daemon.paths import Root
-from daemon.render import Renderer, RenderStage
+from daemon.render import RENDER, Renderer, RenderStage
 from daemon.schedule import TRAIN, TrainingSchedule, queue_changed_voices
 from daemon.systemd import Notifier
 from daemon.watch import StabilityTracker, Watcher, classify
@@ -126,6 +128,7 @@ class Daemon:
             worker.start()
             schedule = TrainingSchedule(self.root, self.settings, lambda: self.open_window(worker))
             schedule.start()
+            fetcher = self.start_fetching(worker)
             try:
                 self.main_loop(ledger, intake, watcher, worker, until_idle)
             except WorkerDied as exc:
@@ -133,6 +136,8 @@ class Daemon:
                 return EXIT_WORKER_DIED
             finally:
                 self.notifier.stopping()
+                if fetcher is not None:
+                    fetcher.stop()
                 schedule.stop()
                 watcher.stop()
                 worker.stop()
@@ -143,7 +148,7 @@ class Daemon:
         return 0
 
     def stages(self) -> list[Stage]:
-        renderer = Renderer(self.root, self.settings.whisper)
+        renderer = Renderer(self.root, self.settings)
         return [
             ClipImport(self.root, self.settings),
             DatasetStage(self.root, self.settings),
@@ -151,6 +156,31 @@ class Daemon:
             RenderStage(self.root, self.settings, renderer),
             FineTuneStage(self.root, self.settings, renderer, self.stop_requested),
         ]
+
+    def start_fetching(self, worker: Worker) -> BackgroundFetch | None:
+        """tts.fetch: auto — missing weights come in the background; renders waiting for
+        them are tried again as soon as they are in place."""
+        fetch_status_file(self.root).unlink(missing_ok=True)
+        if self.settings.tts.fetch != "auto":
+            return None
+
+        def released() -> None:
+            ledger = Ledger(self.root.ledger_file)
+            try:
+                ledger.release_waiting(RENDER)
+                ledger.release_waiting(TRAIN)
+            finally:
+                ledger.close()
+            worker.wake.set()
+
+        fetcher = BackgroundFetch(
+            tortoise_store(self.root, self.settings),
+            lambda: missing_releases(self.root, self.settings),
+            lambda state, message: write_fetch_status(self.root, state, message),
+            released,
+        )
+        fetcher.start()
+        return fetcher
 
     def open_window(self, worker: Worker) -> None:
         """At a scheduled start: queue voices whose dataset changed, wake paused runs."""

@@ -26,6 +26,7 @@ def collect(root: Root, only_voice: str | None = None) -> dict[str, Any]:
         return {
             "root": str(root.path),
             "daemon": {"running": pid is not None, "pid": pid},
+            "fetch": fetch_report(root),
             "jobs": ledger.counts(),
             "voices": {name: voice_report(root.voice(name), ledger) for name in names},
             "refused_voices": refused,
@@ -43,6 +44,16 @@ def collect(root: Root, only_voice: str | None = None) -> dict[str, Any]:
         }
     finally:
         ledger.close()
+
+
+def fetch_report(root: Root) -> dict[str, Any] | None:
+    """The daemon's background fetch of model weights (tts.fetch: auto), if it ran."""
+    from daemon.fetch import fetch_status_file
+
+    try:
+        return json.loads(fetch_status_file(root).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def voice_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
@@ -174,6 +185,8 @@ def render_text(report: dict[str, Any]) -> str:
         f"daemon:  {state}",
         "jobs:    " + ", ".join(f"{jobs[state]} {state}" for state in jobs),
     ]
+    if report["fetch"]:
+        lines.append(f"models:  {report['fetch']['message']}")
     for name, voice in report["voices"].items():
         minutes = voice["duration"] / 60
         lines.append(f"\nvoice {name}: {voice['clips']} clips, {minutes:.1f} min of audio")

@@ -152,9 +152,11 @@ def train_voice(
     language: str,
     should_stop: Callable[[], bool],
     on_progress: Callable[[dict[str, Any]], None],
+    dvae: Path | None = None,
 ) -> TrainResult:
     """Train (or resume training) the voice's autoregressive model until the run finishes or
-    should_stop() turns true; either way the state is checkpointed before returning."""
+    should_stop() turns true; either way the state is checkpointed before returning.
+    `dvae` is dvae.pth when it is not in `models_dir` (see daemon.model_store.dvae_file)."""
     voice_dir, models_dir = Path(voice_dir), Path(models_dir)
     device = resolve_device(options.device)
     spec = ModelSpec.read(models_dir)
@@ -165,7 +167,7 @@ def train_voice(
 
     # data: every line's tokens and codes, computed once and cached
     skipped: Counter[str] = Counter()
-    cache = codes_cache(voice_dir, models_dir, spec, device)
+    cache = codes_cache(voice_dir, models_dir, spec, device, dvae)
     train = load_examples(voice_dir, "train", spec, cache, skipped)
     validation = load_examples(voice_dir, "validation", spec, cache, skipped)
     del cache.dvae
@@ -280,12 +282,17 @@ LOSSES = ("loss_text", "loss_mel", "loss_total")
 
 
 def codes_cache(
-    voice_dir: Path, models_dir: Path, spec: ModelSpec, device: torch.device
+    voice_dir: Path,
+    models_dir: Path,
+    spec: ModelSpec,
+    device: torch.device,
+    dvae_path: Path | None = None,
 ) -> CodesCache:
-    """The dVAE, strictly loaded, behind the per-line codes cache."""
-    path = models_dir / DVAE_FILE
+    """The dVAE (`dvae_path`, else dvae.pth in `models_dir`), strictly loaded, behind the
+    per-line codes cache."""
+    path = Path(dvae_path) if dvae_path is not None else models_dir / DVAE_FILE
     if not path.is_file():
-        raise WeightsMissing(models_dir, [DVAE_FILE])
+        raise WeightsMissing(path.parent, [DVAE_FILE])
     dvae = load_strict(build_dvae(spec), path).to(device).eval()
     return CodesCache(voice_dir / "training" / "codes", dvae, file_sha256(path))
 

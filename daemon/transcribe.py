@@ -12,15 +12,12 @@ from typing import Any
 import numpy as np
 import soxr
 
-from daemon.config import WhisperSettings
+from daemon.config import Settings
+from daemon.model_store import whisper_model
 from daemon.paths import Root
 
 WHISPER_RATE = 16000
 DETECTION_SECONDS = 30.0
-
-
-class ModelMissing(Exception):
-    """The configured Whisper model is neither a folder here nor a name to download."""
 
 
 @dataclass(frozen=True)
@@ -37,13 +34,14 @@ class WhisperOptions:
     threads: int
 
     @classmethod
-    def from_settings(cls, settings: WhisperSettings, root: Root) -> WhisperOptions:
+    def from_settings(cls, all_settings: Settings, root: Root) -> WhisperOptions:
+        settings = all_settings.whisper
         device = resolve_device(settings.device)
         compute_type = settings.compute_type
         if compute_type == "auto":
             compute_type = "float16" if device == "cuda" else "int8"
         return cls(
-            model=resolve_model(settings.model, root),
+            model=whisper_model(root, all_settings),
             device=device,
             compute_type=compute_type,
             beam_size=settings.beam_size,
@@ -67,23 +65,6 @@ def resolve_device(device: str) -> str:
     import ctranslate2
 
     return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-
-
-def resolve_model(model: str, root: Root) -> str:
-    """A folder (relative to the root) when one exists or the value looks like a path,
-    otherwise a faster-whisper model name to download."""
-    path = root.resolve_setting_path(model)
-    if path.is_dir():
-        if not (path / "model.bin").is_file():
-            raise ModelMissing(
-                f"the Whisper model folder {path} has no model.bin; run `make setup`"
-            )
-        return str(path)
-    if "/" in model or model.startswith("."):
-        raise ModelMissing(
-            f"the Whisper model {path} does not exist; run `make setup` or set whisper.model"
-        )
-    return model
 
 
 @dataclass(frozen=True)

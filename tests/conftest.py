@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,14 +19,24 @@ import yaml
 
 from daemon.cli import main as cli_main
 
+# Tests never see this machine's models or the internet: no TorToiSe weights are found
+# outside the folders a test names, the hub's address is a closed local port, and test roots
+# use an empty model store (so no Whisper model either) unless a test configures one.
+os.environ.pop("VOICEDROP_MODELS", None)
+os.environ["TORTOISE_MODELS_DIR"] = tempfile.mkdtemp(prefix="voicedrop-test-tortoise-")
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+EMPTY_STORE = tempfile.mkdtemp(prefix="voicedrop-test-store-")
+
 TEST_SETTINGS = {
     "watch": {"stable_for": 0.5, "rescan_every": 5, "poll_interval": 0.3},
     "jobs": {"max_attempts": 3, "retry_delay": 0.5},
     "logging": {"level": "DEBUG"},
-    # Random weights never emit the stop code: every candidate runs to this limit.
-    "tts": {"max_mel_tokens": 46},
+    # Random weights never emit the stop code: every candidate runs to this limit. The daemon
+    # goes online only in tests that ask for it (against a local stand-in).
+    "tts": {"max_mel_tokens": 46, "fetch": "never"},
     # No training window opens while tests run, unless a test asks for one.
     "training": {"schedule": "0 0 1 1 *", "catch_up": 0},
+    "models": {"store": EMPTY_STORE},
 }
 
 
@@ -203,3 +214,138 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("tiny-models")
     write_tiny_models(directory)
     return directory
+
+
+class HubStandIn:
+    """A stand-in for the Hugging Face Hub on 127.0.0.1 (the real one cannot be reached from
+    tests): `resolve` URLs answer HEAD like the hub (X-Repo-Commit, the LFS sha256 as
+    X-Linked-Etag, X-Linked-Size) and redirect to a CDN-like address that serves the bytes
+    with Range support. Faults on demand: `cut_after[name]` sends that many bytes once, then
+    drops the connection; `corrupt` serves wrong bytes of the right length; `rate` throttles
+    (bytes per second). `gets` logs (name, range start) of every download request."""
+
+    COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+    def __init__(self, files: dict[tuple[str, str, str], Path]) -> None:
+        import hashlib
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        self.files = {key: Path(path) for key, path in files.items()}
+        self.blobs: dict[str, tuple[str, Path]] = {}
+        self.meta: dict[tuple[str, str, str], tuple[str, int]] = {}
+        for key, path in self.files.items():
+            sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+            self.meta[key] = (sha256, path.stat().st_size)
+            self.blobs[sha256] = (Path(key[2]).name, path)
+        self.cut_after: dict[str, int] = {}
+        self.corrupt: set[str] = set()
+        self.rate: float | None = None
+        self.gets: list[tuple[str, int]] = []
+        self.heads: list[str] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> HubStandIn:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def handler(self):
+        from http.server import BaseHTTPRequestHandler
+        from urllib.parse import unquote
+
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def resolve(self) -> tuple[str, int, str] | None:
+                """(sha256, size, commit) of the file a resolve URL names."""
+                parts = unquote(self.path).lstrip("/").split("/")
+                if len(parts) < 5 or parts[2] != "resolve":
+                    return None
+                found = hub.meta.get(("/".join(parts[:2]), parts[3], "/".join(parts[4:])))
+                commit = parts[3] if len(parts[3]) == 40 else hub.COMMIT
+                return None if found is None else (*found, commit)
+
+            def do_HEAD(self) -> None:
+                hub.heads.append(self.path)
+                self.redirect(send_body=False)
+
+            def do_GET(self) -> None:
+                if self.path.startswith("/cdn/"):
+                    self.serve_blob(self.path.removeprefix("/cdn/"))
+                else:
+                    self.redirect(send_body=True)
+
+            def redirect(self, send_body: bool) -> None:
+                found = self.resolve()
+                if found is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.end_headers()
+                    return
+                sha256, size, commit = found
+                self.send_response(302)
+                self.send_header("Location", f"{hub.url}/cdn/{sha256}")
+                self.send_header("X-Repo-Commit", commit)
+                self.send_header("X-Linked-Etag", f'"{sha256}"')
+                self.send_header("X-Linked-Size", str(size))
+                self.send_header("ETag", '"0000"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def serve_blob(self, sha256: str) -> None:
+                name, path = hub.blobs[sha256]
+                size = path.stat().st_size
+                start = 0
+                ranged = self.headers.get("Range")
+                if ranged:
+                    start = int(ranged.removeprefix("bytes=").split("-")[0])
+                hub.gets.append((name, start))
+                self.send_response(206 if ranged else 200)
+                if ranged:
+                    self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+                self.send_header("Content-Length", str(size - start))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+                self.send_body(name, path, start, size)
+
+            def send_body(self, name: str, path: Path, start: int, size: int) -> None:
+                cut = hub.cut_after.pop(name, None)
+                if name in hub.corrupt or cut is not None or hub.rate:
+                    data = path.read_bytes()[start:]
+                    if name in hub.corrupt:
+                        data = bytes(b ^ 0xFF for b in data[:64]) + data[64:]
+                    if cut is not None:
+                        data = data[: max(cut - start, 0)]
+                    step = 65536
+                    for offset in range(0, len(data), step):
+                        self.wfile.write(data[offset : offset + step])
+                        if hub.rate:
+                            time.sleep(step / hub.rate)
+                    if cut is not None:
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                    return
+                with open(path, "rb") as handle:
+                    self.connection.sendfile(handle, start, size - start)
+
+        return Handler
+
+
+def tiny_hub_files(tiny_models: Path) -> dict[tuple[str, str, str], Path]:
+    """The tiny set under the released names, where the real files are on the hub."""
+    from daemon.fetch import RELEASES
+
+    return {(r.repo, r.revision, r.path): tiny_models / r.name for r in RELEASES}

@@ -1,6 +1,6 @@
 """The commands a user types: status (text and JSON) and doctor."""
 
-from tests.conftest import run_until_idle, status, voicedrop, write_wav
+from tests.conftest import configure, run_until_idle, status, voicedrop, write_wav
 
 
 def test_status_json_has_the_documented_keys(root):
@@ -52,7 +52,9 @@ def test_doctor_reports_packages_models_device_and_folders(root):
     assert any("tts models: missing autoregressive.pth" in line for line in lines)
     assert "fail  whisper model" in result.stdout
     assert result.returncode == 1
-    whisper = root / "models" / "whisper-base"
+    store = root.parent / "store"
+    configure(root, {"models": {"store": str(store)}})
+    whisper = store / "whisper-base"
     whisper.mkdir(parents=True)
     (whisper / "model.bin").write_bytes(b"")
     healthy = voicedrop("doctor", "--root", str(root), check=False)

@@ -181,8 +181,8 @@ def test_weights_missing_says_what_to_do() -> None:
     assert error.directory == Path("/x/models/tortoise")
     assert error.missing == ["autoregressive.pth", "vocoder.pth"]
     assert str(error) == (
-        "missing autoregressive.pth, vocoder.pth in /x/models/tortoise: put TorToiSe's "
-        "released checkpoints there (or run `voicedrop models tiny DIR` to try things out)"
+        "missing autoregressive.pth, vocoder.pth in /x/models/tortoise: run `voicedrop models "
+        "fetch`, or put TorToiSe's released checkpoints there"
     )
 
 
