@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from loguru import logger
 
 AUDIO_EXTENSIONS = (
     "wav",
@@ -117,8 +118,10 @@ class TrainingSettings:
     catch_up: float = 21600.0
     epochs: int = 50
     learning_rate: float = 1e-4
-    batch_size: int | Literal["auto"] = "auto"
-    grad_accum: int = 1
+    batch_size: int | Literal["auto"] = 128
+    micro_batch: int | Literal["auto"] = "auto"
+    half: bool | Literal["auto"] = "auto"
+    checkpointing: bool | Literal["auto"] = "auto"
     text_lr_weight: float | Literal["auto"] = "auto"
     mel_lr_weight: float = 1.0
     lr_schedule: tuple[int, ...] = (2, 4, 9, 18, 25, 33, 50, 59)
@@ -149,6 +152,11 @@ TEMPLATE = Path(__file__).with_name("config_template.yaml")
 # `import` is a keyword, so the field is `imports`; users write `import:` in YAML.
 SECTION_NAMES = {"import": "imports"}
 GLOBAL_ONLY_SECTIONS = ("watch", "jobs", "logging", "models")
+# Keys earlier versions wrote into every config.yaml: ignored with a warning, not refused.
+RETIRED_SETTINGS = {
+    "training.grad_accum": "gradient accumulation now follows from training.batch_size and "
+    "training.micro_batch",
+}
 SIGNED_SETTINGS = ("dataset.start_offset", "dataset.end_offset")
 MAX_MEL_TOKENS = 602  # the released autoregressive model's 604 less its start and stop codes
 
@@ -180,6 +188,16 @@ def check_ranges(settings: Settings, source: Path) -> Settings:
             "must be above dataset.min_seconds and at most 11.6 (TorToiSe's 255995 samples)",
         ),
         ("dataset.validation_share", settings.dataset.validation_share < 1, "must be below 1"),
+        (
+            "training.batch_size",
+            is_count_or_auto(settings.training.batch_size),
+            "must be 1 or more",
+        ),
+        (
+            "training.micro_batch",
+            is_count_or_auto(settings.training.micro_batch),
+            "must be 1 or more",
+        ),
         ("training.until", is_clock_time(settings.training.until), "must be a time like 07:00"),
         ("training.schedule", is_cron(settings.training.schedule), "must be a 5-field cron line"),
     ]
@@ -204,6 +222,10 @@ def negative_numbers(settings: Settings) -> list[tuple[str, float]]:
             if isinstance(value, int | float) and value < 0:
                 found.append((where, value))
     return found
+
+
+def is_count_or_auto(value: int | str) -> bool:
+    return value == "auto" or (isinstance(value, int) and value >= 1)
 
 
 def is_clock_time(text: str) -> bool:
@@ -278,6 +300,9 @@ def override_section(current: Any, values: dict[str, Any], source: Path, section
     changes = {}
     for key, value in values.items():
         where = f"{section}.{key}"
+        if where in RETIRED_SETTINGS:
+            logger.warning("{}: {} is no longer used: {}", source, where, RETIRED_SETTINGS[where])
+            continue
         if key not in names:
             raise ConfigError(unknown_key_message(source, where, names))
         changes[key] = coerce(value, hints[key], source, where)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import math
 from pathlib import Path
 
 import torch
@@ -21,6 +22,11 @@ from torch import nn
 from daemon.models import read_state_dict, save_checkpoint
 
 MEL_FRAMES_PER_CODE = 4  # two stride-2 convs
+MEL_HOP = 256
+# DL-Art-School encodes training batches zero-padded to its max_wav_length, so the last codes
+# of a clip see zeros after it, not the mel's reflected edge; codes here are made the same way.
+TRAINING_SAMPLES = 255995
+CODES_METHOD = "zero-padded to 255995 samples"  # cached codes made otherwise are recomputed
 
 
 class ResBlock(nn.Module):
@@ -146,15 +152,32 @@ class CodesCache:
         path = self.directory / f"{Path(audio_path).stem}.pt"
         if path.exists():
             cached = read_state_dict(path)
-            if (cached.get("audio_sha256"), cached.get("dvae_sha256")) == (
-                audio_sha256,
-                self.dvae_sha256,
-            ):
+            key = (cached.get("audio_sha256"), cached.get("dvae_sha256"), cached.get("method"))
+            if key == (audio_sha256, self.dvae_sha256, CODES_METHOD):
                 return cached["codes"]
-        device = next(self.dvae.parameters()).device
-        codes = self.dvae.codes(wave_to_mel(wave.unsqueeze(0).to(device)))[0].cpu()
+        codes = training_codes(self.dvae, wave)
         save_checkpoint(
-            {"codes": codes, "audio_sha256": audio_sha256, "dvae_sha256": self.dvae_sha256}, path
+            {
+                "codes": codes,
+                "audio_sha256": audio_sha256,
+                "dvae_sha256": self.dvae_sha256,
+                "method": CODES_METHOD,
+            },
+            path,
         )
         self.computed += 1
         return codes
+
+
+def code_count(samples: int) -> int:
+    """Codes of a clip on its own: one per 4 mel frames of samples // 256 + 1."""
+    return math.ceil((samples // MEL_HOP + 1) / MEL_FRAMES_PER_CODE)
+
+
+def training_codes(dvae: DiscreteVAE, wave: torch.Tensor) -> torch.Tensor:
+    """A clip's codes as DL-Art-School computes them for training: the clip zero-padded to
+    TRAINING_SAMPLES, encoded, and cut to the clip's own length. (n,) int64 on the CPU."""
+    device = next(dvae.parameters()).device
+    padded = F.pad(wave, (0, max(0, TRAINING_SAMPLES - wave.numel())))
+    codes = dvae.codes(wave_to_mel(padded.unsqueeze(0).to(device)))[0]
+    return codes[: code_count(wave.numel())].cpu()

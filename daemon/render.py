@@ -264,12 +264,13 @@ class Renderer:
         """Cut the chunk's [bracketed] prompt, finding it with the Whisper model."""
         if "[" not in chunk:
             return audio, Redaction.NONE
-        from daemon.transcribe import ModelMissing, Whisper, WhisperOptions
+        from daemon.model_store import ModelMissing
+        from daemon.transcribe import Whisper, WhisperOptions
 
         if self.whisper is None:
             self.whisper = Whisper()
         try:
-            options = WhisperOptions.from_settings(self.settings.whisper, self.root)
+            options = WhisperOptions.from_settings(self.settings, self.root)
         except ModelMissing as exc:
             raise Blocked(f"cutting [bracketed] prompts needs the Whisper model: {exc}") from exc
         return redact(audio, rate, chunk, self.whisper, options, self.settings.whisper.language)

@@ -32,9 +32,10 @@ from typing import Any, Literal
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+from loguru import logger
 from torch import nn
 
-from daemon.atomic import atomic_path, write_text
+from daemon.atomic import TEMP_PREFIX, atomic_path, write_text
 from daemon.dataset import CLIP_RATE, UNKNOWN_TOKEN, tortoise_tokenizer
 from daemon.dvae import CodesCache, wave_to_mel
 from daemon.engine import resolve_device
@@ -50,6 +51,7 @@ from daemon.models import (
     read_state_dict,
     save_checkpoint,
 )
+from daemon.voice_models import install
 
 MAX_TEXT_TOKENS = 200  # DLAS/ai-voice-cloning skip longer texts
 MAX_SAMPLES = 255995  # ... and longer clips (~11.6 s)
@@ -60,9 +62,11 @@ WEIGHT_DECAY = 0.01
 BETAS = (0.9, 0.96)
 GRAD_CLIP = 4.0
 LR_GAMMA = 0.5
-CPU_BATCH = 4
-# ai-voice-cloning's batch size by GPU memory (GiB free -> batch)
-CUDA_BATCHES = ((69, 128), (31, 64), (15, 8), (7, 4), (5, 2))
+DEFAULT_BATCH = 128  # ai-voice-cloning's optimizer batch
+CPU_MICRO_BATCH = 4
+# ai-voice-cloning's memory table (GiB free -> micro-batch): it caps the micro-batch, and
+# gradient accumulation makes up the rest of the batch
+CUDA_MICRO_BATCHES = ((69, 128), (31, 64), (15, 8), (7, 4), (5, 2))
 WARN_TAIL = 5  # steps averaged for the end-of-run loss comparison
 VAL_RISE = 1.02  # the last validation loss this much above its best means overfitting
 CHECKPOINT = "checkpoint.pt"
@@ -76,8 +80,10 @@ class TrainingOptions:
 
     epochs: int = 50
     learning_rate: float = 1e-4
-    batch_size: int | Literal["auto"] = "auto"
-    grad_accum: int = 1
+    batch_size: int | Literal["auto"] = DEFAULT_BATCH  # the optimizer batch; auto = 128
+    micro_batch: int | Literal["auto"] = "auto"  # auto: from free accelerator memory
+    half: bool | Literal["auto"] = "auto"  # fp16 on CUDA; auto = fp32, as ai-voice-cloning
+    checkpointing: bool | Literal["auto"] = "auto"  # gradient checkpointing; auto = on CUDA
     text_lr_weight: float | Literal["auto"] = "auto"
     mel_lr_weight: float = 1.0
     lr_schedule: tuple[int, ...] = (2, 4, 9, 18, 25, 33, 50, 59)
@@ -177,17 +183,20 @@ def train_voice(
     # model, optimizer, schedule; then the last checkpoint of this run on top
     run_dir = open_run(voice_dir / "training", run_fingerprint(voice_dir, base, options, language))
     saved = read_state_dict(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).exists() else None
-    model = load_strict(build_autoregressive(spec), base).to(device).train()
-    batch_size = saved["batch_size"] if saved else pick_batch_size(options, device, len(train))
-    micro_batch = saved["micro_batch"] if saved else math.ceil(batch_size / options.grad_accum)
-    steps_per_epoch = math.ceil(len(train) / batch_size)
+    model = load_strict(build_autoregressive(training_spec(spec, options, device)), base)
+    model = model.to(device).train()
+    batch_size = saved["batch_size"] if saved else optimizer_batch(options, len(train))
+    micro_batch = (
+        saved["micro_batch"] if saved else pick_micro_batch(options, batch_size, memory_cap(device))
+    )
+    steps_per_epoch = len(train) // batch_size  # the partial last batch is dropped, as DLAS does
     total_steps = options.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(
         parameter_groups(model), lr=options.learning_rate, betas=BETAS, fused=device.type == "cuda"
     )
     milestones = [epoch * steps_per_epoch for epoch in options.lr_schedule]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=LR_GAMMA)
-    amp = device.type == "cuda"
+    amp = use_half(options, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     crops = torch.Generator().manual_seed(options.seed)
     torch.manual_seed(options.seed)  # dropout; a resumed run gets the saved state instead
@@ -232,6 +241,7 @@ def train_voice(
             "loss_total": weights[0] * loss_text + weights[1] * loss_mel,
             "lr": lr,
             "steps_per_s": steps_per_s,
+            "batch_size": batch_size,
             "micro_batch": micro_batch,
         }
         last = step == total_steps
@@ -247,11 +257,12 @@ def train_voice(
     finished = step >= total_steps
     model_path = model_sha256 = None
     if finished:
-        model_path = save_checkpoint(
+        staged = save_checkpoint(
             {name: value.detach().cpu() for name, value in model.state_dict().items()},
-            voice_dir / "models" / AUTOREGRESSIVE_FILE,
+            voice_dir / "models" / f"{TEMP_PREFIX}trained.pth",
         )
-        model_sha256 = file_sha256(model_path)
+        model_sha256 = install(voice_dir / "models", staged, "training", run_dir).sha256
+        model_path = voice_dir / "models" / AUTOREGRESSIVE_FILE
     else:
         learner.save(run_dir / CHECKPOINT, step, batch_size, micro_batch)
     write_charts(run_dir, metrics.records)
@@ -482,17 +493,47 @@ def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
     ]
 
 
-def pick_batch_size(options: TrainingOptions, device: torch.device, lines: int) -> int:
-    """The configured size, or by free memory on CUDA (ai-voice-cloning's table), never more
-    than the lines there are."""
-    if options.batch_size != "auto":
-        size = int(options.batch_size)
-    elif device.type == "cuda":
-        free_gib = torch.cuda.mem_get_info(device)[0] / 1024**3
-        size = next((batch for gib, batch in CUDA_BATCHES if free_gib >= gib), 1)
-    else:
-        size = CPU_BATCH
+def optimizer_batch(options: TrainingOptions, lines: int) -> int:
+    """Lines per optimizer step, as ai-voice-cloning means it: 128 unless configured, never
+    more than the lines there are (so an epoch always has a whole batch)."""
+    size = DEFAULT_BATCH if options.batch_size == "auto" else int(options.batch_size)
     return max(1, min(size, lines))
+
+
+def pick_micro_batch(options: TrainingOptions, batch: int, cap: int) -> int:
+    """Lines per forward pass: the configured size, or the fewest accumulation steps
+    (ai-voice-cloning's mega_batch_factor) whose micro-batch fits under `cap`."""
+    if options.micro_batch != "auto":
+        return min(int(options.micro_batch), batch)
+    accumulation = math.ceil(batch / cap)
+    return math.ceil(batch / accumulation)
+
+
+def memory_cap(device: torch.device) -> int:
+    """The largest micro-batch the device's free memory takes (a fixed small one on CPU)."""
+    if device.type != "cuda":
+        return CPU_MICRO_BATCH
+    return micro_batch_cap(torch.cuda.mem_get_info(device)[0] / 1024**3)
+
+
+def micro_batch_cap(free_gib: float) -> int:
+    return next((size for gib, size in CUDA_MICRO_BATCHES if free_gib >= gib), 1)
+
+
+def use_half(options: TrainingOptions, device: torch.device) -> bool:
+    """fp16 (GradScaler + autocast) only when asked and only on CUDA."""
+    if options.half is True and device.type != "cuda":
+        logger.warning("training.half is true but training runs on the CPU: training in fp32")
+    return options.half is True and device.type == "cuda"
+
+
+def training_spec(spec: ModelSpec, options: TrainingOptions, device: torch.device) -> ModelSpec:
+    """The spec with gradient checkpointing as configured (auto: on CUDA, where memory is
+    short); it changes memory and speed, never the weights or the file."""
+    enabled = device.type == "cuda" if options.checkpointing == "auto" else options.checkpointing
+    return dataclasses.replace(
+        spec, autoregressive={**spec.autoregressive, "checkpointing": bool(enabled)}
+    )
 
 
 # -- runs, checkpoints, metrics ----------------------------------------------------------------

@@ -34,6 +34,9 @@ def test_repo_config_is_the_documented_template():
         ("wacth:\n  mode: poll\n", "wacth: unknown key (did you mean 'watch'?)"),
         ("jobs:\n  max_attempts: 0\n", "jobs.max_attempts: must be at least 1"),
         ("training:\n  batch_size: big\n", "training.batch_size: expected a whole number"),
+        ("training:\n  batch_size: 0\n", "training.batch_size: must be 1 or more"),
+        ("training:\n  micro_batch: 0\n", "training.micro_batch: must be 1 or more"),
+        ("training:\n  half: maybe\n", "training.half: expected true or false or one of auto"),
         ("training:\n  schedule: every night\n", "training.schedule: must be a 5-field cron line"),
         ("import:\n  extensions: wav\n", "import.extensions: expected a list"),
         ("dataset:\n  max_seconds: 20\n", "dataset.max_seconds: must be above"),
@@ -94,3 +97,18 @@ def test_init_creates_folders_and_keeps_an_existing_config(tmp_path, capsys):
     write(target / "config.yaml", "watch:\n  mode: poll\n")
     assert cli_main(["init", str(target)]) == 0
     assert (target / "config.yaml").read_text() == "watch:\n  mode: poll\n"
+
+
+def test_a_retired_key_from_an_older_config_is_ignored_with_a_warning(tmp_path):
+    """Every config.yaml `voicedrop init` wrote before had training.grad_accum: it must keep
+    starting, with a line saying the key no longer does anything."""
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="WARNING")
+    try:
+        settings = load_settings(write(tmp_path / "c.yaml", "training:\n  grad_accum: 4\n"))
+    finally:
+        logger.remove(sink)
+    assert settings == Settings()
+    assert any("training.grad_accum is no longer used" in line for line in lines)

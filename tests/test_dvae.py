@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 
-from daemon.dvae import CodesCache, wave_to_mel
+from daemon.dvae import TRAINING_SAMPLES, CodesCache, code_count, training_codes, wave_to_mel
 from daemon.models import (
     DVAE_FILE,
     BadCheckpoint,
@@ -21,7 +23,7 @@ from daemon.models import (
 )
 from tests.conftest import voiced_signal
 
-# reference/tortoise-finetune-facts.md, "The dVAE that turns mels into codes"
+# docs/TORTOISE.md, "The dVAE"
 RELEASED_SHAPES = {
     "encoder.0.0.weight": (512, 80, 3),
     "encoder.1.0.weight": (1024, 512, 3),
@@ -105,3 +107,37 @@ def test_codes_cache_is_reused_until_the_audio_or_the_dvae_changes(
     other = CodesCache(tmp_path / "codes", dvae, "another dvae")
     other.codes(audio, wave)
     assert other.computed == 1
+
+
+def test_training_codes_are_those_of_a_dl_art_school_batch_padded_to_255995(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    """DL-Art-School encodes each training batch zero-padded to 255995 samples: a clip's codes
+    are its row of such a batch, cut to its own length. Encoded alone, the last codes differ
+    (the mel's reflected edge instead of zeros); a cache from before that is recomputed."""
+    dvae = load_strict(build_dvae(ModelSpec.tiny()), tiny_models / DVAE_FILE).eval()
+    noise = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # codebook columns taken from encoded audio, as training makes them
+        seen = dvae.encoder(wave_to_mel(0.1 * torch.randn(1, 300000, generator=noise)))[0]
+        dvae.codebook.embed.copy_(seen[:, : dvae.codebook.embed.shape[1]])
+    clips = [0.1 * torch.randn(n, generator=noise) for n in (13000, 40000, 100001, 150000)]
+    batch = torch.stack([F.pad(clip, (0, TRAINING_SAMPLES - clip.numel())) for clip in clips])
+    rows = dvae.codes(wave_to_mel(batch))
+    differ = 0
+    for row, clip in zip(rows, clips, strict=True):
+        codes = training_codes(dvae, clip)
+        assert torch.equal(codes, row[: code_count(clip.numel())])
+        alone = dvae.codes(wave_to_mel(clip.unsqueeze(0)))[0]
+        assert alone.shape == codes.shape
+        assert torch.equal(alone[: len(alone) // 2], codes[: len(codes) // 2])
+        differ += not torch.equal(alone, codes)
+    assert differ
+
+    audio = tmp_path / "piece_00001.wav"
+    sf.write(audio, clips[0].numpy(), 22050)
+    digest = hashlib.sha256(audio.read_bytes()).hexdigest()
+    old = {"codes": torch.zeros(3, dtype=torch.long), "audio_sha256": digest, "dvae_sha256": "d"}
+    save_checkpoint(old, tmp_path / "codes" / "piece_00001.pt")  # cached without the padding
+    cache = CodesCache(tmp_path / "codes", dvae, "d")
+    assert torch.equal(cache.codes(audio, clips[0]), training_codes(dvae, clips[0]))
+    assert cache.computed == 1

@@ -8,19 +8,21 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
 from tests.conftest import configure, espeak, run_until_idle, status, voicedrop, wait_for
 from tests.test_dataset import WHISPER_MODEL
 
+# 5-12 s each: real dataset lines, longer than anything the old tiny model could hold
 PHRASES = (
-    "Good morning to you.",
-    "Thank you very much.",
-    "See you again soon.",
-    "It is cold today.",
-    "Please open the door.",
-    "I like green tea.",
-    "The sky is blue.",
-    "Where is my coat?",
+    "Good morning to you, I hope the trip across the valley was pleasant and not too long.",
+    "Thank you very much for the flowers, they look lovely on the kitchen table by the window.",
+    "See you again soon, and do not forget to bring the old photographs you promised to show me.",
+    "It is cold today, so the children are wearing their warm coats and woollen hats to school.",
+    "Please open the door for the delivery man, he is carrying three heavy boxes up the stairs.",
+    "I like green tea in the afternoon, especially with a slice of lemon and a little honey.",
+    "The sky is blue above the harbour and the fishing boats are slowly returning with the tide.",
+    "Where is my coat? I am sure I left it on the chair in the hall when I came home last night.",
 )
 FAST_TEXT = "---\ncandidates: 2\ndiffusion_iterations: 4\n---\nA fine-tuned voice."
 
@@ -50,7 +52,7 @@ def prepared(tmp_path_factory, tiny_models) -> Path:
     assert cli_main(["init", str(root)]) == 0
     configure(root, {"whisper": {"model": str(WHISPER_MODEL)}})
     for index, phrase in enumerate(PHRASES):
-        espeak(root / "inbox" / "tester" / f"p{index}.wav", phrase, speed=150)
+        espeak(root / "inbox" / "tester" / f"p{index}.wav", phrase, speed=120)
     run_until_idle(root)
     assert (root / "voices" / "tester" / "dataset" / "train.txt").read_text().strip()
     return root
@@ -83,8 +85,15 @@ def voice_root(prepared: Path, tmp_path: Path, tiny_models: Path):
 
 def test_train_now_fine_tunes_and_renders_use_the_new_model(voice_root):
     root = voice_root()
+    lines = (root / "voices" / "tester" / "dataset" / "train.txt").read_text().splitlines()
+    longest = max(
+        sf.info(root / "voices/tester/dataset" / line.split("|")[0]).duration for line in lines
+    )
+    assert 5 < longest <= 11.6
     result = voicedrop("train", "--root", str(root), "tester", "--now", timeout=600)
     assert "fine-tuned" in result.stderr
+    (run,) = (root / "voices" / "tester" / "training").glob("*/result.json")
+    assert json.loads(run.read_text())["skipped"] == {}  # every line fits the tiny model
     model = root / "voices" / "tester" / "models" / "autoregressive.pth"
     digest = hashlib.sha256(model.read_bytes()).hexdigest()
     training = status(root)["voices"]["tester"]["training"]

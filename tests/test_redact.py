@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from daemon.config import WhisperSettings
+from daemon.config import Settings, WhisperSettings
 from daemon.paths import Root
 from daemon.redact import Part, Redaction, redact, split_redactions
 from daemon.texts import BadText
@@ -21,7 +21,7 @@ WHISPER_MODEL = Path(__file__).parents[1] / "models" / "whisper-base"
 @pytest.fixture(scope="module")
 def whisper() -> tuple[Whisper, WhisperOptions]:
     assert (WHISPER_MODEL / "model.bin").is_file(), "run `make setup` first"
-    settings = WhisperSettings(model=str(WHISPER_MODEL), device="cpu")
+    settings = Settings(whisper=WhisperSettings(model=str(WHISPER_MODEL), device="cpu"))
     return Whisper(), WhisperOptions.from_settings(settings, Root.at(WHISPER_MODEL.parent))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import signal
@@ -20,9 +21,13 @@ from daemon.train import (
     CHECKPOINT,
     METRICS,
     TrainingOptions,
+    micro_batch_cap,
+    optimizer_batch,
     parameter_groups,
-    pick_batch_size,
+    pick_micro_batch,
     train_voice,
+    training_spec,
+    use_half,
 )
 from tests.conftest import espeak, wait_for
 
@@ -183,8 +188,8 @@ def test_text_weight_is_0_01_for_english_and_1_otherwise() -> None:
 def test_skipped_lines_are_counted_and_a_non_english_voice_weighs_text_fully(
     tiny_models: Path, speech: Path, tmp_path: Path
 ) -> None:
-    long_clip = tmp_path / "long.wav"
-    espeak(long_clip, "This sentence is far too long for the tiny model to take.", speed=120)
+    long_clip = tmp_path / "long.wav"  # over DL-Art-School's 255995 samples (11.6 s)
+    espeak(long_clip, " ".join(["This sentence is far too long for one training line."] * 4))
     voice = make_voice(
         tmp_path, speech, ("audio/long.wav|Far too long.", "audio/piece_00001.wav|a_b")
     )
@@ -212,10 +217,12 @@ def test_out_of_memory_halves_the_micro_batch_and_goes_on(
 
     monkeypatch.setattr(daemon.train, "losses", small_batches_only)
     voice = make_voice(tmp_path, speech)
-    options = TrainingOptions(**{**FAST.__dict__, "epochs": 1, "batch_size": 4})
+    options = TrainingOptions(**{**FAST.__dict__, "epochs": 2, "batch_size": 4})
     result = train_voice(voice, tiny_models, options, "en", never, lambda _: None)
     assert result.finished
-    assert [r["micro_batch"] for r in records(result.run_dir)] == [1, 1]
+    rows = records(result.run_dir)
+    assert [r["micro_batch"] for r in rows] == [1, 1]  # halved until it fitted, then kept
+    assert [r["batch_size"] for r in rows] == [4, 4]  # the optimizer batch never changes
 
 
 def test_weight_decay_skips_biases_norms_and_embeddings() -> None:
@@ -231,8 +238,55 @@ def test_weight_decay_skips_biases_norms_and_embeddings() -> None:
     assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
 
 
-def test_auto_batch_size_on_the_cpu_is_small_and_never_above_the_lines() -> None:
-    cpu = torch.device("cpu")
-    assert pick_batch_size(TrainingOptions(), cpu, 100) == 4
-    assert pick_batch_size(TrainingOptions(), cpu, 3) == 3
-    assert pick_batch_size(TrainingOptions(batch_size=16), cpu, 100) == 16
+def test_the_batch_is_the_optimizer_batch_and_memory_caps_only_the_micro_batch() -> None:
+    """ai-voice-cloning's semantics: 128 lines per step (never more than there are), and the
+    memory table picks how many go through the model at once."""
+    assert optimizer_batch(TrainingOptions(), 1000) == 128
+    assert optimizer_batch(TrainingOptions(), 40) == 40
+    assert optimizer_batch(TrainingOptions(batch_size="auto"), 200) == 128
+    assert optimizer_batch(TrainingOptions(batch_size=16), 100) == 16
+    caps = [micro_batch_cap(gib) for gib in (80, 40, 16, 8, 6, 4)]
+    assert caps == [128, 64, 8, 4, 2, 1]
+    assert pick_micro_batch(TrainingOptions(), 128, cap=8) == 8  # 16 accumulation steps
+    assert pick_micro_batch(TrainingOptions(), 40, cap=128) == 40
+    assert pick_micro_batch(TrainingOptions(), 10, cap=4) == 4  # 3 steps: 4 + 4 + 2
+    assert pick_micro_batch(TrainingOptions(micro_batch=3), 128, cap=128) == 3
+    assert pick_micro_batch(TrainingOptions(micro_batch=64), 10, cap=4) == 10
+
+
+def test_the_partial_last_batch_of_an_epoch_is_dropped(
+    tiny_models: Path, speech: Path, tmp_path: Path
+) -> None:
+    voice = make_voice(tmp_path, speech, ("audio/piece_00006.wav|Come here now.",))
+    options = TrainingOptions(**{**FAST.__dict__, "epochs": 2, "batch_size": 3})
+    result = train_voice(voice, tiny_models, options, "en", never, lambda _: None)
+    assert result.total_steps == 4  # 7 lines: 2 whole batches of 3 per epoch, not 3 batches
+
+
+def test_half_precision_is_asked_for_and_only_on_cuda() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert use_half(TrainingOptions(), cuda) is False  # fp32 unless asked, as ai-voice-cloning
+    assert use_half(TrainingOptions(half=True), cuda) is True
+    assert use_half(TrainingOptions(half=True), cpu) is False
+
+
+def test_gradient_checkpointing_saves_memory_without_changing_the_model(
+    tiny_models: Path, speech: Path, tmp_path: Path
+) -> None:
+    """On by default on CUDA; here it is switched on by hand on the CPU: same weights."""
+    options = TrainingOptions(**{**FAST.__dict__, "epochs": 1})
+    plain = train_voice(make_voice(tmp_path / "a", speech), tiny_models, options, "en", never, id)
+    checkpointed = train_voice(
+        make_voice(tmp_path / "b", speech),
+        tiny_models,
+        dataclasses.replace(options, checkpointing=True),
+        "en",
+        never,
+        id,
+    )
+    one = torch.load(plain.model_path, weights_only=True)
+    other = torch.load(checkpointed.model_path, weights_only=True)
+    assert all(torch.allclose(one[name], other[name], atol=1e-6) for name in one)
+    spec = training_spec(ModelSpec.tiny(), options, torch.device("cuda"))
+    assert spec.autoregressive["checkpointing"] is True
+    assert build_autoregressive(spec).gpt.gradient_checkpointing
