@@ -264,14 +264,7 @@ def load_strict(module: torch.nn.Module, path: Path, key: str | None = None) -> 
     state = read_state_dict(Path(path), key)
     expected = module.state_dict()
     state = {name: value for name, value in state.items() if not _ignorable(name, expected)}
-    problems = _mismatches(expected, state)
-    if problems:
-        raise BadCheckpoint(
-            f"{path} does not fit {type(module).__name__} "
-            f"(is it the right file, with the dimensions in spec.json?): " + "; ".join(problems)
-        )
-    module.load_state_dict(state, strict=True)
-    return module
+    return _load_checked(module, path, state)
 
 
 def load_tolerant(module: torch.nn.Module, path: Path) -> torch.nn.Module:
@@ -288,13 +281,18 @@ def load_tolerant(module: torch.nn.Module, path: Path) -> torch.nn.Module:
     if extra:
         logger.warning("{}: ignoring {}", path, _listing("entries the decoder does not use", extra))
     kept = {name: value for name, value in state.items() if name in expected and _tensor(value)}
-    problems = _mismatches(expected, kept)
+    return _load_checked(module, path, kept)
+
+
+def _load_checked(module: torch.nn.Module, path: Path, state: Mapping[str, Any]) -> torch.nn.Module:
+    """Load `state` into `module` if every key and shape matches, else BadCheckpoint."""
+    problems = _mismatches(module.state_dict(), state)
     if problems:
         raise BadCheckpoint(
             f"{path} does not fit {type(module).__name__} "
             f"(is it the right file, with the dimensions in spec.json?): " + "; ".join(problems)
         )
-    module.load_state_dict(kept, strict=True)
+    module.load_state_dict(state, strict=True)
     return module
 
 
