@@ -4,7 +4,7 @@ PyTorch loop over the same model and batches, side by side in one run, on the ti
 A temp folder gets the tiny models (`write_tiny_models`: the real UnifiedVoice and dVAE at small
 dimensions, loaded strictly from disk) and voices whose datasets are espeak-ng phrases, written
 as the dataset stage writes them (`audio/<file>.wav|<text>`). Everything runs on the CPU, at
-the default CPU batch (`batch_size: auto`, 4 lines).
+a batch of 4 lines, the CPU's micro-batch, so a step is one forward and backward pass.
 
 1. Step time. Each round is one `train_voice` run, interleaved step by step with the bare loop:
    one of the callbacks train_voice calls every step (`should_stop` before a step in even rounds,
@@ -92,6 +92,7 @@ PHRASES = (
     "Time to go home.",
 )
 TRAIN_LINES = 12  # 3 steps an epoch at the CPU batch of 4
+CPU_BATCH = train.CPU_MICRO_BATCH  # one micro-batch per step: no accumulation to compare
 ESPEAK_SPEED = 150
 LANGUAGE = "en"
 SEED = 0
@@ -138,6 +139,7 @@ def step_options(epochs: int) -> TrainingOptions:
     comparison voice has no validation lines), so every step is a plain training step."""
     return TrainingOptions(
         epochs=epochs,
+        batch_size=CPU_BATCH,
         lr_schedule=(),
         validate_every=epochs + 1,
         save_every=epochs + 1,
@@ -156,8 +158,8 @@ def prepared_batches(
     cache = train.codes_cache(voice, models, spec, device)
     examples = train.load_examples(voice, "train", spec, cache, skipped)
     assert not skipped and cache.computed == 0, (skipped, cache.computed)
-    size = train.pick_batch_size(options, device, len(examples))
-    per_epoch = -(-len(examples) // size)
+    size = train.optimizer_batch(options, len(examples))
+    per_epoch = len(examples) // size
     crops = torch.Generator().manual_seed(options.seed)
     batches = []
     for step in range(steps):
@@ -384,7 +386,7 @@ def interleaved_round(
 
 def cadence_round(voice: Path, models: Path, limit: float) -> dict[str, Any]:
     """Default options (save and validate every 5 epochs) for CADENCE_EPOCHS, not interleaved."""
-    options = TrainingOptions(epochs=CADENCE_EPOCHS, device=DEVICE, seed=SEED)
+    options = TrainingOptions(epochs=CADENCE_EPOCHS, batch_size=CPU_BATCH, device=DEVICE, seed=SEED)
     clock = Clock(limit=limit)
     result, spent = run_production(voice, models, options, clock, CADENCE_TIMED)
     records = metrics(result)
@@ -495,8 +497,8 @@ def measure(base: Path, rounds: int, epochs: int, deadline: float) -> dict[str, 
 
     one_time = first_run(voice, models)
     options = step_options(epochs)
-    batch_size = train.pick_batch_size(options, torch.device(DEVICE), TRAIN_LINES)
-    steps = epochs * -(-TRAIN_LINES // batch_size)
+    batch_size = train.optimizer_batch(options, TRAIN_LINES)
+    steps = epochs * (TRAIN_LINES // batch_size)
     batches = prepared_batches(voice, models, options, steps)
     results: list[dict[str, Any]] = []
     cadence: list[dict[str, Any]] = []
