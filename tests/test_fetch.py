@@ -236,3 +236,25 @@ def test_fetch_never_stays_offline_and_renders_name_the_fetch_command(
     waiting = status(root)["voices"]["tom"]["waiting"]
     assert any("voicedrop models fetch" in w["reason"] for w in waiting)
     assert status(root)["fetch"] is None
+
+
+def test_an_offline_daemon_starts_imports_and_says_so_in_one_status_line(
+    root: Path, store: Path, daemon: DaemonProcess
+) -> None:
+    """tts.fetch: auto with nothing listening at the hub's address (conftest points
+    HF_ENDPOINT at a closed local port)."""
+    configure(root, {"models": {"store": str(store.parent)}, "tts": {"fetch": "auto"}})
+    add_voice(root)
+    started = time.monotonic()
+    daemon.start()
+    assert time.monotonic() - started < 30
+    wait_for(lambda: len(list((root / "voices" / "tom" / "clips").glob("*.wav"))) == 2)
+    wait_for(lambda: (status(root).get("fetch") or {}).get("state") == "offline")
+    lines = [
+        line
+        for line in voicedrop("status", "--root", str(root)).stdout.splitlines()
+        if line.startswith("models:")
+    ]
+    assert len(lines) == 1
+    assert "cannot reach http://127.0.0.1:9" in lines[0] and "trying again in 1 min" in lines[0]
+    assert "voicedrop models fetch" in lines[0]
