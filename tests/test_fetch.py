@@ -215,12 +215,18 @@ def test_the_daemon_fetches_in_the_background_and_renders_once_the_files_are_in(
         daemon.start(env={"HF_ENDPOINT": hub.url})
         assert "voicedrop ready" in daemon.output()
         assert not (store / "autoregressive.pth").exists()  # ready before the fetch ends
-        wait_for(lambda: text.with_suffix(".wav").exists(), timeout=180, every=0.5)
-        wait_for(lambda: (status(root).get("fetch") or {}).get("state") == "failed")
-        line = status(root)["fetch"]["message"]
-        assert "dvae.pth" in line and "pinned" in line
-        text_report = voicedrop("status", "--root", str(root)).stdout
-        assert "models:  could not fetch dvae.pth" in text_report
+        wait_for(lambda: text.with_suffix(".wav").exists(), timeout=300, every=0.5)
+
+        def models_line() -> str:
+            lines = voicedrop("status", "--root", str(root)).stdout.splitlines()
+            return next((line for line in lines if line.startswith("models:")), "")
+
+        # polled: a minute later the daemon tries again, and the line says "fetching" a while
+        line = wait_for(lambda: "could not" in (found := models_line()) and found, every=1)
+        assert line.startswith("models:  could not fetch dvae.pth") and "pinned" in line
+        assert sorted(p.name for p in store.glob("*.pth")) == sorted(
+            name for name in RELEASE_NAMES if name != "dvae.pth"
+        )
     finally:
         daemon.stop()
 
