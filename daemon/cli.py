@@ -198,7 +198,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         when = "now" if args.now else f"in the next window ({upcoming:%Y-%m-%d %H:%M})"
         print(f"queued fine-tuning of {voice.name}; {who} runs it {when}")
         return 0
-    stage = FineTuneStage(root, settings, Renderer(root), threading.Event())
+    stage = FineTuneStage(root, settings, Renderer(root, settings), threading.Event())
     return run_in_foreground(root, settings, [stage])
 
 
@@ -221,7 +221,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         source = scratch / "text.txt"
         source.write_text(args.text, encoding="utf-8")
     output = (args.output or Path(f"{source.stem}.wav")).resolve()
-    stage = RenderStage(root, settings, Renderer(root))
+    stage = RenderStage(root, settings, Renderer(root, settings))
     try:
         body, text_settings, tts = stage.prepare(voice, source)
         stage.renderer.check_ready(voice, tts, text_settings.decoder)
