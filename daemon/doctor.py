@@ -124,12 +124,12 @@ def tts_check(root: Root, settings: Settings) -> Check:
     where = f"{found.folder} ({found.source.value})"
     missing = missing_weights(found.folder, tts.decoder)
     if missing:
-        fetching = " or let the daemon fetch them (tts.fetch: auto)" if tts.fetch == "auto" else ""
+        daemon = " (or let the daemon fetch them: tts.fetch is auto)" if tts.fetch == "auto" else ""
         return Check(
             "warn",
             "tts models",
             f"missing {', '.join(missing)} in {where}; texts wait until they are there: run "
-            f"`voicedrop models fetch`{fetching}",
+            f"`voicedrop models fetch`{daemon}",
         )
     return Check("ok", "tts models", where)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import hashlib
 import os
 import queue
@@ -284,7 +285,9 @@ class EarlyWriteback:
 SYNC_FILE_RANGE_WRITE = 2
 
 
+@functools.cache
 def _sync_file_range():
+    """libc's sync_file_range, or None where there is none (the final fsync still runs)."""
     import ctypes
     import ctypes.util
 

@@ -128,7 +128,7 @@ class Daemon:
             worker.start()
             schedule = TrainingSchedule(self.root, self.settings, lambda: self.open_window(worker))
             schedule.start()
-            fetcher = self.start_fetching(worker)
+            fetcher = None if until_idle else self.start_fetching(worker)
             try:
                 self.main_loop(ledger, intake, watcher, worker, until_idle)
             except WorkerDied as exc:
@@ -159,7 +159,8 @@ class Daemon:
 
     def start_fetching(self, worker: Worker) -> BackgroundFetch | None:
         """tts.fetch: auto — missing weights come in the background; renders waiting for
-        them are tried again as soon as they are in place."""
+        them are tried again as soon as they are in place. (`run --until-idle` does not
+        fetch: it would stop half-way; `voicedrop models fetch` is for that.)"""
         fetch_status_file(self.root).unlink(missing_ok=True)
         if self.settings.tts.fetch != "auto":
             return None

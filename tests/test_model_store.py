@@ -143,8 +143,7 @@ def test_whisper_is_found_in_the_store_by_name_and_by_the_old_relative_default(
 
 def test_a_root_made_anywhere_transcribes_with_no_config_edit(tmp_path: Path) -> None:
     """`voicedrop init` outside the checkout; the config is the template, untouched. The
-    daemon finds the Whisper model `make setup` put in the checkout's store. (tts.fetch is
-    auto in the template: the hub address tests use is a closed local port.)"""
+    daemon finds the Whisper model `make setup` put in the checkout's store."""
     assert (CHECKOUT_WHISPER / "model.bin").is_file(), "run `make setup` first"
     root = tmp_path / "srv" / "voicedrop"
     voicedrop("init", str(root))
