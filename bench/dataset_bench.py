@@ -1,4 +1,4 @@
-"""Dataset preparation benchmark (DESIGN.md §6, issue 3): the daemon's transcribe stage
+"""Dataset preparation benchmark (issue 3): the daemon's transcribe stage
 against plain faster-whisper, side by side in one run, on the same clips, model and settings.
 
 Clips (tortoise-tts voices plus espeak-ng sentences) are dropped into a temp root and

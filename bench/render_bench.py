@@ -1,4 +1,4 @@
-"""Rendering benchmark (DESIGN.md §6, issue 4) on the tiny model set, side by side in one run.
+"""Rendering benchmark (issue 4) on the tiny model set, side by side in one run.
 
 A temp root gets the tiny model set (`daemon.models.write_tiny_models`: the real TorToiSe
 classes at small dimensions, loaded strictly from disk) and two voices whose tortoise-tts clips
@@ -385,7 +385,7 @@ def overhead(stage: RenderStage, scratch: Path, repeats: int) -> dict[str, Any]:
 def daemon_side(root: Root, texts: list[str]) -> dict[str, Any]:
     outbox = root.outbox / VOICE
     for wav in [*outbox.glob("*.wav"), *outbox.glob("*.json")]:
-        wav.unlink()  # a missing wav is rendered again (DESIGN §2.5)
+        wav.unlink()  # a missing wav is rendered again
     paths = [write_text(outbox / f"text{index}.txt", text) for index, text in enumerate(texts)]
     started = time.perf_counter()
     run_until_idle(root.path)

@@ -1,4 +1,4 @@
-"""Watcher and import benchmark (DESIGN.md §6, issue 2), measured from outside the daemon.
+"""Watcher and import benchmark (issue 2), measured from outside the daemon.
 
 Each part starts the real daemon (`python -m daemon run`) on a fresh temp root and drops
 files with os.rename, so the drop instant is exact:

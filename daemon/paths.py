@@ -1,4 +1,4 @@
-"""The folder contract (DESIGN.md §1): where a root keeps clips, texts, voices and state."""
+"""The folder contract (README, "Folders"): where a root keeps clips, texts, voices, state."""
 
 from __future__ import annotations
 

@@ -110,7 +110,8 @@ def outputs_for(text: Path) -> tuple[Path, Path, Path]:
 
 
 def is_rendered(text: Path, content_hash: str) -> bool:
-    """DESIGN §2.5: rendered when the wav exists and its sidecar names this very text."""
+    """Rendered when the wav exists and its sidecar names this very text: so editing a text
+    renders it again and deleting its wav brings it back."""
     wav, sidecar, _ = outputs_for(text)
     if not (wav.exists() and sidecar.exists()):
         return False

@@ -203,7 +203,7 @@ def test_a_broken_spec_json_is_reported(tmp_path: Path, text: str) -> None:
 
 
 def test_released_spec_has_the_released_dims() -> None:
-    """The numbers in reference/tortoise-finetune-facts.md ("Loading a fine-tune")."""
+    """The numbers in docs/TORTOISE.md ("Released dimensions")."""
     spec = ModelSpec.released()
     assert spec.autoregressive == {
         "layers": 30,
