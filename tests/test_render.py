@@ -10,6 +10,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from daemon.paths import Root
+from daemon.status import collect
 from tests.conftest import (
     DaemonProcess,
     configure,
@@ -192,7 +194,9 @@ def test_a_voice_without_clips_waits_with_an_error_file(tts_root):
     text.write_text(FAST + "Hello?")
     run_until_idle(tts_root)
     assert "voice nobody has no clips yet" in text.with_suffix(".error.txt").read_text()
-    assert status(tts_root)["jobs"]["waiting"] >= 1
+    (waiting,) = collect(Root.at(tts_root))["voices"]["nobody"]["waiting"]
+    assert waiting["kind"] == "render" and waiting["file"] == "hi.txt"
+    assert "no clips yet" in waiting["reason"]
 
 
 def test_missing_weights_wait_then_render_once_installed(root, daemon, tmp_path, tiny_models):
@@ -259,8 +263,9 @@ def test_edited_texts_and_deleted_wavs_are_rendered_again(tts_root, daemon):
     wait_for(lambda: sidecar(text)["text_sha256"] != first, timeout=120)
     wav = text.with_suffix(".wav")
     wav.unlink()
-    wait_for(wav.exists, timeout=120)
-    assert daemon.output().count("rendered story.txt") == 3
+    # the log line follows the wav by a moment: wait for it rather than read it at once
+    wait_for(lambda: daemon.output().count("rendered story.txt") == 3, timeout=120)
+    assert wav.exists()
 
 
 def test_a_long_text_killed_mid_way_resumes_at_the_next_chunk(tts_root, tmp_path):
@@ -298,7 +303,9 @@ def test_a_wrong_checkpoint_waits_with_the_file_named(root, tmp_path, tiny_model
     run_until_idle(root)
     message = text.with_suffix(".error.txt").read_text()
     assert "clvp2.pth" in message and "unexpected" in message
-    assert status(root)["jobs"]["waiting"] >= 1
+    waiting = collect(Root.at(root))["voices"]["tom"]["waiting"]
+    renders = [job for job in waiting if job["kind"] == "render"]
+    assert [job["file"] for job in renders] == ["hi.txt"] and "clvp2.pth" in renders[0]["reason"]
 
 
 def test_models_are_released_when_idle(tts_root, daemon, tiny_models):
