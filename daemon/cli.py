@@ -114,8 +114,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from daemon.lock import AlreadyRunning
     from daemon.logs import setup_logging
-    from daemon.service import AlreadyRunning, Daemon
+    from daemon.service import Daemon
 
     root, settings = open_root(args.root)
     setup_logging(settings.logging, root.log_dir)
@@ -139,7 +140,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     """Queue a rebuild; run it here unless a daemon already serves the root."""
     from daemon.dataset import DatasetStage, PruneStage, queue_rebuild
     from daemon.ledger import Ledger
-    from daemon.service import running_pid
+    from daemon.lock import running_pid
 
     root, settings = open_root(args.root)
     voice = root.voice(args.voice)
@@ -159,8 +160,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 def run_in_foreground(root: Root, settings: Settings, stages: list) -> int:
     """Run queued jobs of `stages` here, holding the root's lock like a daemon would."""
+    from daemon.lock import AlreadyRunning, InstanceLock
     from daemon.logs import setup_logging
-    from daemon.service import AlreadyRunning, InstanceLock
     from daemon.worker import Worker
 
     setup_logging(settings.logging, root.log_dir)
@@ -183,9 +184,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from daemon.fine_tune import FineTuneStage
     from daemon.ledger import Ledger
+    from daemon.lock import running_pid
     from daemon.render import Renderer
     from daemon.schedule import next_start, now_local, queue_training
-    from daemon.service import running_pid
 
     root, settings = open_root(args.root)
     voice = root.voice(args.voice)

@@ -7,13 +7,10 @@ systemd we are ready.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import IO
 
 from loguru import logger
 
@@ -25,6 +22,7 @@ from daemon.fetch import BackgroundFetch, fetch_status_file, missing_releases, w
 from daemon.fine_tune import FineTuneStage
 from daemon.intake import Intake
 from daemon.ledger import Ledger
+from daemon.lock import InstanceLock
 from daemon.model_store import tortoise_store
 from daemon.paths import Root
 from daemon.render import RENDER, Renderer, RenderStage
@@ -37,60 +35,12 @@ IDLE_TICK = 0.2
 WAITING_PROBE_EVERY = 30.0
 
 
-class AlreadyRunning(Exception):
-    """Another daemon holds this root."""
-
-
 class WorkerDied(Exception):
     """The worker thread ended although nobody stopped it: the daemon would look alive and do
     nothing, so it exits non-zero instead and the service manager restarts it."""
 
 
 EXIT_WORKER_DIED = 3
-
-
-class InstanceLock:
-    """flock on .voicedrop/lock: released by the kernel even after kill -9."""
-
-    def __init__(self, root: Root) -> None:
-        self.path = root.lock_file
-        self.handle: IO[str] | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            pid = handle.read().strip() or "unknown"
-            handle.close()
-            raise AlreadyRunning(
-                f"another voicedrop daemon (pid {pid}) is already running on {self.path.parents[1]}"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self.handle = handle
-
-    def release(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
-
-
-def running_pid(root: Root) -> int | None:
-    """The pid of the daemon holding `root`, or None when no daemon runs there."""
-    if not root.lock_file.exists():
-        return None
-    with open(root.lock_file, encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = handle.read().strip()
-            return int(text) if text.isdigit() else -1
-    return None
 
 
 class Daemon:

@@ -10,8 +10,8 @@ from typing import Any
 from daemon.dataset import Transcripts, transcription_progress
 from daemon.intake import IMPORT
 from daemon.ledger import Ledger
+from daemon.lock import running_pid
 from daemon.paths import Root, VoicePaths
-from daemon.service import running_pid
 
 
 def collect(root: Root, only_voice: str | None = None) -> dict[str, Any]:

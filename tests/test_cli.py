@@ -1,5 +1,8 @@
 """The commands a user types: status (text and JSON) and doctor."""
 
+import subprocess
+import sys
+
 from tests.conftest import configure, run_until_idle, status, voicedrop, write_wav
 
 
@@ -59,3 +62,23 @@ def test_doctor_reports_packages_models_device_and_folders(root):
     (whisper / "model.bin").write_bytes(b"")
     healthy = voicedrop("doctor", "--root", str(root), check=False)
     assert healthy.returncode == 0, healthy.stdout
+
+
+HEAVY_MODULES = ("torch", "scipy", "av", "tortoise", "faster_whisper", "ctranslate2")
+STATUS_IMPORTS = """
+import contextlib, io, sys
+from daemon.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    assert main(["status", "--root", sys.argv[1]]) == 0
+print(",".join(name for name in {heavy!r} if name in sys.modules))
+"""
+
+
+def test_status_starts_without_the_ml_stack(root):
+    """`voicedrop status` only reads the ledger and folders: it must answer at once, not pay
+    for torch, scipy or PyAV (a fresh interpreter; this one has them loaded already)."""
+    code = STATUS_IMPORTS.format(heavy=HEAVY_MODULES)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == ""
