@@ -551,7 +551,9 @@ def run_fingerprint(voice_dir: Path, base: Path, options: TrainingOptions, langu
 
 
 def open_run(training_dir: Path, fingerprint: str) -> Path:
-    """The unfinished run with this fingerprint, or a new run folder named by its start time."""
+    """The unfinished run with this fingerprint, or a new run folder named by its start time.
+    A run whose settings changed (an older version's too) is not resumed: it is named in the log,
+    since its checkpoint is left on disk."""
     runs = sorted(p for p in training_dir.glob("*/run.json"))
     for marker in reversed(runs):
         run_dir = marker.parent
@@ -559,6 +561,18 @@ def open_run(training_dir: Path, fingerprint: str) -> Path:
             if not (run_dir / RESULT).exists():
                 return run_dir
             break
+    for marker in runs:
+        stale = marker.parent / CHECKPOINT
+        if stale.exists():
+            logger.warning(
+                "{}: starting a new training run: the unfinished run {} was made from other "
+                "dataset lines, base model or training settings, so it cannot go on; its "
+                "checkpoint ({:.1f} MB) stays in {} until you delete that folder",
+                training_dir.parent.name,
+                marker.parent.name,
+                stale.stat().st_size / 1e6,
+                marker.parent,
+            )
     name = time.strftime("%Y%m%d-%H%M%S")
     run_dir = training_dir / name
     suffix = 1

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from loguru import logger
 from tortoise.models.autoregressive import UnifiedVoice
 
 from daemon.engine import Engine, GenerationSettings
@@ -290,3 +291,25 @@ def test_gradient_checkpointing_saves_memory_without_changing_the_model(
     spec = training_spec(ModelSpec.tiny(), options, torch.device("cuda"))
     assert spec.autoregressive["checkpointing"] is True
     assert build_autoregressive(spec).gpt.gradient_checkpointing
+
+
+def test_a_run_left_by_other_settings_is_not_resumed_and_is_named_in_the_log(
+    tiny_models: Path, speech: Path, tmp_path: Path
+) -> None:
+    """An unfinished run from an earlier version (other saved keys, other options) starts
+    over cleanly instead of failing to load, and the log says where its checkpoint stays."""
+    voice = make_voice(tmp_path, speech)
+    old_run = voice / "training" / "20260101-010000"
+    old_run.mkdir(parents=True)
+    (old_run / "run.json").write_text(json.dumps({"fingerprint": "from an older version"}))
+    torch.save({"step": 7, "grad_accum": 4, "model": {}}, old_run / CHECKPOINT)
+    messages: list[str] = []
+    sink = logger.add(messages.append, level="WARNING", format="{message}")
+    try:
+        options = TrainingOptions(**{**FAST.__dict__, "epochs": 1})
+        result = train_voice(voice, tiny_models, options, "en", never, lambda _: None)
+    finally:
+        logger.remove(sink)
+    assert result.finished and result.run_dir != old_run and result.step == 3
+    assert any("20260101-010000" in m and str(old_run) in m for m in messages), messages
+    assert (old_run / CHECKPOINT).exists()  # the user's to delete, not silently lost
