@@ -261,7 +261,7 @@ def _old_weight_norm() -> Iterator[None]:
 
 def load_strict(module: torch.nn.Module, path: Path, key: str | None = None) -> torch.nn.Module:
     """Load `path` into `module`, every key and shape matching, or raise BadCheckpoint."""
-    state = read_state_dict(Path(path), key)
+    state = read_model_file(Path(path), key)
     expected = module.state_dict()
     state = {name: value for name, value in state.items() if not _ignorable(name, expected)}
     return _load_checked(module, path, state)
@@ -273,7 +273,7 @@ def load_tolerant(module: torch.nn.Module, path: Path) -> torch.nn.Module:
     key or a wrong shape still refuses the file."""
     from loguru import logger
 
-    state = read_state_dict(Path(path))
+    state = read_model_file(Path(path))
     expected = module.state_dict()
     extra = sorted(
         str(name) for name, value in state.items() if name not in expected or not _tensor(value)
@@ -302,15 +302,21 @@ def _tensor(value: Any) -> bool:
     return isinstance(value, torch.Tensor)
 
 
+def read_model_file(path: Path, key: str | None = None) -> Mapping[str, Any]:
+    """A model file's state dict, refused before torch reads it when it no longer matches the
+    sha256 recorded when it was fetched (see daemon.model_store)."""
+    from daemon.model_store import check_before_loading
+
+    check_before_loading(path)
+    return read_state_dict(path, key)
+
+
 def read_state_dict(path: Path, key: str | None = None) -> Mapping[str, Any]:
     """The tensors in a checkpoint (under `key` if given), or BadCheckpoint."""
     import pickle
 
     import torch
 
-    from daemon.model_store import check_before_loading
-
-    check_before_loading(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:

@@ -21,7 +21,14 @@ from pathlib import Path
 from loguru import logger
 
 from daemon.atomic import TEMP_PREFIX, fsync_directory, write_text
-from daemon.models import AUTOREGRESSIVE_FILE, BadCheckpoint, ModelSpec
+from daemon.models import (
+    AUTOREGRESSIVE_FILE,
+    BadCheckpoint,
+    ModelSpec,
+    build_autoregressive,
+    file_sha256,
+    load_strict,
+)
 
 PROVENANCE_FILE = "autoregressive.json"
 PREVIOUS_DIR = "previous"
@@ -41,8 +48,6 @@ class InstalledModel:
 
 def check_fits(source: Path, spec: ModelSpec) -> None:
     """Raise BadCheckpoint unless `source` loads strictly into the autoregressive model."""
-    from daemon.models import build_autoregressive, load_strict
-
     load_strict(build_autoregressive(spec), source)
 
 
@@ -70,7 +75,7 @@ def install(models_dir: Path, staged: Path, origin: str, source: Path) -> Instal
     """Make `staged` (a file inside `models_dir`) the active model, keeping the old one."""
     models_dir = Path(models_dir)
     active = models_dir / AUTOREGRESSIVE_FILE
-    record = InstalledModel(_sha256(staged), origin, str(source), time.time())
+    record = InstalledModel(file_sha256(staged), origin, str(source), time.time())
     _keep_previous(models_dir, active)
     os.replace(staged, active)
     fsync_directory(models_dir)
@@ -156,9 +161,3 @@ def _keep_previous(models_dir: Path, active: Path) -> None:
         logger.info("removing {}: only the last {} replaced models are kept", old, KEEP_PREVIOUS)
         old.unlink()
         old.with_suffix(".json").unlink(missing_ok=True)
-
-
-def _sha256(path: Path) -> str:
-    from daemon.models import file_sha256
-
-    return file_sha256(path)

@@ -22,7 +22,7 @@ from daemon.model_store import (
     tortoise_models,
     whisper_model,
 )
-from daemon.models import REQUIRED_FILES, BadCheckpoint, read_state_dict
+from daemon.models import REQUIRED_FILES, BadCheckpoint, ModelSpec, build_clvp, load_strict
 from daemon.paths import Root
 from tests.conftest import SENTENCES, configure, espeak, run_until_idle, status, voicedrop
 
@@ -121,7 +121,7 @@ def test_a_tampered_cache_blob_is_refused_before_loading(tmp_path: Path, tiny_mo
     blob.write_bytes(blob.read_bytes()[:-10])
     assert file_status(snapshot / "clvp2.pth").state is FileState.MISMATCH
     with pytest.raises(BadCheckpoint, match="voicedrop models fetch"):
-        read_state_dict(snapshot / "clvp2.pth")
+        load_strict(build_clvp(ModelSpec.tiny()), snapshot / "clvp2.pth")
 
 
 def test_whisper_is_found_in_the_store_by_name_and_by_the_old_relative_default(
