@@ -41,15 +41,21 @@ from loguru import logger
 
 from bench.common import describe_machine
 from daemon.cli import main as cli_main
-from daemon.clip_import import ClipImport
-from daemon.config import Settings, load_settings
-from daemon.dataset import TRANSCRIBE, DatasetStage, Transcripts, queue_rebuild, unknown_characters
-from daemon.intake import IMPORT, Intake
-from daemon.ledger import Job, Ledger
-from daemon.paths import Root
-from daemon.transcribe import WhisperOptions, load_for_whisper
-from daemon.watch import Drop
-from daemon.worker import Worker
+from daemon.core.config import Settings, load_settings
+from daemon.core.ledger import Job, Ledger
+from daemon.core.paths import Root
+from daemon.core.worker import Worker
+from daemon.dataset.whisper import WhisperOptions, load_for_whisper
+from daemon.service.intake import IMPORT, Intake
+from daemon.service.watch import Drop
+from daemon.stages.import_clip import ClipImport
+from daemon.stages.transcribe import (
+    TRANSCRIBE,
+    DatasetStage,
+    Transcripts,
+    queue_rebuild,
+    unknown_characters,
+)
 from tests.conftest import SENTENCES, espeak, tortoise_clips, word_error_rate
 
 MODEL = Path(__file__).parents[1] / "models" / "whisper-base"

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from bench.common import describe_machine, text_table
-from daemon.fetch import Release, fetch_file
+from daemon.weights.fetch import Release, fetch_file
 from tests.conftest import HubStandIn
 
 OUT_FILE = Path(__file__).with_name("out") / "fetch.json"

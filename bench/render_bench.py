@@ -1,6 +1,6 @@
 """Rendering benchmark (issue 4) on the tiny model set, side by side in one run.
 
-A temp root gets the tiny model set (`daemon.models.write_tiny_models`: the real TorToiSe
+A temp root gets the tiny model set (`daemon.tts.checkpoints.write_tiny_models`: the real TorToiSe
 classes at small dimensions, loaded strictly from disk) and two voices whose tortoise-tts clips
 are imported by the real daemon. Texts use the ultra_fast preset (16 candidates, 30 diffusion
 steps), seed 0.
@@ -48,8 +48,17 @@ import torch.nn.functional as F  # noqa: E402
 from loguru import logger  # noqa: E402
 
 from bench.common import describe_machine, text_table  # noqa: E402
-from daemon.config import load_settings  # noqa: E402
-from daemon.engine import (  # noqa: E402
+from daemon.core.config import load_settings  # noqa: E402
+from daemon.core.paths import Root  # noqa: E402
+from daemon.stages.render import Renderer, RenderStage, text_sha256  # noqa: E402
+from daemon.tts.checkpoints import (  # noqa: E402
+    AUTOREGRESSIVE_FILE,
+    CLVP_FILE,
+    DIFFUSION_FILE,
+    VOCODER_FILE,
+    write_tiny_models,
+)
+from daemon.tts.engine import (  # noqa: E402
     CALM_RUN,
     CALM_TOKEN,
     CPU_BATCH,
@@ -57,15 +66,6 @@ from daemon.engine import (  # noqa: E402
     GenerationSettings,
     Latents,
 )
-from daemon.models import (  # noqa: E402
-    AUTOREGRESSIVE_FILE,
-    CLVP_FILE,
-    DIFFUSION_FILE,
-    VOCODER_FILE,
-    write_tiny_models,
-)
-from daemon.paths import Root  # noqa: E402
-from daemon.render import Renderer, RenderStage, text_sha256  # noqa: E402
 from tests.conftest import (  # noqa: E402
     SENTENCES,
     TEST_SETTINGS,
@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": "python -m bench.render_bench" + (" --quick" if args.quick else ""),
         "machine": info,
-        "models": "tiny (daemon.models.ModelSpec.tiny, random weights)",
+        "models": "tiny (daemon.tts.checkpoints.ModelSpec.tiny, random weights)",
         "preset": PRESET,
         "targets": {"engine_overhead": TARGET_OVERHEAD, "second_render_latents_seconds": 0},
         "setup_seconds": setup_seconds,

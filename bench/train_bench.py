@@ -60,16 +60,16 @@ import soundfile as sf
 import torch
 from torch import nn
 
-import daemon.train as train
+import daemon.training.trainer as train
 from bench.common import describe_machine
-from daemon.models import (
+from daemon.training.trainer import BETAS, GRAD_CLIP, Batch, TrainingOptions, train_voice
+from daemon.tts.checkpoints import (
     AUTOREGRESSIVE_FILE,
     ModelSpec,
     build_autoregressive,
     load_strict,
     write_tiny_models,
 )
-from daemon.train import BETAS, GRAD_CLIP, Batch, TrainingOptions, train_voice
 from tests.conftest import espeak
 
 # short enough for the tiny model's 48 mel codes (up to ~2.2 s of audio)

@@ -36,9 +36,9 @@ import soundfile as sf
 import yaml
 
 from bench.common import text_table
-from daemon.intake import IMPORT
-from daemon.ledger import Ledger
-from daemon.paths import Root
+from daemon.core.ledger import Ledger
+from daemon.core.paths import Root
+from daemon.service.intake import IMPORT
 from tests.conftest import voiced_signal, wait_for
 
 STABLE_FOR = 0.5

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from daemon import __version__
-from daemon.config import TEMPLATE, ConfigError, Settings, load_settings
-from daemon.paths import Root, VoiceNameError
+from daemon.core.config import TEMPLATE, ConfigError, Settings, load_settings
+from daemon.core.paths import Root, VoiceNameError
 
 EXIT_USAGE = 2
 
@@ -114,9 +114,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from daemon.lock import AlreadyRunning
-    from daemon.logs import setup_logging
-    from daemon.service import Daemon
+    from daemon.core.logs import setup_logging
+    from daemon.service.daemon import Daemon
+    from daemon.service.lock import AlreadyRunning
 
     root, settings = open_root(args.root)
     setup_logging(settings.logging, root.log_dir)
@@ -128,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from daemon.status import collect, render_text
+    from daemon.report.status import collect, render_text
 
     root, _ = open_root(args.root)
     report = collect(root, args.voice)
@@ -138,9 +138,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     """Queue a rebuild; run it here unless a daemon already serves the root."""
-    from daemon.dataset import DatasetStage, PruneStage, queue_rebuild
-    from daemon.ledger import Ledger
-    from daemon.lock import running_pid
+    from daemon.core.ledger import Ledger
+    from daemon.service.lock import running_pid
+    from daemon.stages.transcribe import DatasetStage, PruneStage, queue_rebuild
 
     root, settings = open_root(args.root)
     voice = root.voice(args.voice)
@@ -160,9 +160,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 def run_in_foreground(root: Root, settings: Settings, stages: list) -> int:
     """Run queued jobs of `stages` here, holding the root's lock like a daemon would."""
-    from daemon.lock import AlreadyRunning, InstanceLock
-    from daemon.logs import setup_logging
-    from daemon.worker import Worker
+    from daemon.core.logs import setup_logging
+    from daemon.core.worker import Worker
+    from daemon.service.lock import AlreadyRunning, InstanceLock
 
     setup_logging(settings.logging, root.log_dir)
     lock = InstanceLock(root)
@@ -182,11 +182,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Queue a fine-tune; with --now and no daemon running, run it here."""
     import threading
 
-    from daemon.fine_tune import FineTuneStage
-    from daemon.ledger import Ledger
-    from daemon.lock import running_pid
-    from daemon.render import Renderer
-    from daemon.schedule import next_start, now_local, queue_training
+    from daemon.core.ledger import Ledger
+    from daemon.service.lock import running_pid
+    from daemon.service.schedule import next_start, now_local, queue_training
+    from daemon.stages.render import Renderer
+    from daemon.stages.train import FineTuneStage
 
     root, settings = open_root(args.root)
     voice = root.voice(args.voice)
@@ -215,9 +215,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     import hashlib
     import tempfile
 
-    from daemon.logs import setup_logging
-    from daemon.render import Renderer, RenderStage
-    from daemon.worker import Blocked, Rejected
+    from daemon.core.logs import setup_logging
+    from daemon.core.worker import Blocked, Rejected
+    from daemon.stages.render import Renderer, RenderStage
 
     root, settings = open_root(args.root)
     setup_logging(settings.logging, None)
@@ -243,7 +243,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_models_tiny(args: argparse.Namespace) -> int:
-    from daemon.models import write_tiny_models
+    from daemon.tts.checkpoints import write_tiny_models
 
     for path in write_tiny_models(args.directory):
         print(f"wrote {path}")
@@ -252,10 +252,10 @@ def cmd_models_tiny(args: argparse.Namespace) -> int:
 
 def cmd_models_use(args: argparse.Namespace) -> int:
     """Check the file strictly against the voice's model dimensions, then copy it in."""
-    from daemon.config import load_voice_settings
-    from daemon.model_store import tortoise_models
-    from daemon.models import BadCheckpoint, ModelSpec
-    from daemon.voice_models import use_model
+    from daemon.core.config import load_voice_settings
+    from daemon.tts.checkpoints import BadCheckpoint, ModelSpec
+    from daemon.weights.store import tortoise_models
+    from daemon.weights.voice_models import use_model
 
     root, settings = open_root(args.root)
     voice = root.voice(args.voice)
@@ -278,9 +278,9 @@ def cmd_models_use(args: argparse.Namespace) -> int:
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
-    from daemon.fetch import FetchError, fetch_into
-    from daemon.logs import setup_logging
-    from daemon.model_store import tortoise_store
+    from daemon.core.logs import setup_logging
+    from daemon.weights.fetch import FetchError, fetch_into
+    from daemon.weights.store import tortoise_store
 
     root, settings = open_root(args.root)
     setup_logging(settings.logging, None)
@@ -300,7 +300,7 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from daemon.doctor import run_checks
+    from daemon.report.doctor import run_checks
 
     root, settings = open_root(args.root)
     checks = run_checks(root, settings)

@@ -209,7 +209,7 @@ def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """TorToiSe's model classes at tiny dims with random weights, written once per session
     (`voicedrop models tiny`); treat the folder as read-only, tests share it."""
-    from daemon.models import write_tiny_models
+    from daemon.tts.checkpoints import write_tiny_models
 
     directory = tmp_path_factory.mktemp("tiny-models")
     write_tiny_models(directory)
@@ -346,6 +346,6 @@ class HubStandIn:
 
 def tiny_hub_files(tiny_models: Path) -> dict[tuple[str, str, str], Path]:
     """The tiny set under the released names, where the real files are on the hub."""
-    from daemon.fetch import RELEASES
+    from daemon.weights.fetch import RELEASES
 
     return {(r.repo, r.revision, r.path): tiny_models / r.name for r in RELEASES}

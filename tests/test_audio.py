@@ -1,4 +1,4 @@
-"""daemon.audio on real files: generated with numpy + soundfile, or encoded by the ffmpeg CLI."""
+"""daemon.audio.clips on real files: made with numpy + soundfile, or encoded by the ffmpeg CLI."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from daemon.audio import (
+from daemon.audio.clips import (
     MP4_FAMILY,
     Analysis,
     BadAudio,

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from daemon.cli import main as cli_main
-from daemon.config import TEMPLATE, ConfigError, Settings, load_settings, load_voice_settings
+from daemon.core.config import TEMPLATE, ConfigError, Settings, load_settings, load_voice_settings
 from tests.conftest import voicedrop
 
 

@@ -1,4 +1,4 @@
-"""daemon.dvae: the released dvae.pth layout, nearest-codebook codes and the codes cache."""
+"""daemon.training.dvae: the released dvae.pth layout, nearest-codebook codes, the codes cache."""
 
 from __future__ import annotations
 
@@ -11,8 +11,14 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from daemon.dvae import TRAINING_SAMPLES, CodesCache, code_count, training_codes, wave_to_mel
-from daemon.models import (
+from daemon.training.dvae import (
+    TRAINING_SAMPLES,
+    CodesCache,
+    code_count,
+    training_codes,
+    wave_to_mel,
+)
+from daemon.tts.checkpoints import (
     DVAE_FILE,
     BadCheckpoint,
     ModelSpec,

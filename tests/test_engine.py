@@ -1,4 +1,4 @@
-"""daemon.engine on the tiny model set: real TorToiSe classes, random weights, loaded from disk."""
+"""daemon.tts.engine on the tiny model set: real TorToiSe classes, random weights, from disk."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ import pytest
 import soundfile as sf
 import torch
 
-from daemon.engine import (
-    AR_WINDOW,
-    Engine,
-    GenerationSettings,
-    Latents,
-)
-from daemon.models import (
+from daemon.tts.checkpoints import (
     BadCheckpoint,
     ModelSpec,
     WeightsMissing,
     save_checkpoint,
     write_tiny_models,
+)
+from daemon.tts.engine import (
+    AR_WINDOW,
+    Engine,
+    GenerationSettings,
+    Latents,
 )
 from tests.conftest import tortoise_clips
 
@@ -256,7 +256,7 @@ def test_clvp_ranking_matches_tortoise(engine: Engine) -> None:
             samples.append(codes)
         return torch.cat(samples)[torch.topk(torch.cat(scores), k=1).indices]
 
-    from daemon.engine import pad_and_fix
+    from daemon.tts.engine import pad_and_fix
 
     with torch.no_grad():
         chosen = engine._rank(pad_and_fix(batches, length, stop), tokens, lambda *_: None)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon import fetch
 from daemon.cli import main as cli_main
-from daemon.fetch import RELEASE_NAMES
-from daemon.models import SPEC_FILE, BadCheckpoint
+from daemon.tts.checkpoints import SPEC_FILE, BadCheckpoint
+from daemon.weights import fetch
+from daemon.weights.fetch import RELEASE_NAMES
 from tests.conftest import (
     DaemonProcess,
     HubStandIn,
@@ -61,7 +61,7 @@ def fetch_cli(root: Path, *extra: str) -> int:
 def test_fetch_checks_every_file_records_it_and_the_engine_loads_them(
     root: Path, store: Path, hub: HubStandIn, tiny_models: Path, capsys
 ) -> None:
-    from daemon.engine import Engine
+    from daemon.tts.engine import Engine
 
     assert fetch_cli(root) == 0
     assert f"{store / 'autoregressive.pth'}: fetched, sha256 checked" in capsys.readouterr().out
@@ -149,7 +149,7 @@ def test_offline_is_one_clear_line(root: Path, store: Path, monkeypatch, capsys)
 def test_a_store_file_changed_after_the_fetch_is_never_loaded(
     root: Path, store: Path, hub: HubStandIn, tiny_models: Path
 ) -> None:
-    from daemon.models import ModelSpec, build_clvp, load_strict
+    from daemon.tts.checkpoints import ModelSpec, build_clvp, load_strict
 
     assert fetch_cli(root, "--only", "clvp2.pth") == 0
     with open(store / "clvp2.pth", "r+b") as handle:  # same size, other bytes

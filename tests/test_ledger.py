@@ -1,7 +1,7 @@
 import time
 from pathlib import Path
 
-from daemon.ledger import Ledger
+from daemon.core.ledger import Ledger
 
 
 def test_enqueue_is_idempotent_per_kind_voice_and_content(tmp_path):

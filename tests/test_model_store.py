@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon import model_store
-from daemon.config import load_settings
-from daemon.model_store import (
+from daemon.core.config import load_settings
+from daemon.core.paths import Root
+from daemon.tts.checkpoints import REQUIRED_FILES, BadCheckpoint, ModelSpec, build_clvp, load_strict
+from daemon.weights import store as model_store
+from daemon.weights.store import (
     FileState,
     ModelMissing,
     Source,
@@ -22,8 +24,6 @@ from daemon.model_store import (
     tortoise_models,
     whisper_model,
 )
-from daemon.models import REQUIRED_FILES, BadCheckpoint, ModelSpec, build_clvp, load_strict
-from daemon.paths import Root
 from tests.conftest import SENTENCES, configure, espeak, run_until_idle, status, voicedrop
 
 CHECKOUT_WHISPER = Path(__file__).parents[1] / "models" / "whisper-base"

@@ -1,4 +1,4 @@
-"""daemon.models: the tiny model set on disk, strict loading, spec.json and weight checks."""
+"""daemon.tts.checkpoints: the tiny model set on disk, strict loading, spec.json, weight checks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from daemon.models import (
+from daemon.tts.checkpoints import (
     HIFIGAN_FILE,
     REQUIRED_FILES,
     BadCheckpoint,

@@ -1,4 +1,4 @@
-"""daemon.redact: [bracketed] prompts cut from real speech with the packaged Whisper model."""
+"""daemon.tts.redact: [bracketed] prompts cut from real speech with the packaged Whisper model."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from daemon.config import Settings, WhisperSettings
-from daemon.paths import Root
-from daemon.redact import Part, Redaction, redact, split_redactions
-from daemon.texts import BadText
-from daemon.transcribe import Whisper, WhisperOptions
+from daemon.core.config import Settings, WhisperSettings
+from daemon.core.paths import Root
+from daemon.dataset.whisper import Whisper, WhisperOptions
+from daemon.tts.redact import Part, Redaction, redact, split_redactions
+from daemon.tts.texts import BadText
 from tests.conftest import espeak
 
 WHISPER_MODEL = Path(__file__).parents[1] / "models" / "whisper-base"
@@ -30,7 +30,7 @@ def seconds(path: Path) -> float:
 
 
 def heard(whisper, audio: np.ndarray, rate: int) -> list[str]:
-    from daemon.redact import listen
+    from daemon.tts.redact import listen
 
     return [word.word for word in listen(audio, rate, *whisper, "en")]
 
@@ -109,6 +109,6 @@ def test_text_without_brackets_is_untouched(whisper) -> None:
 
 
 def test_words_compare_without_case_and_punctuation() -> None:
-    from daemon.redact import words
+    from daemon.tts.redact import words
 
     assert words("Hello, THERE! It's—fine.") == ["hello", "there", "it's", "fine"]

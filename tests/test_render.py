@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from daemon.paths import Root
-from daemon.status import collect
+from daemon.core.paths import Root
+from daemon.report.status import collect
 from tests.conftest import (
     DaemonProcess,
     configure,

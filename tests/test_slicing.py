@@ -1,6 +1,6 @@
 import numpy as np
 
-from daemon.slicing import Piece, adjust, merge_short, plan_pieces, split_long
+from daemon.dataset.slicing import Piece, adjust, merge_short, plan_pieces, split_long
 
 
 def words_for(text: str, start: float, step: float, pause_after: dict[int, float] | None = None):

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from daemon.texts import BadText, chunk_text, read_text, split_front_matter
+from daemon.tts.texts import BadText, chunk_text, read_text, split_front_matter
 
 
 def word_count(text: str) -> int:

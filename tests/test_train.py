@@ -1,4 +1,4 @@
-"""daemon.train: a short fine-tune of the tiny models on generated speech."""
+"""daemon.training.trainer: a short fine-tune of the tiny models on generated speech."""
 
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ import torch
 from loguru import logger
 from tortoise.models.autoregressive import UnifiedVoice
 
-from daemon.engine import Engine, GenerationSettings
-from daemon.models import ModelSpec, build_autoregressive, file_sha256, load_strict
-from daemon.train import (
+from daemon.training.trainer import (
     CHECKPOINT,
     METRICS,
     TrainingOptions,
@@ -30,6 +28,8 @@ from daemon.train import (
     training_spec,
     use_half,
 )
+from daemon.tts.checkpoints import ModelSpec, build_autoregressive, file_sha256, load_strict
+from daemon.tts.engine import Engine, GenerationSettings
 from tests.conftest import espeak, wait_for
 
 # short enough for the tiny model's 48 mel codes (~2.2 s)
@@ -141,7 +141,7 @@ def test_a_stopped_run_resumes_where_it_stopped_and_ends_the_same(
 KILLED_RUN = """
 import sys
 from pathlib import Path
-from daemon.train import TrainingOptions, train_voice
+from daemon.training.trainer import TrainingOptions, train_voice
 options = TrainingOptions(epochs=100, learning_rate=1e-3, batch_size=2, save_every=1,
                           validate_every=100)
 train_voice(Path(sys.argv[1]), Path(sys.argv[2]), options, "en", lambda: False,
@@ -207,16 +207,16 @@ def test_skipped_lines_are_counted_and_a_non_english_voice_weighs_text_fully(
 def test_out_of_memory_halves_the_micro_batch_and_goes_on(
     tiny_models: Path, speech: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import daemon.train
+    import daemon.training.trainer
 
-    real = daemon.train.losses
+    real = daemon.training.trainer.losses
 
     def small_batches_only(model, batch):
         if len(batch) > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(model, batch)
 
-    monkeypatch.setattr(daemon.train, "losses", small_batches_only)
+    monkeypatch.setattr(daemon.training.trainer, "losses", small_batches_only)
     voice = make_voice(tmp_path, speech)
     options = TrainingOptions(**{**FAST.__dict__, "epochs": 2, "batch_size": 4})
     result = train_voice(voice, tiny_models, options, "en", never, lambda _: None)

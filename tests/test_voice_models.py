@@ -1,4 +1,4 @@
-"""daemon.voice_models: fine-tunes from voicedrop or ai-voice-cloning rendering a voice.
+"""daemon.weights.voice_models: fine-tunes from voicedrop or ai-voice-cloning rendering a voice.
 
 Real TorToiSe weights cannot exist here, so the ai-voice-cloning checkpoints below are stand-ins
 in its format: the tiny autoregressive model's state dict saved as DL-Art-School saves
@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from daemon.cli import main as cli_main
-from daemon.models import ModelSpec, build_autoregressive
-from daemon.voice_models import KEEP_PREVIOUS, PREVIOUS_DIR, installed, use_model
+from daemon.tts.checkpoints import ModelSpec, build_autoregressive
+from daemon.weights.voice_models import KEEP_PREVIOUS, PREVIOUS_DIR, installed, use_model
 from tests.conftest import configure, run_until_idle, tortoise_clips
 
 FAST = "---\ncandidates: 2\ndiffusion_iterations: 4\n---\n"

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import Settings, WatchSettings
-from daemon.paths import Root
-from daemon.watch import (
+from daemon.core.config import Settings, WatchSettings
+from daemon.core.paths import Root
+from daemon.service.watch import (
     StabilityTracker,
     Watcher,
     classify,

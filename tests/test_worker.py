@@ -1,4 +1,4 @@
-"""daemon.worker and the daemon's watch over it: the worker never dies silently."""
+"""daemon.core.worker and the daemon's watch over it: the worker never dies silently."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from daemon.config import Settings, load_settings
-from daemon.ledger import Job, Ledger
-from daemon.paths import Root
-from daemon.service import EXIT_WORKER_DIED, Daemon
-from daemon.worker import Worker
+from daemon.core.config import Settings, load_settings
+from daemon.core.ledger import Job, Ledger
+from daemon.core.paths import Root
+from daemon.core.worker import Worker
+from daemon.service.daemon import EXIT_WORKER_DIED, Daemon
 from tests.conftest import wait_for
 
 

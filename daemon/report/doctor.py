@@ -1,0 +1,199 @@
+"""`voicedrop doctor`: everything a user should check before blaming the daemon."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from daemon.core.config import Settings
+from daemon.core.paths import Root
+from daemon.tts.checkpoints import (
+    AUTOREGRESSIVE_FILE,
+    CLVP_FILE,
+    DIFFUSION_FILE,
+    DVAE_FILE,
+    HIFIGAN_FILE,
+    VOCODER_FILE,
+    missing_weights,
+)
+
+RENDER_FILES = (AUTOREGRESSIVE_FILE, DIFFUSION_FILE, CLVP_FILE, VOCODER_FILE, HIFIGAN_FILE)
+
+PACKAGES = (
+    "torch",
+    "torchaudio",
+    "tortoise-tts",
+    "transformers",
+    "faster-whisper",
+    "ctranslate2",
+    "av",
+    "soundfile",
+    "soxr",
+    "watchdog",
+    "apscheduler",
+    "loguru",
+    "numpy",
+)
+DECODERS = ("pcm_s16le", "flac", "mp3", "aac", "vorbis", "opus")
+MIN_FREE_BYTES = 5 * 1024**3
+
+
+@dataclass(frozen=True)
+class Check:
+    level: str  # ok | warn | fail
+    name: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.level:<4}  {self.name}: {self.detail}"
+
+
+def run_checks(root: Root, settings: Settings) -> list[Check]:
+    return [
+        Check("ok", "python", sys.version.split()[0]),
+        *package_checks(),
+        decoder_check(),
+        store_check(root, settings),
+        whisper_check(root, settings),
+        tts_check(root, settings),
+        *model_file_checks(root, settings),
+        dvae_check(root, settings),
+        device_check(),
+        disk_check(root),
+        *permission_checks(root),
+    ]
+
+
+def package_checks() -> list[Check]:
+    checks = []
+    for name in PACKAGES:
+        try:
+            checks.append(Check("ok", name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            checks.append(Check("fail", name, "not installed; run `make setup`"))
+    return checks
+
+
+def decoder_check() -> Check:
+    import av
+
+    missing = [codec for codec in DECODERS if codec not in av.codecs_available]
+    ffmpeg = shutil.which("ffmpeg") or "no ffmpeg command (not needed by the daemon)"
+    if missing:
+        return Check("warn", "audio decoders", f"PyAV lacks {', '.join(missing)}; {ffmpeg}")
+    return Check("ok", "audio decoders", f"PyAV {av.__version__}: {', '.join(DECODERS)}; {ffmpeg}")
+
+
+def whisper_check(root: Root, settings: Settings) -> Check:
+    from daemon.weights.store import ModelMissing, whisper_model
+
+    try:
+        model = whisper_model(root, settings)
+    except ModelMissing as exc:
+        return Check("fail", "whisper model", str(exc))
+    if Path(model).is_dir():
+        return Check("ok", "whisper model", model)
+    return Check(
+        "warn", "whisper model", f"{model!r} will be downloaded on first use (needs internet)"
+    )
+
+
+def store_check(root: Root, settings: Settings) -> Check:
+    from daemon.weights.store import STORE_ENV, store_dir
+
+    store = store_dir(root, settings)
+    how = (
+        f"${STORE_ENV}"
+        if os.environ.get(STORE_ENV)
+        else "models.store"
+        if settings.models.store
+        else "default"
+    )
+    return Check("ok", "model store", f"{store} ({how})")
+
+
+def tts_check(root: Root, settings: Settings) -> Check:
+    from daemon.weights.store import tortoise_models
+
+    tts = settings.tts
+    found = tortoise_models(root, settings, tts.models_dir, tts.decoder)
+    where = f"{found.folder} ({found.source.value})"
+    missing = missing_weights(found.folder, tts.decoder)
+    if missing:
+        daemon = " (or let the daemon fetch them: tts.fetch is auto)" if tts.fetch == "auto" else ""
+        return Check(
+            "warn",
+            "tts models",
+            f"missing {', '.join(missing)} in {where}; texts wait until they are there: run "
+            f"`voicedrop models fetch`{daemon}",
+        )
+    return Check("ok", "tts models", where)
+
+
+def model_file_checks(root: Root, settings: Settings) -> list[Check]:
+    """Each TorToiSe file the renders and fine-tuning would load, with its sha256 status."""
+    from daemon.weights.store import FileState, dvae_file, file_status, tortoise_models
+
+    tts = settings.tts
+    folder = tortoise_models(root, settings, tts.models_dir, tts.decoder).folder
+    paths = [folder / name for name in RENDER_FILES]
+    paths.append(dvae_file(root, settings, tts.models_dir))
+    levels = {
+        FileState.VERIFIED: "ok",
+        FileState.UNVERIFIED: "warn",
+        FileState.MISMATCH: "fail",
+        FileState.MISSING: "warn",
+    }
+    checks = []
+    for path in paths:
+        status = file_status(path)
+        checks.append(
+            Check(levels[status.state], path.name, f"{status.state.value}: {status.detail}")
+        )
+    return checks
+
+
+def dvae_check(root: Root, settings: Settings) -> Check:
+    from daemon.weights.store import dvae_file
+
+    path = dvae_file(root, settings, settings.tts.models_dir)
+    if path.is_file():
+        return Check("ok", "fine-tuning", str(path))
+    message = (
+        f"no {DVAE_FILE} in {path.parent}; voices cannot be fine-tuned (`voicedrop models fetch`)"
+    )
+    return Check("warn", "fine-tuning", message)
+
+
+def device_check() -> Check:
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        free, total = torch.cuda.mem_get_info(0)
+        return Check(
+            "ok", "device", f"cuda: {name}, {free / 1024**3:.1f} of {total / 1024**3:.1f} GiB free"
+        )
+    return Check("ok", "device", f"cpu ({os.cpu_count()} cores; no CUDA device found)")
+
+
+def disk_check(root: Root) -> Check:
+    free = shutil.disk_usage(root.path).free
+    level = "ok" if free >= MIN_FREE_BYTES else "warn"
+    return Check(level, "free disk", f"{free / 1024**3:.1f} GiB free at {root.path}")
+
+
+def permission_checks(root: Root) -> list[Check]:
+    checks = []
+    for folder in (root.inbox, root.outbox, root.voices, root.state):
+        if not folder.exists():
+            checks.append(Check("warn", "folder", f"{folder} does not exist (`voicedrop init`)"))
+        elif not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
+            checks.append(Check("fail", "folder", f"{folder} is not readable and writable"))
+        else:
+            checks.append(Check("ok", "folder", f"{folder} writable"))
+    return checks

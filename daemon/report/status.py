@@ -1,0 +1,205 @@
+"""What `voicedrop status` reports: read from the ledger and the folders, never from the daemon,
+so it works the same whether the daemon runs or not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from daemon.core.ledger import Ledger
+from daemon.core.paths import Root, VoicePaths
+from daemon.service.intake import IMPORT
+from daemon.service.lock import running_pid
+from daemon.stages.transcribe import Transcripts, transcription_progress
+
+
+def collect(root: Root, only_voice: str | None = None) -> dict[str, Any]:
+    ledger = Ledger(root.ledger_file)
+    try:
+        names, refused = root.voice_names()
+        names = sorted(set(names) | {job.voice for job in ledger.jobs()})
+        if only_voice is not None:
+            root.voice(only_voice)
+            names = [only_voice]
+        pid = running_pid(root)
+        return {
+            "root": str(root.path),
+            "daemon": {"running": pid is not None, "pid": pid},
+            "fetch": fetch_report(root),
+            "jobs": ledger.counts(),
+            "voices": {name: voice_report(root.voice(name), ledger) for name in names},
+            "refused_voices": refused,
+            "failed": [
+                {
+                    "id": j.id,
+                    "kind": j.kind,
+                    "voice": j.voice,
+                    "file": j.input_path.name,
+                    "reason": j.last_error,
+                }
+                for j in ledger.jobs(state="failed")
+                if only_voice in (None, j.voice)
+            ],
+        }
+    finally:
+        ledger.close()
+
+
+def fetch_report(root: Root) -> dict[str, Any] | None:
+    """The daemon's background fetch of model weights (tts.fetch: auto), if it ran."""
+    from daemon.weights.fetch import fetch_status_file
+
+    try:
+        return json.loads(fetch_status_file(root).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def voice_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
+    clips, warnings, duration = 0, [], 0.0
+    for job in ledger.jobs(kind=IMPORT, voice=voice.name, state="done"):
+        if job.data.get("outcome") != "imported" or not Path(job.data["clip"]).exists():
+            continue
+        clips += 1
+        analysis = job.data["analysis"]
+        duration += analysis["duration"]
+        name = Path(job.data["clip"]).name
+        warnings += [f"{name}: {warning}" for warning in analysis["warnings"]]
+    return {
+        "clips": clips,
+        "duration": round(duration, 2),
+        "warnings": warnings,
+        "dataset": dataset_report(voice, ledger),
+        "training": training_report(voice, ledger),
+        "rejected": rejected_files(voice),
+        "waiting": [
+            {"file": job.input_path.name, "kind": job.kind, "reason": job.last_error}
+            for job in ledger.jobs(voice=voice.name, state="waiting")
+        ],
+    }
+
+
+def dataset_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
+    entries = Transcripts(voice).entries
+    pieces = [piece for entry in entries.values() for piece in entry["pieces"]]
+    language_file = voice.dataset / "language.json"
+    languages = {entry["language"] for entry in entries.values()}
+    if language_file.exists():
+        languages.add(json.loads(language_file.read_text(encoding="utf-8"))["language"])
+    return {
+        "train": count_lines(voice.dataset / "train.txt"),
+        "validation": count_lines(voice.dataset / "validation.txt"),
+        "minutes": round(sum(p["end"] - p["start"] for p in pieces) / 60, 2),
+        "language": ", ".join(sorted(languages)) or None,
+        **transcription_progress(ledger, voice.name),
+        "unknown_tokens": [
+            f"audio/{p['file']}: {p['unknown']!r} map to [UNK], training would drop this line"
+            for p in pieces
+            if p["unknown"]
+        ],
+    }
+
+
+def training_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
+    from daemon.core.config import ConfigError, load_settings, load_voice_settings
+    from daemon.service.schedule import TRAIN, next_start, now_local
+
+    jobs = ledger.jobs(kind=TRAIN, voice=voice.name)
+    finished = [j for j in jobs if j.state == "done" and j.data.get("outcome") == "trained"]
+    active = [j for j in jobs if j.state in ("pending", "running", "waiting")]
+    last = finished[-1].data if finished else None
+    try:
+        settings = load_voice_settings(load_settings(voice.root.config_file), voice.config_file)
+        upcoming = next_start(settings.training, now_local())
+    except ConfigError:
+        upcoming = None
+    return {
+        "last": None
+        if last is None
+        else {
+            key: last.get(key) for key in ("finished_at_text", "model_sha256", "losses", "warnings")
+        },
+        "next": upcoming.isoformat(timespec="minutes") if upcoming else None,
+        "state": active[-1].state if active else None,
+        "progress": active[-1].data.get("progress") if active else None,
+        "note": active[-1].last_error if active else None,
+        "warnings": last.get("warnings", []) if last else [],
+    }
+
+
+def count_lines(path: Path) -> int:
+    return len(path.read_text(encoding="utf-8").splitlines()) if path.exists() else 0
+
+
+def rejected_files(voice: VoicePaths) -> list[dict[str, str]]:
+    """What sits in rejected/ now: the folder is the truth, so a file the user removed is gone."""
+    if not voice.rejected.is_dir():
+        return []
+    reports = []
+    for reason_file in sorted(voice.rejected.glob("*.reason.txt")):
+        name = reason_file.name.removesuffix(".reason.txt")
+        reason = reason_file.read_text(encoding="utf-8", errors="replace").strip()
+        reports.append({"file": name, "reason": reason})
+    return reports
+
+
+def dataset_line(dataset: dict[str, Any]) -> str:
+    line = (
+        f"  dataset: {dataset['train']} train / {dataset['validation']} validation lines, "
+        f"{dataset['minutes']:.1f} min, language {dataset['language'] or 'not yet known'}"
+    )
+    if dataset["to_transcribe"]:
+        line += (
+            f"; transcribing {dataset['to_transcribe']} more clips "
+            f"(ETA {dataset['eta_seconds']:.0f} s)"
+        )
+    return line
+
+
+def training_line(training: dict[str, Any]) -> str:
+    last = training["last"]
+    line = "  training: " + (
+        f"last {last['finished_at_text']}, loss {last['losses'].get('loss_total', 0):.3f}"
+        if last
+        else "never fine-tuned"
+    )
+    progress = training["progress"]
+    if training["state"] == "running" and progress:
+        line += (
+            f"; running step {progress['step']}/{progress['total_steps']}, epoch "
+            f"{progress['epoch']:.1f}, loss {progress['loss_total']:.3f}, "
+            f"ETA {progress.get('eta_s') or 0:.0f} s"
+        )
+    elif training["state"]:
+        line += f"; {training['state']}: {training['note'] or 'queued'}"
+    return line + f"; next window {training['next'] or 'none'}"
+
+
+def render_text(report: dict[str, Any]) -> str:
+    daemon = report["daemon"]
+    jobs = report["jobs"]
+    state = f"running (pid {daemon['pid']})" if daemon["running"] else "stopped"
+    lines = [
+        f"root:    {report['root']}",
+        f"daemon:  {state}",
+        "jobs:    " + ", ".join(f"{jobs[state]} {state}" for state in jobs),
+    ]
+    if report["fetch"]:
+        lines.append(f"models:  {report['fetch']['message']}")
+    for name, voice in report["voices"].items():
+        minutes = voice["duration"] / 60
+        lines.append(f"\nvoice {name}: {voice['clips']} clips, {minutes:.1f} min of audio")
+        lines.append(dataset_line(voice["dataset"]))
+        lines.append(training_line(voice["training"]))
+        lines += [f"  warning  {w}" for w in voice["warnings"]]
+        lines += [f"  training {w}" for w in voice["training"]["warnings"]]
+        lines += [f"  dataset  {p}" for p in voice["dataset"]["problems"]]
+        lines += [f"  dataset  {u}" for u in voice["dataset"]["unknown_tokens"]]
+        lines += [f"  rejected {r['file']}: {r['reason']}" for r in voice["rejected"]]
+        lines += [f"  waiting  {w['file']}: {w['reason']}" for w in voice["waiting"]]
+    for name, why in report["refused_voices"].items():
+        lines.append(f"\nrefused voice folder {name!r}: {why}")
+    failed = [f for f in report["failed"] if f["kind"] != IMPORT]
+    lines += [f"\nfailed {f['kind']} {f['voice']}/{f['file']}: {f['reason']}" for f in failed]
+    return "\n".join(lines)

@@ -1,0 +1,220 @@
+"""The daemon: one instance per root, a main loop that watches and queues, a worker that works.
+
+Start-up order matters for kill -9: take the lock, put interrupted jobs back, drop stale temp
+files, then scan the folders (events are hints; the listing is the truth) and only then tell
+systemd we are ready.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+from loguru import logger
+
+from daemon.core import atomic
+from daemon.core.config import Settings
+from daemon.core.ledger import Ledger
+from daemon.core.paths import Root
+from daemon.core.worker import Stage, Worker
+from daemon.service.intake import Intake
+from daemon.service.lock import InstanceLock
+from daemon.service.schedule import TRAIN, TrainingSchedule, queue_changed_voices
+from daemon.service.systemd import Notifier
+from daemon.service.watch import StabilityTracker, Watcher, classify
+from daemon.stages.import_clip import ClipImport
+from daemon.stages.render import RENDER, Renderer, RenderStage
+from daemon.stages.train import FineTuneStage
+from daemon.stages.transcribe import DatasetStage, PruneStage, reconcile
+from daemon.weights.fetch import (
+    BackgroundFetch,
+    fetch_status_file,
+    missing_releases,
+    write_fetch_status,
+)
+from daemon.weights.store import tortoise_store
+
+IDLE_TICK = 0.2
+WAITING_PROBE_EVERY = 30.0
+
+
+class WorkerDied(Exception):
+    """The worker thread ended although nobody stopped it: the daemon would look alive and do
+    nothing, so it exits non-zero instead and the service manager restarts it."""
+
+
+EXIT_WORKER_DIED = 3
+
+
+class Daemon:
+    def __init__(self, root: Root, settings: Settings) -> None:
+        self.root = root
+        self.settings = settings
+        self.stop_requested = threading.Event()
+        self.wake = threading.Event()
+        self.tracker = StabilityTracker(settings.watch.stable_for, on_change=self.wake.set)
+        self.notifier = Notifier()
+
+    def request_stop(self, signum: int, _frame: object) -> None:
+        logger.info(
+            "received {}, finishing the current job and stopping", signal.Signals(signum).name
+        )
+        self.stop_requested.set()
+        self.wake.set()
+
+    def run(self, until_idle: bool = False) -> int:
+        lock = InstanceLock(self.root)
+        lock.acquire()
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        ledger = Ledger(self.root.ledger_file)
+        try:
+            self.recover(ledger)
+            worker = Worker(self.root.ledger_file, self.settings, self.stages())
+            watcher = Watcher(self.root, self.settings, self.tracker)
+            intake = Intake(self.root, self.settings, ledger)
+            watcher.start()
+            found = watcher.scan()
+            intake.check_voice_folders()
+            self.notifier.ready(f"watching {self.root.path}")
+            logger.info("voicedrop ready on {}: {} files to look at", self.root.path, found)
+            worker.start()
+            schedule = TrainingSchedule(self.root, self.settings, lambda: self.open_window(worker))
+            schedule.start()
+            fetcher = None if until_idle else self.start_fetching(worker)
+            try:
+                self.main_loop(ledger, intake, watcher, worker, until_idle)
+            except WorkerDied as exc:
+                logger.critical("{}", exc)
+                return EXIT_WORKER_DIED
+            finally:
+                self.notifier.stopping()
+                if fetcher is not None:
+                    fetcher.stop()
+                schedule.stop()
+                watcher.stop()
+                worker.stop()
+        finally:
+            ledger.close()
+            lock.release()
+        logger.info("voicedrop stopped")
+        return 0
+
+    def stages(self) -> list[Stage]:
+        renderer = Renderer(self.root, self.settings)
+        return [
+            ClipImport(self.root, self.settings),
+            DatasetStage(self.root, self.settings),
+            PruneStage(self.root, self.settings),
+            RenderStage(self.root, self.settings, renderer),
+            FineTuneStage(self.root, self.settings, renderer, self.stop_requested),
+        ]
+
+    def start_fetching(self, worker: Worker) -> BackgroundFetch | None:
+        """tts.fetch: auto — missing weights come in the background; renders waiting for
+        them are tried again as soon as they are in place. (`run --until-idle` does not
+        fetch: it would stop half-way; `voicedrop models fetch` is for that.)"""
+        fetch_status_file(self.root).unlink(missing_ok=True)
+        if self.settings.tts.fetch != "auto":
+            return None
+
+        def released() -> None:
+            ledger = Ledger(self.root.ledger_file)
+            try:
+                ledger.release_waiting(RENDER)
+                ledger.release_waiting(TRAIN)
+            finally:
+                ledger.close()
+            worker.wake.set()
+
+        fetcher = BackgroundFetch(
+            tortoise_store(self.root, self.settings),
+            lambda: missing_releases(self.root, self.settings),
+            lambda state, message: write_fetch_status(self.root, state, message),
+            released,
+        )
+        fetcher.start()
+        return fetcher
+
+    def open_window(self, worker: Worker) -> None:
+        """At a scheduled start: queue voices whose dataset changed, wake paused runs."""
+        ledger = Ledger(self.root.ledger_file)
+        try:
+            queued = queue_changed_voices(self.root, ledger)
+            resumed = ledger.release_waiting(TRAIN)
+        finally:
+            ledger.close()
+        logger.info("training window: {} voices queued, {} runs resumed", queued, resumed)
+        worker.wake.set()
+
+    def recover(self, ledger: Ledger) -> None:
+        requeued, failed = ledger.recover(self.settings.jobs.max_attempts)
+        if requeued or failed:
+            logger.warning(
+                "recovered from an unclean stop: {} interrupted jobs queued again, {} given up",
+                requeued,
+                failed,
+            )
+        for folder in (self.root.voices, self.root.inbox, self.root.outbox):
+            atomic.remove_stale_temp_files(folder)
+        ledger.release_waiting()
+        reconcile(self.root, ledger)
+
+    def main_loop(
+        self, ledger: Ledger, intake: Intake, watcher: Watcher, worker: Worker, until_idle: bool
+    ) -> None:
+        next_rescan = time.monotonic() + self.settings.watch.rescan_every
+        next_probe = time.monotonic() + min(WAITING_PROBE_EVERY, self.settings.watch.rescan_every)
+        while not self.stop_requested.is_set():
+            self.wake.wait(timeout=self.sleep_time(next_rescan, next_probe, until_idle))
+            self.wake.clear()
+            if not worker.alive:  # checked before the watchdog ping below
+                raise WorkerDied(
+                    "the worker thread stopped unexpectedly; exiting so that voicedrop is "
+                    "restarted (systemd: Restart=on-failure) instead of looking alive"
+                )
+            for path in self.tracker.due():
+                if self.take(intake, path):
+                    worker.wake.set()
+            if time.monotonic() >= next_rescan:
+                watcher.scan()
+                intake.check_voice_folders()
+                if reconcile(self.root, ledger):
+                    worker.wake.set()
+                next_rescan = time.monotonic() + self.settings.watch.rescan_every
+            if time.monotonic() >= next_probe:
+                if ledger.probe_waiting():
+                    worker.wake.set()
+                next_probe = time.monotonic() + min(
+                    WAITING_PROBE_EVERY, self.settings.watch.rescan_every
+                )
+            self.notifier.ping_if_due()
+            if until_idle and not len(self.tracker) and not ledger.busy():
+                logger.info("nothing left to do (--until-idle)")
+                return
+
+    def take(self, intake: Intake, path: Path) -> bool:
+        drop = classify(self.root, path, self.settings)
+        if drop is None:
+            return False
+        try:
+            return intake.take(drop)
+        except OSError as exc:
+            logger.error("could not take {}: {}; will look again", path, exc)
+            self.tracker.touch(path)
+            return False
+
+    def sleep_time(self, next_rescan: float, next_probe: float, until_idle: bool) -> float:
+        now = time.monotonic()
+        deadlines = [next_rescan - now, next_probe - now]
+        stable_at = self.tracker.next_deadline()
+        if stable_at is not None:
+            deadlines.append(stable_at - now)
+        watchdog = self.notifier.ping_if_due()
+        if watchdog is not None:
+            deadlines.append(watchdog)
+        if until_idle:
+            deadlines.append(IDLE_TICK)
+        return max(0.01, min(deadlines))

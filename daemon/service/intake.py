@@ -1,0 +1,156 @@
+"""From a stable drop to a queued job, or to rejected/ with a reason a user can act on."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from loguru import logger
+
+from daemon.core import atomic
+from daemon.core.config import Settings
+from daemon.core.ledger import Ledger
+from daemon.core.paths import Root, VoicePaths, free_name
+from daemon.service.watch import Drop
+
+IMPORT = "import"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def reject_file(voice: VoicePaths, path: Path, reason: str) -> Path:
+    """Move `path` (a symlink itself, never its target) into rejected/ beside its reason.
+
+    The reason is written first: if the daemon dies in between, the file is still in the
+    inbox and is simply looked at again.
+    """
+    target = free_name(voice.rejected, path.name)
+    atomic.write_text(target.with_name(target.name + ".reason.txt"), reason.rstrip() + "\n")
+    move_file(path, target)
+    logger.warning("rejected {}: {}", path.name, reason)
+    return target
+
+
+def move_file(source: Path, target: Path) -> None:
+    """Rename within the root's filesystem; copy, fsync and unlink only across devices."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        if exc.errno != 18:  # EXDEV: inbox on another filesystem than voices/
+            raise
+        with atomic.atomic_path(target) as tmp:
+            shutil.copy2(source, tmp)
+        source.unlink()
+    atomic.fsync_directory(target.parent)
+    atomic.fsync_directory(source.parent)
+
+
+class Intake:
+    """Decides what a stable drop becomes: an import job, a rejection, or nothing."""
+
+    def __init__(self, root: Root, settings: Settings, ledger: Ledger) -> None:
+        self.root = root
+        self.settings = settings
+        self.ledger = ledger
+        self.warned_voices: set[str] = set()
+
+    def take(self, drop: Drop) -> bool:
+        """Returns whether a new job was queued."""
+        problem = self.root.voice_folder_problem(self.root.inbox / drop.voice)
+        if problem:
+            self.refuse_voice(drop.voice, problem)
+            return False
+        voice = self.root.voice(drop.voice)
+        if drop.folder == "outbox":
+            return self.queue_render(drop.path)
+        if drop.path.is_symlink():
+            reject_file(voice, drop.path, symlink_reason(drop.path))
+            return False
+        if not drop.path.is_file():
+            return False
+        extension = drop.path.suffix.lower().lstrip(".")
+        if extension not in self.settings.imports.extensions:
+            reject_file(voice, drop.path, extension_reason(extension, self.settings))
+            return False
+        return self.queue_import(voice, drop.path)
+
+    def queue_import(self, voice: VoicePaths, path: Path) -> bool:
+        content_hash = file_sha256(path)
+        job, created = self.ledger.enqueue(IMPORT, voice.name, path, content_hash)
+        if created:
+            logger.info("queued {} for voice {}", path.name, voice.name)
+            return True
+        if job.state == "failed":
+            self.ledger.requeue(job.id, path)
+            logger.info("queued {} again (it failed before: {})", path.name, job.last_error)
+            return True
+        if job.input_path == path and job.state in ("pending", "running", "waiting"):
+            return False
+        reject_file(voice, path, duplicate_reason(self.root, job.data, job.input_path))
+        return False
+
+    def queue_render(self, text: Path) -> bool:
+        """Render a text whose wav is missing or whose sidecar names another text hash; a text
+        that failed waits for an edit, or for its .error.txt to be deleted."""
+        from daemon.stages.render import RENDER, is_rendered, outputs_for
+
+        if text.is_symlink() or not text.is_file():
+            return False
+        content_hash = file_sha256(text)
+        if is_rendered(text, content_hash):
+            return False
+        voice = text.parent.name
+        job, created = self.ledger.enqueue(RENDER, voice, text, content_hash)
+        if created:
+            logger.info("queued {} for rendering in voice {}", text.name, voice)
+            return True
+        retry_failed = job.state == "failed" and not outputs_for(text)[2].exists()
+        if job.state == "done" or retry_failed:
+            self.ledger.requeue(job.id, text)
+            logger.info("queued {} for rendering again", text.name)
+            return True
+        return False
+
+    def check_voice_folders(self) -> None:
+        """Say once why a voice folder is refused; its files are never even listed."""
+        for name, problem in self.root.voice_names()[1].items():
+            self.refuse_voice(name, problem)
+
+    def refuse_voice(self, name: str, problem: str) -> None:
+        if name not in self.warned_voices:
+            self.warned_voices.add(name)
+            logger.error("refusing voice folder {!r}: {}", name, problem)
+
+
+def symlink_reason(path: Path) -> str:
+    return (
+        f"{path.name} is a symbolic link (to {os.readlink(path)}); voicedrop never follows "
+        "links in the inbox. Copy the audio file itself into the folder."
+    )
+
+
+def extension_reason(extension: str, settings: Settings) -> str:
+    shown = f".{extension}" if extension else "no extension"
+    allowed = ", ".join(settings.imports.extensions)
+    return (
+        f"{shown} is not an audio file type voicedrop imports (allowed: {allowed}; "
+        "change import.extensions in config.yaml to add one)."
+    )
+
+
+def duplicate_reason(root: Root, data: dict[str, str], queued_path: Path) -> str:
+    first = Path(data.get("original") or queued_path)
+    try:
+        shown = first.relative_to(root.path)
+    except ValueError:
+        shown = first
+    return f"the same audio (identical content) was already imported as {shown}; nothing to do."

@@ -1,0 +1,386 @@
+"""Render stage: outbox/<voice>/<name>.txt becomes <name>.wav plus a <name>.json sidecar.
+
+Long texts are rendered chunk by chunk; each finished chunk is kept under
+.voicedrop/renders/ so a render killed half-way resumes at the next chunk. A text is
+rendered when its .wav is missing or its sidecar names another text hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import soundfile as sf
+import soxr
+from loguru import logger
+
+from daemon import __version__
+from daemon.core import atomic
+from daemon.core.config import (
+    MAX_MEL_TOKENS,
+    ConfigError,
+    Settings,
+    TtsSettings,
+    load_settings,
+    load_voice_settings,
+    override_section,
+)
+from daemon.core.ledger import Job, Ledger
+from daemon.core.paths import Root, VoicePaths
+from daemon.core.worker import Blocked, Rejected
+from daemon.service.intake import file_sha256
+from daemon.tts.checkpoints import BadCheckpoint, WeightsMissing
+from daemon.tts.latents import NoClips, cached_latents, voice_clips
+from daemon.tts.redact import Redaction, check_brackets, redact
+from daemon.tts.texts import BadText, chunk_text, read_text, split_front_matter
+from daemon.weights.store import tortoise_models
+from daemon.weights.voice_models import adopt_dropped
+
+RENDER = "render"
+CHUNK_PAUSE_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """What a text's front matter may set; None keeps the preset's value."""
+
+    preset: Literal["ultra_fast", "fast", "standard", "high_quality"]
+    seed: int
+    decoder: Literal["diffusion", "hifigan"]
+    output_sample_rate: int
+    candidates: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    diffusion_iterations: int | None = None
+    cond_free: bool | None = None
+    cond_free_k: float | None = None
+    length_penalty: float | None = None
+    repetition_penalty: float | None = None
+    max_mel_tokens: int | None = None
+
+    @classmethod
+    def parse(cls, tts: TtsSettings, front_matter: dict[str, Any], source: Path) -> TextSettings:
+        defaults = cls(
+            tts.preset,
+            tts.seed,
+            tts.decoder,
+            tts.output_sample_rate,
+            max_mel_tokens=tts.max_mel_tokens,
+        )
+        settings = override_section(defaults, front_matter, source, "front matter")
+        problems = [
+            (
+                "max_mel_tokens",
+                settings.max_mel_tokens is None or 1 <= settings.max_mel_tokens <= MAX_MEL_TOKENS,
+                f"1-{MAX_MEL_TOKENS}",
+            ),
+            ("candidates", settings.candidates in (None,) or settings.candidates >= 1, "≥ 1"),
+            ("top_p", settings.top_p is None or 0 < settings.top_p <= 1, "in (0, 1]"),
+            ("temperature", settings.temperature is None or settings.temperature > 0, "> 0"),
+            ("output_sample_rate", 8000 <= settings.output_sample_rate <= 192000, "8000-192000"),
+        ]
+        for key, ok, allowed in problems:
+            if not ok:
+                raise ConfigError(f"{source}: front matter.{key}: must be {allowed}")
+        return settings
+
+    def generation(self):
+        from daemon.tts.engine import GenerationSettings
+
+        overrides = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("preset", "output_sample_rate") and getattr(self, f.name) is not None
+        }
+        return GenerationSettings.preset(self.preset, **overrides)
+
+
+def text_sha256(path: Path) -> str:
+    return file_sha256(path)
+
+
+def outputs_for(text: Path) -> tuple[Path, Path, Path]:
+    return text.with_suffix(".wav"), text.with_suffix(".json"), text.with_suffix(".error.txt")
+
+
+def is_rendered(text: Path, content_hash: str) -> bool:
+    """Rendered when the wav exists and its sidecar names this very text: so editing a text
+    renders it again and deleting its wav brings it back."""
+    wav, sidecar, _ = outputs_for(text)
+    if not (wav.exists() and sidecar.exists()):
+        return False
+    try:
+        return json.loads(sidecar.read_text(encoding="utf-8")).get("text_sha256") == content_hash
+    except (OSError, ValueError):
+        return False
+
+
+class Renderer:
+    """Keeps one engine loaded between jobs, for the daemon and for `voicedrop render`."""
+
+    def __init__(self, root: Root, settings: Settings | None = None) -> None:
+        self.root = root
+        self.settings = settings if settings is not None else load_settings(root.config_file)
+        self.whisper = None  # loaded for the first chunk with a [bracketed] prompt
+        self.engine = None
+        self.engine_key: tuple | None = None
+        self.last_used = time.monotonic()
+
+    def models_dir(self, tts: TtsSettings, decoder: str) -> Path:
+        """Where the TorToiSe weights for `decoder` are found (see daemon.weights.store)."""
+        return tortoise_models(self.root, self.settings, tts.models_dir, decoder).folder
+
+    def engine_for(self, tts: TtsSettings, decoder: str):
+        from daemon.tts.engine import Engine
+
+        key = (self.models_dir(tts, decoder), tts.device, tts.half)
+        if self.engine is None or key != self.engine_key:
+            self.release()
+            self.engine = Engine(key[0], device=tts.device, half=tts.half)
+            self.engine_key = key
+        self.last_used = time.monotonic()
+        return self.engine
+
+    def release(self) -> None:
+        if self.engine is not None:
+            self.engine.release()
+        if self.whisper is not None:
+            self.whisper.release()
+        self.whisper = None
+        self.engine = None
+        self.engine_key = None
+
+    def release_if_idle(self, idle_unload: float) -> None:
+        if self.engine is not None and time.monotonic() - self.last_used > idle_unload:
+            logger.info("releasing the TTS models after {:.0f} s idle", idle_unload)
+            self.release()
+
+    def check_ready(self, voice: VoicePaths, tts: TtsSettings, decoder: str) -> None:
+        """Raise Blocked when rendering needs something only the user can provide."""
+        from daemon.tts.checkpoints import missing_weights
+
+        models_dir = self.models_dir(tts, decoder)
+        missing = missing_weights(models_dir, decoder)
+        if missing:
+            raise Blocked(
+                f"missing {', '.join(missing)} in {models_dir}: run `voicedrop models fetch` "
+                "(with tts.fetch: auto the daemon fetches them itself when online), or set "
+                "tts.models_dir to a folder holding TorToiSe's released checkpoints; texts "
+                "render once they are there"
+            )
+        if not voice_clips(voice):
+            raise Blocked(
+                f"voice {voice.name} has no clips yet: drop a few clips of the voice into "
+                f"inbox/{voice.name}/ and this text renders once they are imported"
+            )
+
+    def render(
+        self,
+        voice: VoicePaths,
+        body: str,
+        settings: TextSettings,
+        tts: TtsSettings,
+        output: Path,
+        text_hash: str,
+    ) -> dict[str, Any]:
+        """Render `body` into `output` (+ sidecar), resuming from finished chunks."""
+        from daemon.tts.checkpoints import file_sha256 as model_sha256
+
+        started = time.monotonic()
+        engine = self.engine_for(tts, settings.decoder)
+        adopt_dropped(voice.models, engine.spec)
+        fine_tune = voice.models / "autoregressive.pth"
+        autoregressive = fine_tune if fine_tune.exists() else None
+        try:
+            engine.load(autoregressive=autoregressive, decoder=settings.decoder)
+        except (BadCheckpoint, WeightsMissing) as exc:
+            raise Blocked(f"{exc}; texts render once the model files are fixed") from exc
+        files = engine.model_files(autoregressive=autoregressive, decoder=settings.decoder)
+        hashes = {name: model_sha256(path) for name, path in files.items()}
+        try:
+            latents, latents_key, latent_seconds = cached_latents(
+                engine, voice, hashes, autoregressive, tts.latents, tts.seed
+            )
+        except NoClips as exc:
+            raise Blocked(str(exc)) from exc
+        generation = settings.generation()
+        chunks = chunk_text(body, engine.text_token_count, engine.max_text_tokens)
+        work = self.work_dir(text_hash, generation, hashes, latents_key)
+        rendered = self.render_chunks(
+            engine, chunks, latents, generation, autoregressive, work, output.name
+        )
+        audio_parts = [audio for audio, _ in rendered]
+        audio = join_chunks(audio_parts, engine.SAMPLE_RATE, settings.output_sample_rate)
+        write_wav(output, audio, settings.output_sample_rate)
+        total = time.monotonic() - started
+        audio_seconds = audio.size / settings.output_sample_rate
+        sidecar = {
+            "text_sha256": text_hash,
+            "voice": voice.name,
+            "models": {
+                name: {"path": str(path), "sha256": hashes[name]} for name, path in files.items()
+            },
+            "fine_tuned": autoregressive is not None,
+            "seed": generation.seed,
+            "settings": {
+                **dataclasses.asdict(generation),
+                "preset": settings.preset,
+                "output_sample_rate": settings.output_sample_rate,
+                "latents": tts.latents,
+                "generated_mel_tokens": engine.generation_length(generation),
+            },
+            "chunks": len(chunks),
+            "redaction": [str(status) for _, status in rendered],
+            "latents": latents_key,
+            "timings": {
+                "latents_seconds": round(latent_seconds, 3),
+                "total_seconds": round(total, 3),
+            },
+            "audio_seconds": round(audio_seconds, 3),
+            "real_time_factor": round(total / max(audio_seconds, 1e-9), 4),
+            "device": str(getattr(engine, "device", "")),
+            "voicedrop": __version__,
+        }
+        atomic.write_text(output.with_suffix(".json"), json.dumps(sidecar, indent=1))
+        shutil.rmtree(work, ignore_errors=True)
+        self.last_used = time.monotonic()
+        return sidecar
+
+    def work_dir(
+        self, text_hash: str, generation, hashes: dict[str, str], latents_key: str
+    ) -> Path:
+        """Finished chunks live here; any change of text, settings or model starts afresh."""
+        payload = json.dumps(
+            [text_hash, dataclasses.asdict(generation), hashes, latents_key], sort_keys=True
+        )
+        return self.root.state / "renders" / hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+    def redact(self, audio: np.ndarray, rate: int, chunk: str) -> tuple[np.ndarray, Redaction]:
+        """Cut the chunk's [bracketed] prompt, finding it with the Whisper model."""
+        if "[" not in chunk:
+            return audio, Redaction.NONE
+        from daemon.dataset.whisper import Whisper, WhisperOptions
+        from daemon.weights.store import ModelMissing
+
+        if self.whisper is None:
+            self.whisper = Whisper()
+        try:
+            options = WhisperOptions.from_settings(self.settings, self.root)
+        except ModelMissing as exc:
+            raise Blocked(f"cutting [bracketed] prompts needs the Whisper model: {exc}") from exc
+        return redact(audio, rate, chunk, self.whisper, options, self.settings.whisper.language)
+
+    def render_chunks(
+        self, engine, chunks: list[str], latents, generation, autoregressive, work: Path, name: str
+    ) -> list[tuple[np.ndarray, Redaction]]:
+        """Each chunk's audio, [bracketed] prompts cut, and what the cut did."""
+        parts = []
+        started = time.monotonic()
+        reused = 0
+        for index, chunk in enumerate(chunks):
+            part, status_file = work / f"{index:05d}.npy", work / f"{index:05d}.redaction"
+            if part.exists() and status_file.exists():
+                parts.append((np.load(part), Redaction(status_file.read_text().strip())))
+                reused += 1
+                continue
+            audio = engine.render(chunk, latents, generation, autoregressive=autoregressive)
+            audio, status = self.redact(audio, engine.SAMPLE_RATE, chunk)
+            with atomic.atomic_path(part) as tmp:
+                np.save(tmp, audio)
+            atomic.write_text(status_file, f"{status}\n")
+            parts.append((audio, status))
+            done = index + 1 - reused
+            eta = (time.monotonic() - started) / done * (len(chunks) - index - 1)
+            logger.info(
+                "rendering {}: chunk {}/{} ({:.0%}, ETA {:.0f} s)",
+                name,
+                index + 1,
+                len(chunks),
+                (index + 1) / len(chunks),
+                eta,
+            )
+        if reused:
+            logger.info(
+                "rendering {}: reused {} chunks finished before an interruption", name, reused
+            )
+        return parts
+
+
+def join_chunks(parts: list[np.ndarray], rate: int, output_rate: int) -> np.ndarray:
+    pause = np.zeros(int(CHUNK_PAUSE_SECONDS * rate), np.float32)
+    joined = np.concatenate([x for part in parts for x in (part, pause)][:-1])
+    if output_rate != rate:
+        joined = soxr.resample(joined, rate, output_rate, quality="HQ")
+    return np.clip(joined, -1.0, 1.0).astype(np.float32)
+
+
+def write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
+    with atomic.atomic_path(path) as tmp:
+        sf.write(tmp, audio, rate, subtype="PCM_16", format="WAV")
+
+
+class RenderStage:
+    """The render job: one per version of a text."""
+
+    kind = RENDER
+
+    def __init__(self, root: Root, settings: Settings, renderer: Renderer | None = None) -> None:
+        self.root = root
+        self.settings = settings
+        self.renderer = renderer or Renderer(root, settings)
+
+    def run(self, job: Job, ledger: Ledger) -> None:
+        text = job.input_path
+        if not text.exists() or text_sha256(text) != job.content_hash:
+            ledger.finish(job.id, outcome="superseded")
+            return
+        voice = self.root.voice(job.voice)
+        wav, _, error = outputs_for(text)
+        try:
+            body, settings, tts = self.prepare(voice, text)
+            self.renderer.check_ready(voice, tts, settings.decoder)
+            sidecar = self.renderer.render(voice, body, settings, tts, wav, job.content_hash)
+        except Blocked as exc:
+            atomic.write_text(error, f"{exc}\n")
+            raise
+        error.unlink(missing_ok=True)
+        ledger.finish(
+            job.id, outcome="rendered", wav=str(wav), seconds=sidecar["timings"]["total_seconds"]
+        )
+        logger.info(
+            "rendered {} ({}): {:.1f} s of speech in {:.1f} s",
+            text.name,
+            voice.name,
+            sidecar["audio_seconds"],
+            sidecar["timings"]["total_seconds"],
+        )
+
+    def prepare(self, voice: VoicePaths, text: Path) -> tuple[str, TextSettings, TtsSettings]:
+        try:
+            tts = load_voice_settings(self.settings, voice.config_file).tts
+        except ConfigError as exc:
+            raise Blocked(str(exc)) from exc
+        try:
+            front_matter, body = split_front_matter(read_text(text), text.name)
+            settings = TextSettings.parse(tts, front_matter, text)
+            check_brackets(body)
+        except (BadText, ConfigError) as exc:
+            raise Rejected(str(exc)) from exc
+        if not body.strip():
+            raise Rejected(
+                f"{text.name} has no text to speak; write something below the front matter"
+            )
+        return body, settings, tts
+
+    def give_up(self, job: Job, reason: str) -> None:
+        atomic.write_text(outputs_for(job.input_path)[2], f"{reason}\n")
+
+    def on_idle(self) -> None:
+        self.renderer.release_if_idle(self.settings.tts.idle_unload)

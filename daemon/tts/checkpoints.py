@@ -1,0 +1,428 @@
+"""TorToiSe model files: their dimensions, strict loading, and a tiny random set for tests.
+
+The engine builds every model class itself from a `ModelSpec` and loads plain checkpoint files
+strictly, so a wrong file in `tts.models_dir` is reported by name instead of rendering noise.
+torch and tortoise are imported inside functions: the daemon imports this module without them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from daemon.core.atomic import atomic_path, write_text
+
+if TYPE_CHECKING:
+    import torch
+
+AUTOREGRESSIVE_FILE = "autoregressive.pth"
+DIFFUSION_FILE = "diffusion_decoder.pth"
+VOCODER_FILE = "vocoder.pth"
+CLVP_FILE = "clvp2.pth"
+HIFIGAN_FILE = "hifidecoder.pth"
+DVAE_FILE = "dvae.pth"  # turns mels into the AR's codes; only fine-tuning needs it
+REQUIRED_FILES = (AUTOREGRESSIVE_FILE, DIFFUSION_FILE, VOCODER_FILE, CLVP_FILE)
+SPEC_FILE = "spec.json"
+VOCODER_KEY = "model_g"  # the released vocoder.pth nests the generator's weights under this key
+
+# Buffers older transformers versions saved with GPT-2 (the released autoregressive.pth has
+# them); transformers 4.31 rebuilds them, so they are dropped instead of failing the load.
+LEGACY_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+# Aliases UnifiedVoice.post_init_gpt2_config adds for the same tensors; a model saved after it
+# carries them twice.
+ALIAS_PREFIXES = ("inference_model.", "gpt.wte.")
+REPORTED_KEYS = 5
+OPTIONAL_SECTIONS = {"dvae"}  # spec.json files written before fine-tuning lack them
+
+
+class BadCheckpoint(Exception):
+    """A checkpoint file that does not fit the model it is meant for."""
+
+
+class WeightsMissing(Exception):
+    """Model files a render needs are not installed."""
+
+    def __init__(self, directory: Path, missing: list[str]) -> None:
+        self.directory = Path(directory)
+        self.missing = list(missing)
+        super().__init__(
+            f"missing {', '.join(self.missing)} in {self.directory}: run `voicedrop models "
+            "fetch`, or put TorToiSe's released checkpoints there"
+        )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Constructor keyword arguments of every TorToiSe model class, as stored in spec.json."""
+
+    autoregressive: dict[str, Any]
+    diffusion: dict[str, Any]
+    clvp: dict[str, Any]
+    vocoder: dict[str, Any]
+    hifigan: dict[str, Any]
+    dvae: dict[str, Any] = dataclasses.field(default_factory=lambda: ModelSpec.released().dvae)
+
+    @classmethod
+    def released(cls) -> ModelSpec:
+        """The dimensions of TorToiSe's released checkpoints (tortoise api.py / api_fast.py)."""
+        return cls(
+            autoregressive=_autoregressive(
+                layers=30, model_dim=1024, heads=16, max_text_tokens=402, max_mel_tokens=604
+            ),
+            diffusion=_diffusion(model_channels=1024, num_layers=10, latent=1024, heads=16),
+            clvp=_clvp(dim=768, depth=20, heads=12),
+            vocoder=_vocoder(channel_size=32),
+            hifigan=_hifigan(latent=1024, initial_channel=512),
+            dvae=_dvae(codebook_dim=512, hidden_dim=512, resnet_blocks=3, tokens=8192),
+        )
+
+    @classmethod
+    def tiny(cls) -> ModelSpec:
+        """The same classes small enough to render a sentence on a CPU in about a second.
+
+        The token limits are the released ones, so real dataset lines fit; random weights
+        almost never emit the stop token, so a render's length comes from tts.max_mel_tokens."""
+        return cls(
+            autoregressive=_autoregressive(
+                layers=1, model_dim=64, heads=2, max_text_tokens=402, max_mel_tokens=604
+            ),
+            diffusion=_diffusion(model_channels=64, num_layers=1, latent=64, heads=2),
+            clvp=_clvp(dim=32, depth=1, heads=2),
+            vocoder=_vocoder(channel_size=8),
+            hifigan=_hifigan(latent=64, initial_channel=32),
+            dvae=_dvae(codebook_dim=32, hidden_dim=16, resnet_blocks=1, tokens=256),
+        )
+
+    @classmethod
+    def read(cls, models_dir: Path) -> ModelSpec:
+        """The spec.json in `models_dir`, or the released dimensions when there is none."""
+        path = Path(models_dir) / SPEC_FILE
+        if not path.exists():
+            return cls.released()
+        names = sorted(f.name for f in dataclasses.fields(cls))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise BadCheckpoint(f"{path} is not valid JSON: {error}") from error
+        if not isinstance(data, dict) or sorted(set(data) | OPTIONAL_SECTIONS) != names:
+            raise BadCheckpoint(f"{path} must be an object with exactly the sections {names}")
+        return cls(**data)
+
+    def write(self, models_dir: Path) -> Path:
+        path = Path(models_dir) / SPEC_FILE
+        write_text(path, json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        return path
+
+
+def _autoregressive(
+    layers: int, model_dim: int, heads: int, max_text_tokens: int, max_mel_tokens: int
+) -> dict[str, Any]:
+    return {
+        "layers": layers,
+        "model_dim": model_dim,
+        "heads": heads,
+        "max_text_tokens": max_text_tokens,
+        "max_mel_tokens": max_mel_tokens,
+        "max_conditioning_inputs": 2,
+        "number_text_tokens": 255,
+        "start_text_token": 255,
+        "checkpointing": False,
+        "train_solo_embeddings": False,
+    }
+
+
+def _diffusion(model_channels: int, num_layers: int, latent: int, heads: int) -> dict[str, Any]:
+    return {
+        "model_channels": model_channels,
+        "num_layers": num_layers,
+        "in_channels": 100,
+        "out_channels": 200,
+        "in_latent_channels": latent,
+        "in_tokens": 8193,
+        "dropout": 0,
+        "use_fp16": False,
+        "num_heads": heads,
+        "layer_drop": 0,
+        "unconditioned_percentage": 0,
+    }
+
+
+def _clvp(dim: int, depth: int, heads: int) -> dict[str, Any]:
+    return {
+        "dim_text": dim,
+        "dim_speech": dim,
+        "dim_latent": dim,
+        "num_text_tokens": 256,
+        "text_enc_depth": depth,
+        "text_seq_len": 350,
+        "text_heads": heads,
+        "num_speech_tokens": 8192,
+        "speech_enc_depth": depth,
+        "speech_heads": heads,
+        "speech_seq_len": 430,
+        "use_xformers": True,
+    }
+
+
+def _vocoder(channel_size: int) -> dict[str, Any]:
+    return {
+        "noise_dim": 64,
+        "channel_size": channel_size,
+        "dilations": [1, 3, 9, 27],
+        "strides": [8, 8, 4],
+        "lReLU_slope": 0.2,
+        "kpnet_conv_size": 3,
+        "hop_length": 256,
+        "n_mel_channels": 100,
+    }
+
+
+def _hifigan(latent: int, initial_channel: int) -> dict[str, Any]:
+    return {
+        "in_channels": latent,
+        "out_channels": 1,
+        "resblock_type": "1",
+        "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+        "resblock_kernel_sizes": [3, 7, 11],
+        "upsample_kernel_sizes": [16, 16, 4, 4],
+        "upsample_initial_channel": initial_channel,
+        "upsample_factors": [8, 8, 2, 2],
+        "cond_channels": latent,
+    }
+
+
+def _dvae(codebook_dim: int, hidden_dim: int, resnet_blocks: int, tokens: int) -> dict[str, Any]:
+    """DL-Art-School's lucidrains_dvae settings for TorToiSe (see daemon.training.dvae)."""
+    return {
+        "channels": 80,
+        "codebook_dim": codebook_dim,
+        "hidden_dim": hidden_dim,
+        "kernel_size": 3,
+        "num_layers": 2,
+        "num_resnet_blocks": resnet_blocks,
+        "num_tokens": tokens,
+        "stride": 2,
+    }
+
+
+def build_autoregressive(spec: ModelSpec) -> torch.nn.Module:
+    from tortoise.models.autoregressive import UnifiedVoice
+
+    return UnifiedVoice(**spec.autoregressive)
+
+
+def build_dvae(spec: ModelSpec) -> torch.nn.Module:
+    from daemon.training.dvae import DiscreteVAE
+
+    return DiscreteVAE(**spec.dvae)
+
+
+def build_diffusion(spec: ModelSpec) -> torch.nn.Module:
+    from tortoise.models.diffusion_decoder import DiffusionTts
+
+    return DiffusionTts(**spec.diffusion)
+
+
+def build_clvp(spec: ModelSpec) -> torch.nn.Module:
+    from tortoise.models.clvp import CLVP
+
+    return CLVP(**spec.clvp)
+
+
+def build_vocoder(spec: ModelSpec) -> torch.nn.Module:
+    from tortoise.models.vocoder import UnivNetGenerator
+
+    with _old_weight_norm():
+        return UnivNetGenerator(**spec.vocoder)
+
+
+def build_hifigan(spec: ModelSpec) -> torch.nn.Module:
+    from tortoise.models.hifigan_decoder import HifiganGenerator
+
+    with _old_weight_norm():
+        return HifiganGenerator(**spec.hifigan)
+
+
+@contextlib.contextmanager
+def _old_weight_norm() -> Iterator[None]:
+    """Silence torch's deprecation warning for the weight_norm tortoise's vocoders use: the
+    released checkpoints are stored in its format (weight_g / weight_v)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*weight_norm.*deprecated", FutureWarning)
+        yield
+
+
+def load_strict(module: torch.nn.Module, path: Path, key: str | None = None) -> torch.nn.Module:
+    """Load `path` into `module`, every key and shape matching, or raise BadCheckpoint."""
+    state = read_model_file(Path(path), key)
+    expected = module.state_dict()
+    state = {name: value for name, value in state.items() if not _ignorable(name, expected)}
+    return _load_checked(module, path, state)
+
+
+def load_tolerant(module: torch.nn.Module, path: Path) -> torch.nn.Module:
+    """Load hifidecoder.pth, which tortoise's api_fast.py loads with strict=False: the released
+    file may carry extra keys or non-tensor entries, which are logged and skipped; a missing
+    key or a wrong shape still refuses the file."""
+    from loguru import logger
+
+    state = read_model_file(Path(path))
+    expected = module.state_dict()
+    extra = sorted(
+        str(name) for name, value in state.items() if name not in expected or not _tensor(value)
+    )
+    if extra:
+        logger.warning("{}: ignoring {}", path, _listing("entries the decoder does not use", extra))
+    kept = {name: value for name, value in state.items() if name in expected and _tensor(value)}
+    return _load_checked(module, path, kept)
+
+
+def _load_checked(module: torch.nn.Module, path: Path, state: Mapping[str, Any]) -> torch.nn.Module:
+    """Load `state` into `module` if every key and shape matches, else BadCheckpoint."""
+    problems = _mismatches(module.state_dict(), state)
+    if problems:
+        raise BadCheckpoint(
+            f"{path} does not fit {type(module).__name__} "
+            f"(is it the right file, with the dimensions in spec.json?): " + "; ".join(problems)
+        )
+    module.load_state_dict(state, strict=True)
+    return module
+
+
+def _tensor(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor)
+
+
+def read_model_file(path: Path, key: str | None = None) -> Mapping[str, Any]:
+    """A model file's state dict, refused before torch reads it when it no longer matches the
+    sha256 recorded when it was fetched (see daemon.weights.store)."""
+    from daemon.weights.store import check_before_loading
+
+    check_before_loading(path)
+    return read_state_dict(path, key)
+
+
+def read_state_dict(path: Path, key: str | None = None) -> Mapping[str, Any]:
+    """The tensors in a checkpoint (under `key` if given), or BadCheckpoint."""
+    import pickle
+
+    import torch
+
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        raise BadCheckpoint(f"{path} is not a readable PyTorch checkpoint: {error}") from error
+    if key is not None:
+        if not isinstance(data, Mapping) or key not in data:
+            raise BadCheckpoint(f"{path} has no '{key}' entry holding the model's weights")
+        data = data[key]
+    if not isinstance(data, Mapping):
+        raise BadCheckpoint(f"{path} holds a {type(data).__name__}, not a state dict")
+    return data
+
+
+def _ignorable(name: str, expected: Mapping[str, Any]) -> bool:
+    if name in expected:
+        return False
+    return name.endswith(LEGACY_SUFFIXES) or name.startswith(ALIAS_PREFIXES)
+
+
+def _mismatches(expected: Mapping[str, Any], state: Mapping[str, Any]) -> list[str]:
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    shapes = [
+        f"{name} is {tuple(state[name].shape)}, expected {tuple(value.shape)}"
+        for name, value in expected.items()
+        if name in state and hasattr(state[name], "shape") and state[name].shape != value.shape
+    ]
+    return [
+        text
+        for text in (
+            _listing("missing keys", missing),
+            _listing("unexpected keys", unexpected),
+            _listing("shape mismatches", shapes),
+        )
+        if text
+    ]
+
+
+def _listing(label: str, items: list[str]) -> str:
+    if not items:
+        return ""
+    shown = ", ".join(items[:REPORTED_KEYS])
+    more = f", … {len(items) - REPORTED_KEYS} more" if len(items) > REPORTED_KEYS else ""
+    return f"{len(items)} {label}: {shown}{more}"
+
+
+def missing_weights(models_dir: Path, decoder: str) -> list[str]:
+    """The files rendering with `decoder` needs that are not in `models_dir`."""
+    return [name for name in needed_files(decoder) if not (Path(models_dir) / name).is_file()]
+
+
+def needed_files(decoder: str) -> tuple[str, ...]:
+    """diffusion: tortoise api.py (CLVP ranks the candidates); hifigan: api_fast.py, which
+    samples one candidate, ranks nothing and computes no diffusion latents."""
+    if decoder == "diffusion":
+        return (AUTOREGRESSIVE_FILE, CLVP_FILE, DIFFUSION_FILE, VOCODER_FILE)
+    if decoder == "hifigan":
+        return (AUTOREGRESSIVE_FILE, HIFIGAN_FILE)
+    raise ValueError(f"unknown decoder {decoder!r}: use 'diffusion' or 'hifigan'")
+
+
+def write_tiny_models(directory: Path, seed: int = 0) -> list[Path]:
+    """Write a randomly initialised tiny model set in the released files' formats."""
+    import torch
+
+    directory = Path(directory)
+    spec = ModelSpec.tiny()
+    torch.manual_seed(seed)
+    files = {
+        AUTOREGRESSIVE_FILE: build_autoregressive(spec).state_dict(),
+        DIFFUSION_FILE: build_diffusion(spec).state_dict(),
+        VOCODER_FILE: {VOCODER_KEY: build_vocoder(spec).state_dict()},
+        CLVP_FILE: build_clvp(spec).state_dict(),
+        HIFIGAN_FILE: build_hifigan(spec).state_dict(),
+        DVAE_FILE: build_dvae(spec).state_dict(),
+    }
+    written = [save_checkpoint(data, directory / name) for name, data in files.items()]
+    return [*written, spec.write(directory)]
+
+
+def save_checkpoint(data: Mapping[str, Any], path: Path) -> Path:
+    """torch.save through a temp file, so a crash never leaves a truncated checkpoint."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(dict(data), tmp)
+    return Path(path)
+
+
+_hash_cache: dict[tuple[str, int, int], str] = {}
+
+
+def file_signature(path: Path) -> tuple[str, int, int]:
+    """What identifies a file's content cheaply: a model retrained in place gets a new one."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return (str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def file_sha256(path: Path) -> str:
+    """Full sha256 of a file, computed once per signature: checkpoints are gigabytes."""
+    key = file_signature(path)
+    if key not in _hash_cache:
+        digest = hashlib.sha256()
+        with open(key[0], "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+        _hash_cache[key] = digest.hexdigest()
+    return _hash_cache[key]
