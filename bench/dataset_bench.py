@@ -3,7 +3,7 @@ against plain faster-whisper, side by side in one run, on the same clips, model 
 
 Clips (tortoise-tts voices plus espeak-ng sentences) are dropped into a temp root and
 imported by the real intake and import stage. Then, per round, every transcribe job is
-claimed from the real ledger and run by the real worker (`DatasetStage`: read the 22050 Hz
+claimed from the real ledger and run by the real worker (`TranscribeStage`: read the 22050 Hz
 clip, resample, transcribe, cut, write pieces, rewrite whisper.json and the lists), and the
 same clip file is given to a plain `WhisperModel.transcribe`; the two alternate which goes
 first. Model loading (and the one-time TorToiSe tokenizer load) is left out of both sides.
@@ -42,20 +42,16 @@ from loguru import logger
 from bench.common import describe_machine
 from daemon.cli import main as cli_main
 from daemon.core.config import Settings, load_settings
-from daemon.core.ledger import Job, Ledger
+from daemon.core.jobs import Job, JobKind, JobState, Outcome
+from daemon.core.ledger import Ledger
 from daemon.core.paths import Root
-from daemon.core.worker import Worker
+from daemon.core.worker import StageContext, Worker
+from daemon.dataset.lists import Transcripts, unknown_characters
 from daemon.dataset.whisper import WhisperOptions, load_for_whisper
-from daemon.service.intake import IMPORT, Intake
+from daemon.service.intake import Intake
 from daemon.service.watch import Drop
-from daemon.stages.import_clip import ClipImport
-from daemon.stages.transcribe import (
-    TRANSCRIBE,
-    DatasetStage,
-    Transcripts,
-    queue_rebuild,
-    unknown_characters,
-)
+from daemon.stages.import_clip import ImportStage
+from daemon.stages.transcribe import TranscribeStage, queue_rebuild
 from tests.conftest import SENTENCES, espeak, tortoise_clips, word_error_rate
 
 MODEL = Path(__file__).parents[1] / "models" / "whisper-base"
@@ -108,7 +104,7 @@ class Bench:
     root: Root
     ledger: Ledger
     worker: Worker
-    stage: DatasetStage
+    stage: TranscribeStage
     options: WhisperOptions
     plain: faster_whisper.WhisperModel
 
@@ -132,9 +128,9 @@ def import_clips(root: Root, settings: Settings, ledger: Ledger) -> None:
     intake = Intake(root, settings, ledger)
     for path in sorted(root.inbox.glob("*/*.wav")):
         intake.take(Drop("inbox", path.parent.name, path))
-    Worker(root.ledger_file, settings, [ClipImport(root, settings)]).drain()
-    outcomes = {job.data.get("outcome") for job in ledger.jobs(kind=IMPORT)}
-    assert outcomes == {"imported"}, f"import outcomes: {outcomes}"
+    Worker(root.ledger_file, settings, [ImportStage(StageContext(root, settings))]).drain()
+    outcomes = {job.data.outcome for job in ledger.jobs(kind=JobKind.IMPORT)}
+    assert outcomes == {Outcome.IMPORTED}, f"import outcomes: {outcomes}"
 
 
 def clip_results(ledger: Ledger, sentences: tuple[str, ...]) -> list[ClipResult]:
@@ -146,7 +142,7 @@ def clip_results(ledger: Ledger, sentences: tuple[str, ...]) -> list[ClipResult]
             audio_seconds=sf.info(job.input_path).duration,
             reference=references[job.input_path.name] if job.voice == ESPEAK_VOICE else None,
         )
-        for job in ledger.jobs(kind=TRANSCRIBE)
+        for job in ledger.jobs(kind=JobKind.TRANSCRIBE)
     ]
 
 
@@ -165,15 +161,15 @@ def run_pipeline(bench: Bench, job: Job) -> float:
     """The worker's own run_one, as the daemon's loop calls it; returns Whisper's share."""
     bench.worker.run_one(job, bench.ledger)
     done = bench.ledger.get(job.id)
-    assert done.state == "done" and done.data["outcome"] == "transcribed", done
-    return done.data["seconds"]
+    assert done.state == JobState.DONE and done.data.outcome == Outcome.TRANSCRIBED, done
+    return done.data.seconds
 
 
 def run_round(bench: Bench, results: list[ClipResult], plain_first: bool) -> None:
     """Each clip through both sides back to back, alternating which side goes first."""
     model = bench.stage.whisper.load(bench.options)  # held: the last job's release frees nothing
     for index, result in enumerate(results):
-        job = bench.ledger.claim((TRANSCRIBE,))
+        job = bench.ledger.claim({JobKind.TRANSCRIBE: 0})
         assert job is not None and job.input_path.name == result.clip, job
         order = ("plain", "pipeline") if plain_first == (index % 2 == 0) else ("pipeline", "plain")
         for side in order:
@@ -184,14 +180,14 @@ def run_round(bench: Bench, results: list[ClipResult], plain_first: bool) -> Non
                 seconds, whisper = timed(run_pipeline, bench, job)
                 result.pipeline_seconds.append(seconds)
                 result.whisper_seconds.append(whisper)
-    assert bench.ledger.claim((TRANSCRIBE,)) is None
+    assert bench.ledger.claim({JobKind.TRANSCRIBE: 0}) is None
     del model
 
 
 def requeue_all(bench: Bench, voices: list[str]) -> None:
     """`voicedrop transcribe VOICE` for every voice: each clip is transcribed again."""
     for voice in voices:
-        queue_rebuild(bench.root, bench.ledger, bench.root.voice(voice))
+        queue_rebuild(bench.ledger, bench.root.voice(voice))
 
 
 def warm_up(bench: Bench, clip: Path) -> dict[str, float]:
@@ -257,7 +253,7 @@ def collect_pipeline_texts(bench: Bench, results: list[ClipResult]) -> None:
 
 
 def open_bench(root: Root, settings: Settings, ledger: Ledger) -> Bench:
-    stage = DatasetStage(root, settings)
+    stage = TranscribeStage(StageContext(root, settings))
     options = stage.options(settings)
     expected = {key: value for key, value in PLAIN_SETTINGS.items() if key != "language"}
     assert {key: getattr(options, key) for key in expected} == expected, options

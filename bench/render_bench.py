@@ -1,6 +1,6 @@
 """Rendering benchmark (issue 4) on the tiny model set, side by side in one run.
 
-A temp root gets the tiny model set (`daemon.tts.checkpoints.write_tiny_models`: the real TorToiSe
+A temp root gets the tiny model set (`daemon.tts.tiny.write_tiny_models`: the real TorToiSe
 classes at small dimensions, loaded strictly from disk) and two voices whose tortoise-tts clips
 are imported by the real daemon. Texts use the ultra_fast preset (16 candidates, 30 diffusion
 steps), seed 0.
@@ -49,8 +49,10 @@ from loguru import logger  # noqa: E402
 
 from bench.common import describe_machine, text_table  # noqa: E402
 from daemon.core.config import load_settings  # noqa: E402
+from daemon.core.files import file_sha256  # noqa: E402
 from daemon.core.paths import Root  # noqa: E402
-from daemon.stages.render import Renderer, RenderStage, text_sha256  # noqa: E402
+from daemon.core.worker import StageContext  # noqa: E402
+from daemon.stages.render import RenderStage  # noqa: E402
 from daemon.tts.checkpoints import (  # noqa: E402
     AUTOREGRESSIVE_FILE,
     CLVP_FILE,
@@ -165,7 +167,7 @@ def render_file(stage: RenderStage, voice: str, text: Path, output: Path) -> tup
     paths = stage.root.voice(voice)
     body, settings, tts = stage.prepare(paths, text)
     stage.renderer.check_ready(paths, tts, settings.decoder)
-    sidecar = stage.renderer.render(paths, body, settings, tts, output, text_sha256(text))
+    sidecar = stage.renderer.render(paths, body, settings, tts, output, file_sha256(text))
     return time.perf_counter() - started, sidecar
 
 
@@ -569,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_started = time.monotonic()
         root = make_root(base)
         setup_seconds = time.monotonic() - setup_started
-        stage = RenderStage(root, load_settings(root.config_file), Renderer(root))
+        stage = RenderStage(StageContext(root, load_settings(root.config_file)))
         scratch = base / "scratch"
         waited = [wait_until_quiet()]
         first_second, noise_2 = measured_part(first_and_second, stage, scratch)

@@ -62,14 +62,15 @@ from torch import nn
 
 import daemon.training.trainer as train
 from bench.common import describe_machine
+from daemon.core.jobs import TrainProgress
 from daemon.training.trainer import BETAS, GRAD_CLIP, Batch, TrainingOptions, train_voice
 from daemon.tts.checkpoints import (
     AUTOREGRESSIVE_FILE,
     ModelSpec,
     build_autoregressive,
     load_strict,
-    write_tiny_models,
 )
+from daemon.tts.tiny import write_tiny_models
 from tests.conftest import espeak
 
 # short enough for the tiny model's 48 mel codes (up to ~2.2 s of audio)
@@ -236,10 +237,10 @@ class Clock:
         self.stops.append((entered, time.perf_counter()))
         return False
 
-    def on_progress(self, record: dict[str, Any]) -> None:
+    def on_progress(self, record: TrainProgress) -> None:
         entered = time.perf_counter()
         if self.bare and not self.bare_before:
-            self.bare.step(record["step"] - 1)
+            self.bare.step(record.step - 1)
         self.progress.append((entered, time.perf_counter()))
 
     def step_seconds(self) -> list[float]:

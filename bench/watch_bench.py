@@ -36,9 +36,9 @@ import soundfile as sf
 import yaml
 
 from bench.common import text_table
+from daemon.core.jobs import JobKind
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root
-from daemon.service.intake import IMPORT
 from tests.conftest import voiced_signal, wait_for
 
 STABLE_FOR = 0.5
@@ -163,7 +163,7 @@ def import_states(root: Path) -> dict[str, int]:
     each import queues, which wait here since the temp root has no Whisper model."""
     ledger = Ledger(Root.at(root).ledger_file)
     try:
-        return dict(Counter(job.state for job in ledger.jobs(kind=IMPORT)))
+        return dict(Counter(job.state for job in ledger.jobs(kind=JobKind.IMPORT)))
     finally:
         ledger.close()
 

@@ -140,29 +140,30 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     """Queue a rebuild; run it here unless a daemon already serves the root."""
     from daemon.core.ledger import Ledger
     from daemon.service.lock import running_pid
-    from daemon.stages.transcribe import DatasetStage, PruneStage, queue_rebuild
+    from daemon.stages.transcribe import queue_rebuild
 
     root, settings = open_root(args.root)
     voice = root.voice(args.voice)
     ledger = Ledger(root.ledger_file)
-    queued = queue_rebuild(root, ledger, voice)
+    queued = queue_rebuild(ledger, voice)
     ledger.close()
     pid = running_pid(root)
     if pid is not None:
         print(f"queued {queued} clips of {voice.name}; the running daemon (pid {pid}) does them")
         return 0
-    stages = [DatasetStage(root, settings), PruneStage(root, settings)]
-    if run_in_foreground(root, settings, stages):
+    if run_in_foreground(root, settings, "transcribe"):
         return 1
     print(f"transcribed {queued} clips of {voice.name}")
     return 0
 
 
-def run_in_foreground(root: Root, settings: Settings, stages: list) -> int:
-    """Run queued jobs of `stages` here, holding the root's lock like a daemon would."""
+def run_in_foreground(root: Root, settings: Settings, command: str) -> int:
+    """Run the queued jobs of the kinds `command` runs (see daemon.stages), here, holding the
+    root's lock like a daemon would."""
     from daemon.core.logs import setup_logging
-    from daemon.core.worker import Worker
+    from daemon.core.worker import StageContext, Worker
     from daemon.service.lock import AlreadyRunning, InstanceLock
+    from daemon.stages import build_stages
 
     setup_logging(settings.logging, root.log_dir)
     lock = InstanceLock(root)
@@ -172,6 +173,7 @@ def run_in_foreground(root: Root, settings: Settings, stages: list) -> int:
         print(f"voicedrop: {exc}", file=sys.stderr)
         return 1
     try:
+        stages = build_stages(StageContext(root, settings), foreground=command)
         Worker(root.ledger_file, settings, stages).drain()
     finally:
         lock.release()
@@ -180,13 +182,10 @@ def run_in_foreground(root: Root, settings: Settings, stages: list) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Queue a fine-tune; with --now and no daemon running, run it here."""
-    import threading
-
     from daemon.core.ledger import Ledger
     from daemon.service.lock import running_pid
-    from daemon.service.schedule import next_start, now_local, queue_training
-    from daemon.stages.render import Renderer
-    from daemon.stages.train import FineTuneStage
+    from daemon.service.schedule import next_start, now_local
+    from daemon.stages.train import queue_training
 
     root, settings = open_root(args.root)
     voice = root.voice(args.voice)
@@ -206,18 +205,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         when = "now" if args.now else f"in the next window ({upcoming:%Y-%m-%d %H:%M})"
         print(f"queued fine-tuning of {voice.name}; {who} runs it {when}")
         return 0
-    stage = FineTuneStage(root, settings, Renderer(root, settings), threading.Event())
-    return run_in_foreground(root, settings, [stage])
+    return run_in_foreground(root, settings, "train")
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     """The daemon's render path for one text, in the foreground."""
-    import hashlib
     import tempfile
 
+    from daemon.core.files import file_sha256
     from daemon.core.logs import setup_logging
-    from daemon.core.worker import Blocked, Rejected
-    from daemon.stages.render import Renderer, RenderStage
+    from daemon.core.worker import Blocked, Rejected, StageContext
+    from daemon.stages.render import RenderStage
 
     root, settings = open_root(args.root)
     setup_logging(settings.logging, None)
@@ -229,11 +227,11 @@ def cmd_render(args: argparse.Namespace) -> int:
         source = scratch / "text.txt"
         source.write_text(args.text, encoding="utf-8")
     output = (args.output or Path(f"{source.stem}.wav")).resolve()
-    stage = RenderStage(root, settings, Renderer(root, settings))
+    stage = RenderStage(StageContext(root, settings))
     try:
         body, text_settings, tts = stage.prepare(voice, source)
         stage.renderer.check_ready(voice, tts, text_settings.decoder)
-        text_hash = hashlib.sha256(source.read_bytes()).hexdigest()
+        text_hash = file_sha256(source)
         sidecar = stage.renderer.render(voice, body, text_settings, tts, output, text_hash)
     except (Blocked, Rejected) as exc:
         print(f"voicedrop: {exc}", file=sys.stderr)
@@ -243,7 +241,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_models_tiny(args: argparse.Namespace) -> int:
-    from daemon.tts.checkpoints import write_tiny_models
+    from daemon.tts.tiny import write_tiny_models
 
     for path in write_tiny_models(args.directory):
         print(f"wrote {path}")

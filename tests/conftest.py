@@ -209,7 +209,7 @@ def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """TorToiSe's model classes at tiny dims with random weights, written once per session
     (`voicedrop models tiny`); treat the folder as read-only, tests share it."""
-    from daemon.tts.checkpoints import write_tiny_models
+    from daemon.tts.tiny import write_tiny_models
 
     directory = tmp_path_factory.mktemp("tiny-models")
     write_tiny_models(directory)

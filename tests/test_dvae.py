@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from daemon.training.dvae import (
     TRAINING_SAMPLES,
     CodesCache,
+    build_dvae,
     code_count,
     training_codes,
     wave_to_mel,
@@ -22,7 +23,6 @@ from daemon.tts.checkpoints import (
     DVAE_FILE,
     BadCheckpoint,
     ModelSpec,
-    build_dvae,
     file_sha256,
     load_strict,
     save_checkpoint,

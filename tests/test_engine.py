@@ -16,7 +16,6 @@ from daemon.tts.checkpoints import (
     ModelSpec,
     WeightsMissing,
     save_checkpoint,
-    write_tiny_models,
 )
 from daemon.tts.engine import (
     AR_WINDOW,
@@ -24,6 +23,7 @@ from daemon.tts.engine import (
     GenerationSettings,
     Latents,
 )
+from daemon.tts.tiny import write_tiny_models
 from tests.conftest import tortoise_clips
 
 TEXT = "The quick brown fox jumps over the lazy dog."

@@ -1,36 +1,75 @@
+"""daemon.core.ledger and daemon.core.jobs: a real SQLite ledger with typed job records."""
+
+import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from daemon.core.jobs import (
+    ClipAnalysis,
+    ImportData,
+    JobKind,
+    JobState,
+    Outcome,
+    TrainData,
+    TrainProgress,
+    TranscribeData,
+)
 from daemon.core.ledger import Ledger
+
+IMPORT, RENDER, TRAIN = JobKind.IMPORT, JobKind.RENDER, JobKind.TRAIN
+ALL = dict.fromkeys(JobKind, 0)
 
 
 def test_enqueue_is_idempotent_per_kind_voice_and_content(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite3")
-    first, created = ledger.enqueue("import", "alice", Path("/in/a.wav"), "h1")
-    again, created_again = ledger.enqueue("import", "alice", Path("/in/copy.wav"), "h1")
-    other_voice, created_other = ledger.enqueue("import", "bob", Path("/in/a.wav"), "h1")
+    first, created = ledger.enqueue(IMPORT, "alice", Path("/in/a.wav"), "h1")
+    again, created_again = ledger.enqueue(IMPORT, "alice", Path("/in/copy.wav"), "h1")
+    other_voice, created_other = ledger.enqueue(IMPORT, "bob", Path("/in/a.wav"), "h1")
     assert created and not created_again and created_other
     assert again.id == first.id and again.input_path == Path("/in/a.wav")
     assert other_voice.id != first.id
-    assert ledger.counts()["pending"] == 2
+    assert ledger.counts()[JobState.PENDING] == 2
+    assert first.kind is IMPORT and first.state is JobState.PENDING
+    assert first.data == ImportData()
 
 
 def test_claim_runs_oldest_first_and_counts_attempts(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite3")
-    a, _ = ledger.enqueue("import", "v", Path("a"), "ha")
-    ledger.enqueue("import", "v", Path("b"), "hb")
-    job = ledger.claim()
-    assert job.id == a.id and job.state == "running" and job.attempts == 1
-    assert ledger.claim(("render",)) is None
+    a, _ = ledger.enqueue(IMPORT, "v", Path("a"), "ha")
+    ledger.enqueue(IMPORT, "v", Path("b"), "hb")
+    job = ledger.claim(ALL)
+    assert job.id == a.id and job.state == JobState.RUNNING and job.attempts == 1
+    assert ledger.claim({RENDER: 0}) is None
+
+
+def test_claim_follows_the_declared_priorities(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    train, _ = ledger.enqueue(TRAIN, "v", Path("dataset"), "h0")
+    render, _ = ledger.enqueue(RENDER, "v", Path("t.txt"), "h1")
+    clip, _ = ledger.enqueue(IMPORT, "v", Path("a.wav"), "h2")
+    priorities = {**ALL, TRAIN: 10}
+    order = [ledger.claim(priorities).id for _ in range(3)]
+    assert order == [render.id, clip.id, train.id]
+
+
+def test_has_pending_sees_only_the_named_kinds(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.enqueue(IMPORT, "v", Path("a.wav"), "h")
+    assert not ledger.has_pending((RENDER,))
+    ledger.enqueue(RENDER, "v", Path("t.txt"), "h")
+    assert ledger.has_pending((RENDER,))
+    ledger.claim({RENDER: 0})
+    assert not ledger.has_pending((RENDER,))
 
 
 def test_crash_recovery_requeues_running_jobs_and_fails_poison_jobs(tmp_path):
     path = tmp_path / "ledger.sqlite3"
     ledger = Ledger(path)
-    ledger.enqueue("import", "v", Path("a"), "ha")
-    ledger.enqueue("import", "v", Path("b"), "hb")
-    ledger.claim()
-    poison = ledger.claim()
+    ledger.enqueue(IMPORT, "v", Path("a"), "ha")
+    ledger.enqueue(IMPORT, "v", Path("b"), "hb")
+    ledger.claim(ALL)
+    poison = ledger.claim(ALL)
     ledger.db.execute("UPDATE jobs SET attempts = 3 WHERE id = ?", (poison.id,))
     ledger.close()
     reopened = Ledger(path)
@@ -41,49 +80,82 @@ def test_crash_recovery_requeues_running_jobs_and_fails_poison_jobs(tmp_path):
 
 def test_retry_backoff_waiting_and_release(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite3")
-    job, _ = ledger.enqueue("render", "v", Path("t.txt"), "h")
-    ledger.claim()
+    job, _ = ledger.enqueue(RENDER, "v", Path("t.txt"), "h")
+    ledger.claim(ALL)
     ledger.retry_later(job.id, "disk full", delay=60)
-    assert ledger.claim() is None
+    assert ledger.claim(ALL) is None
     assert ledger.next_due() > time.time() + 50
     ledger.db.execute("UPDATE jobs SET not_before = 0")
-    claimed = ledger.claim()
+    claimed = ledger.claim(ALL)
     ledger.wait(claimed.id, "weights missing")
     assert not ledger.busy()
-    assert ledger.counts()["waiting"] == 1
+    assert ledger.counts()[JobState.WAITING] == 1
     assert ledger.release_waiting() == 1
     assert ledger.busy()
 
 
-def test_finish_keeps_data_recorded_before(tmp_path):
+def test_typed_records_survive_a_reopened_ledger(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    ledger = Ledger(path)
+    job, _ = ledger.enqueue(IMPORT, "v", Path("a.mp3"), "h")
+    planned = ledger.set_data(job.id, ImportData(original=Path("/o/a.mp3"), clip=Path("/c/a.wav")))
+    analysis = ClipAnalysis(3.0, -1.0, 0.0, -20.0, -23.0, -70.0, 50.0, 0.1, 44100, 2, "mp3", ("x",))
+    ledger.finish(job.id, replace(planned.data, outcome=Outcome.IMPORTED, analysis=analysis))
+    ledger.close()
+    done = Ledger(path).get(job.id)
+    assert done.state == JobState.DONE and done.finished_at is not None
+    assert done.data == ImportData(Outcome.IMPORTED, Path("/o/a.mp3"), Path("/c/a.wav"), analysis)
+    stored = json.loads(Ledger(path).db.execute("SELECT data FROM jobs").fetchone()[0])
+    assert stored["version"] == 1 and stored["outcome"] == "imported"
+
+
+def test_requests_and_progress_do_not_outlive_their_run(tmp_path):
+    """`voicedrop transcribe` forces one new transcription, `train --now` one run: once that
+    run ends, a later requeue must not inherit the flag."""
     ledger = Ledger(tmp_path / "ledger.sqlite3")
-    job, _ = ledger.enqueue("import", "v", Path("a"), "h")
-    ledger.set_data(job.id, clip="/c.wav")
-    ledger.finish(job.id, outcome="imported")
-    done = ledger.get(job.id)
-    assert done.state == "done" and done.data == {"clip": "/c.wav", "outcome": "imported"}
-    assert done.finished_at is not None
+    clip, _ = ledger.enqueue(JobKind.TRANSCRIBE, "v", Path("c.wav"), "h")
+    ledger.requeue(clip.id, clip.input_path, TranscribeData(force=True))
+    assert ledger.claim(ALL).data.force
+    ledger.finish(clip.id, TranscribeData(Outcome.TRANSCRIBED, force=True, pieces=3))
+    assert ledger.get(clip.id).data == TranscribeData(Outcome.TRANSCRIBED, pieces=3)
+
+    train, _ = ledger.enqueue(TRAIN, "v", Path("dataset"), "d", TrainData(now=True))
+    progress = TrainProgress(5, 10, 0.5, 1, 1.0, 2.0, 3.0, 1e-4, 2.0, 128, 4, eta_s=3.0)
+    ledger.claim(ALL)
+    ledger.set_data(train.id, TrainData(now=True, progress=progress))
+    assert ledger.get(train.id).data.progress == progress
+    ledger.fail(train.id, "failed 3 times")
+    assert ledger.get(train.id).data == TrainData()
+
+
+def test_records_written_before_versioning_are_read(tmp_path):
+    """A ledger from an older voicedrop: unversioned JSON, a flag this version dropped."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    job, _ = ledger.enqueue(IMPORT, "v", Path("a.wav"), "h")
+    old = {"original": "/o/a.wav", "clip": "/c/a.wav", "retired_flag": True}
+    ledger.db.execute("UPDATE jobs SET data = ?", (json.dumps(old),))
+    assert ledger.get(job.id).data == ImportData(original=Path("/o/a.wav"), clip=Path("/c/a.wav"))
 
 
 def test_waiting_does_not_spend_attempts(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite3")
-    job, _ = ledger.enqueue("render", "v", Path("t.txt"), "h")
+    job, _ = ledger.enqueue(RENDER, "v", Path("t.txt"), "h")
     for _ in range(5):
-        ledger.claim()
+        ledger.claim(ALL)
         ledger.wait(job.id, "weights missing")
         ledger.release_waiting()
     assert ledger.get(job.id).attempts == 0
-    ledger.claim()
+    ledger.claim(ALL)
     assert ledger.recover(max_attempts=3) == (1, 0)
 
 
 def test_probe_releases_one_job_per_kind_and_reason(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     for index, reason in enumerate(["no weights", "no weights", "no clips", "no weights"]):
-        job, _ = ledger.enqueue("render", "v", Path(f"{index}.txt"), f"h{index}")
-        ledger.claim()
+        job, _ = ledger.enqueue(RENDER, "v", Path(f"{index}.txt"), f"h{index}")
+        ledger.claim(ALL)
         ledger.wait(job.id, reason)
     assert ledger.probe_waiting() == 2
-    released = ledger.jobs(state="pending")
+    released = ledger.jobs(state=JobState.PENDING)
     assert [j.input_path.name for j in released] == ["0.txt", "2.txt"]
-    assert ledger.release_waiting("render") == 2
+    assert ledger.release_waiting(RENDER) == 2

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from daemon.training.dvae import build_dvae
 from daemon.tts.checkpoints import (
     HIFIGAN_FILE,
     REQUIRED_FILES,
@@ -20,15 +21,14 @@ from daemon.tts.checkpoints import (
     build_autoregressive,
     build_clvp,
     build_diffusion,
-    build_dvae,
     build_hifigan,
     build_vocoder,
     file_sha256,
     load_strict,
     missing_weights,
     save_checkpoint,
-    write_tiny_models,
 )
+from daemon.tts.tiny import write_tiny_models
 
 LOADERS = {
     "autoregressive.pth": (build_autoregressive, None),

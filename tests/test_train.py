@@ -90,7 +90,7 @@ def test_loss_falls_and_the_model_renders(tiny_models: Path, speech: Path, tmp_p
     assert {"loss_text", "loss_mel", "lr", "steps_per_s", "epoch"} <= set(rows[0])
     assert [r["step"] for r in rows if "val_loss_total" in r] == [12, 24, 36]
     assert rows[0]["lr"] == 1e-3 and rows[-1]["lr"] == 5e-4  # halved at epoch 2 = step 6
-    assert progress[-1]["total_steps"] == 36 and progress[-1]["eta_s"] == 0
+    assert progress[-1].total_steps == 36 and progress[-1].eta_s == 0
     assert (result.run_dir / "loss.png").stat().st_size > 0
     assert (result.run_dir / "lr.png").stat().st_size > 0
     assert not (result.run_dir / CHECKPOINT).exists()  # finished: only the model is kept

@@ -10,18 +10,19 @@ import pytest
 from loguru import logger
 
 from daemon.core.config import Settings, load_settings
-from daemon.core.ledger import Job, Ledger
+from daemon.core.jobs import ImportData, Job, JobKind, JobState, Outcome
+from daemon.core.ledger import Ledger
 from daemon.core.paths import Root
-from daemon.core.worker import Worker
+from daemon.core.worker import Blocked, Rejected, Stage, Transient, Worker
 from daemon.service.daemon import EXIT_WORKER_DIED, Daemon
 from tests.conftest import wait_for
 
 
-class CountingStage:
+class CountingStage(Stage):
     """A job kind that finishes every job, and whose idle hook fails `idle_failures` times
     (as releasing a model can fail on a sick GPU)."""
 
-    kind = "count"
+    kind = JobKind.IMPORT
 
     def __init__(self, idle_failures: int = 0) -> None:
         self.done: list[int] = []
@@ -29,15 +30,33 @@ class CountingStage:
 
     def run(self, job: Job, ledger: Ledger) -> None:
         self.done.append(job.id)
-        ledger.finish(job.id)
-
-    def give_up(self, job: Job, reason: str) -> None:
-        """Nothing to file away."""
+        ledger.finish(job.id, ImportData(Outcome.IMPORTED))
 
     def on_idle(self) -> None:
         if self.idle_failures:
             self.idle_failures -= 1
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+class RaisingStage(Stage):
+    """Raises what it is given, and records what the worker asked of it."""
+
+    kind = JobKind.RENDER
+    accelerator = True
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.reasons: list[str] = []
+        self.released = 0
+
+    def run(self, job: Job, ledger: Ledger) -> None:
+        raise self.error
+
+    def give_up(self, job: Job, reason: str) -> None:
+        self.reasons.append(reason)
+
+    def release(self) -> None:
+        self.released += 1
 
 
 @pytest.fixture
@@ -56,18 +75,18 @@ def test_errors_outside_a_job_are_logged_and_the_worker_goes_on(tmp_path, logs, 
     real_claim = Ledger.claim
     calls = {"n": 0}
 
-    def claim_locked_once(self, kinds=None):
+    def claim_locked_once(self, priorities):
         calls["n"] += 1
         if calls["n"] == 1:
             raise sqlite3.OperationalError("database is locked")
-        return real_claim(self, kinds)
+        return real_claim(self, priorities)
 
     monkeypatch.setattr(Ledger, "claim", claim_locked_once)
     worker = Worker(ledger_file, Settings(), [stage])
     worker.start()
     wait_for(lambda: sum("unexpected error outside a job" in line for line in logs) >= 3)
     ledger = Ledger(ledger_file)
-    job, _ = ledger.enqueue("count", "tom", tmp_path / "a.wav", "hash-a")
+    job, _ = ledger.enqueue(JobKind.IMPORT, "tom", tmp_path / "a.wav", "hash-a")
     worker.wake.set()
     wait_for(lambda: stage.done == [job.id], timeout=30)
     assert worker.alive
@@ -91,3 +110,59 @@ def test_a_daemon_whose_worker_died_exits_non_zero_instead_of_looking_alive(
     thread.join(timeout=60)
     assert result == [EXIT_WORKER_DIED]
     assert any("worker thread stopped unexpectedly" in line for line in logs)
+
+
+def run_one_job(tmp_path: Path, stage: Stage, attempts_left: bool = True):
+    """Queue one job of the stage's kind and let the worker run it once, in this thread."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    settings = Settings()
+    job, _ = ledger.enqueue(stage.kind, "tom", tmp_path / "t.txt", "h")
+    if not attempts_left:
+        ledger.db.execute("UPDATE jobs SET attempts = ?", (settings.jobs.max_attempts - 1,))
+    worker = Worker(tmp_path / "ledger.sqlite3", settings, [stage, CountingStage()])
+    worker.run_one(ledger.claim(worker.priorities), ledger)
+    return ledger.get(job.id)
+
+
+@pytest.mark.parametrize(
+    ("error", "state"),
+    [
+        (Rejected("the text is empty"), JobState.FAILED),
+        (Blocked("no weights yet"), JobState.WAITING),
+        (Transient("device busy"), JobState.PENDING),
+        (OSError(28, "No space left on device"), JobState.PENDING),
+    ],
+)
+def test_what_a_stage_raises_decides_the_job_state(tmp_path, error, state):
+    stage = RaisingStage(error)
+    job = run_one_job(tmp_path, stage)
+    assert job.state == state
+    assert job.last_error.endswith(str(error))
+    assert stage.reasons == ([str(error)] if state == JobState.FAILED else [])
+
+
+def test_a_fault_of_the_environment_is_retried_then_given_up(tmp_path):
+    stage = RaisingStage(OSError(28, "No space left on device"))
+    job = run_one_job(tmp_path, stage, attempts_left=False)
+    assert job.state == JobState.FAILED
+    assert stage.reasons == [f"failed 3 times; last error: OSError: {stage.error}"]
+
+
+def test_a_bug_fails_at_once_with_its_traceback_and_is_not_blamed_on_the_input(tmp_path, logs):
+    stage = RaisingStage(KeyError("sample_rate"))
+    job = run_one_job(tmp_path, stage)
+    assert job.state == JobState.FAILED and job.attempts == 1
+    assert "bug in voicedrop, not a problem with the file" in stage.reasons[0]
+    assert "KeyError" in stage.reasons[0]
+    text = "\n".join(logs)
+    assert "Traceback" in text and "internal error" in text
+
+
+def test_an_accelerator_stage_makes_the_others_let_the_device_go(tmp_path):
+    holder, runner = RaisingStage(Rejected("x")), CountingStage()
+    runner.accelerator = True
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.enqueue(JobKind.IMPORT, "tom", tmp_path / "a.wav", "h")
+    worker = Worker(tmp_path / "ledger.sqlite3", Settings(), [holder, runner])
+    worker.run_one(ledger.claim(worker.priorities), ledger)
+    assert holder.released == 1 and runner.done

@@ -12,7 +12,6 @@ JSON-ready, and -120 dB is far below any real recording's noise.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import re
 import struct
@@ -29,6 +28,7 @@ import soxr
 from scipy import signal
 
 from daemon.core.atomic import atomic_path
+from daemon.core.jobs import ClipAnalysis
 
 CLIP_RATE = 22050
 DB_FLOOR = -120.0
@@ -71,29 +71,6 @@ class Decoded:
     @property
     def duration(self) -> float:
         return self.samples.shape[1] / self.sample_rate
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """What a user needs to judge a clip for TorToiSe; levels floored at DB_FLOOR."""
-
-    duration: float
-    peak_dbfs: float
-    clipping_share: float
-    rms_dbfs: float
-    lufs: float
-    noise_floor_dbfs: float
-    snr_db: float
-    silence_share: float
-    sample_rate: int
-    channels: int
-    codec: str
-    warnings: tuple[str, ...]
-
-    def to_dict(self) -> dict:
-        data = dataclasses.asdict(self)
-        data["warnings"] = list(self.warnings)
-        return data
 
 
 # --- decoding -------------------------------------------------------------------------------
@@ -458,7 +435,7 @@ def analyse(
     max_silence_share: float = 0.5,
     min_lufs: float = -35.0,
     min_rate: int = CLIP_RATE,
-) -> Analysis:
+) -> ClipAnalysis:
     """Measure a clip and phrase TorToiSe's guidance (about 10 s, clean, unclipped) as warnings.
 
     Peak and clipping are measured on the original samples, where clipping happened; the rest
@@ -498,7 +475,7 @@ def analyse(
             "it lacks high frequencies; record at 22050 Hz or more",
         ),
     ]
-    return Analysis(
+    return ClipAnalysis(
         **m,
         sample_rate=decoded.sample_rate,
         channels=decoded.channels,

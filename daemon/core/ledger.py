@@ -7,14 +7,12 @@ the daemon (weights not installed yet) that a later check releases back to pendi
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-STATES = ("pending", "running", "waiting", "done", "failed")
+from daemon.core.jobs import DATA_OF, Job, JobData, JobKind, JobState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -37,28 +35,16 @@ CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, not_before, id);
 """
 
 
-@dataclass(frozen=True)
-class Job:
-    id: int
-    kind: str
-    voice: str
-    input_path: Path
-    content_hash: str
-    state: str
-    attempts: int
-    last_error: str | None
-    data: dict[str, Any]
-    not_before: float
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Job:
-        values = dict(row)
-        values["input_path"] = Path(values["input_path"])
-        values["data"] = json.loads(values["data"])
-        return cls(**values)
+def job_from_row(row: sqlite3.Row) -> Job:
+    values = dict(row)
+    kind = JobKind(values["kind"])
+    values.update(
+        kind=kind,
+        state=JobState(values["state"]),
+        input_path=Path(values["input_path"]),
+        data=DATA_OF[kind].from_json(values["data"]),
+    )
+    return Job(**values)
 
 
 class Ledger:
@@ -80,27 +66,45 @@ class Ledger:
         return _Transaction(self.db)
 
     def enqueue(
-        self, kind: str, voice: str, input_path: Path, content_hash: str
+        self,
+        kind: JobKind,
+        voice: str,
+        input_path: Path,
+        content_hash: str,
+        data: JobData | None = None,
     ) -> tuple[Job, bool]:
         """Queue work once per (kind, voice, content): return the job and whether it is new."""
         now = time.time()
+        record = data if data is not None else DATA_OF[kind]()
         with self.transaction():
             cursor = self.db.execute(
-                "INSERT INTO jobs (kind, voice, input_path, content_hash, state, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)"
+                "INSERT INTO jobs (kind, voice, input_path, content_hash, state, data,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (kind, voice, content_hash) DO NOTHING",
-                (kind, voice, str(input_path), content_hash, now, now),
+                (
+                    kind,
+                    voice,
+                    str(input_path),
+                    content_hash,
+                    JobState.PENDING,
+                    record.to_json(),
+                    now,
+                    now,
+                ),
             )
             created = cursor.rowcount == 1
             job = self.find(kind, voice, content_hash)
         assert job is not None
         return job, created
 
-    def requeue(self, job_id: int, input_path: Path) -> None:
-        """Give a finished job a fresh start, e.g. when a rejected file is dropped again."""
+    def requeue(self, job_id: int, input_path: Path, data: JobData | None = None) -> None:
+        """Give a finished job a fresh start, e.g. when a rejected file is dropped again;
+        `data` replaces its record (to carry a request such as `force`)."""
+        columns: dict[str, Any] = {} if data is None else {"data": data.to_json()}
         self._update(
             job_id,
-            state="pending",
+            **columns,
+            state=JobState.PENDING,
             input_path=str(input_path),
             attempts=0,
             last_error=None,
@@ -108,91 +112,95 @@ class Ledger:
             finished_at=None,
         )
 
-    def claim(self, kinds: tuple[str, ...] | None = None) -> Job | None:
-        """Take the oldest runnable job, fine-tuning last (it yields to everything else); its
-        attempt is counted now, so a job that kills the daemon every time still runs out."""
+    def claim(self, priorities: dict[JobKind, int]) -> Job | None:
+        """Take the runnable job of these kinds with the lowest priority number, oldest first;
+        its attempt is counted now, so a job that kills the daemon every time still runs out."""
         now = time.time()
-        kind_filter = ""
-        params: list[Any] = [now]
-        if kinds:
-            kind_filter = f" AND kind IN ({', '.join('?' * len(kinds))})"
-            params += list(kinds)
+        kinds = ", ".join("?" * len(priorities))
+        order = " ".join("WHEN ? THEN ?" for _ in priorities)
+        params: list[Any] = [JobState.PENDING, now, *priorities]
+        params += [value for pair in priorities.items() for value in pair]
         with self.transaction():
             row = self.db.execute(
-                "SELECT id FROM jobs WHERE state = 'pending' AND not_before <= ?"
-                f"{kind_filter} ORDER BY kind = 'train', id LIMIT 1",
+                f"SELECT id FROM jobs WHERE state = ? AND not_before <= ? AND kind IN ({kinds})"
+                f" ORDER BY CASE kind {order} END, id LIMIT 1",
                 params,
             ).fetchone()
             if row is None:
                 return None
             self.db.execute(
-                "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?"
-                " WHERE id = ?",
-                (now, row["id"]),
+                "UPDATE jobs SET state = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                (JobState.RUNNING, now, row["id"]),
             )
         return self.get(row["id"])
 
-    def find(self, kind: str, voice: str, content_hash: str) -> Job | None:
+    def find(self, kind: JobKind, voice: str, content_hash: str) -> Job | None:
         row = self.db.execute(
             "SELECT * FROM jobs WHERE kind = ? AND voice = ? AND content_hash = ?",
             (kind, voice, content_hash),
         ).fetchone()
-        return None if row is None else Job.from_row(row)
+        return None if row is None else job_from_row(row)
 
     def get(self, job_id: int) -> Job:
         row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise KeyError(f"no job {job_id}")
-        return Job.from_row(row)
+        return job_from_row(row)
 
-    def set_data(self, job_id: int, **values: Any) -> Job:
-        """Record progress a retry must see (e.g. where the original was moved)."""
-        job = self.get(job_id)
-        self._update(job_id, data=json.dumps({**job.data, **values}))
+    def set_data(self, job_id: int, data: JobData) -> Job:
+        """Record what a retry must see (where the original goes) or progress for `status`."""
+        self._update(job_id, data=data.to_json())
         return self.get(job_id)
 
-    def finish(self, job_id: int, **data: Any) -> None:
-        job = self.get(job_id)
+    def finish(self, job_id: int, data: JobData) -> None:
+        """Done, with what the job produced; its requests and progress are cleared."""
         self._update(
             job_id,
-            state="done",
+            state=JobState.DONE,
             last_error=None,
             finished_at=time.time(),
-            data=json.dumps({**job.data, **data}),
+            data=data.ended().to_json(),
         )
 
     def fail(self, job_id: int, error: str) -> None:
-        self._update(job_id, state="failed", last_error=error, finished_at=time.time())
+        self._update(
+            job_id,
+            state=JobState.FAILED,
+            last_error=error,
+            finished_at=time.time(),
+            data=self.get(job_id).data.ended().to_json(),
+        )
 
     def retry_later(self, job_id: int, error: str, delay: float) -> None:
-        self._update(job_id, state="pending", last_error=error, not_before=time.time() + delay)
+        self._update(
+            job_id, state=JobState.PENDING, last_error=error, not_before=time.time() + delay
+        )
 
     def wait(self, job_id: int, reason: str) -> None:
         """Blocked is not a failed attempt: give the attempt back."""
         with self.transaction():
             self.db.execute(
-                "UPDATE jobs SET state = 'waiting', last_error = ?,"
+                "UPDATE jobs SET state = ?, last_error = ?,"
                 " attempts = MAX(attempts - 1, 0), updated_at = ? WHERE id = ?",
-                (reason, time.time(), job_id),
+                (JobState.WAITING, reason, time.time(), job_id),
             )
 
     def pause(self, job_id: int, reason: str) -> None:
         """Put a running job back to pending without spending its attempt (it yielded)."""
         with self.transaction():
             self.db.execute(
-                "UPDATE jobs SET state = 'pending', last_error = ?,"
+                "UPDATE jobs SET state = ?, last_error = ?,"
                 " attempts = MAX(attempts - 1, 0), updated_at = ? WHERE id = ?",
-                (reason, time.time(), job_id),
+                (JobState.PENDING, reason, time.time(), job_id),
             )
 
-    def release_waiting(self, kind: str | None = None) -> int:
+    def release_waiting(self, kind: JobKind | None = None) -> int:
         """Let blocked jobs (of one kind) try again; still blocked, they go back to waiting."""
         kind_filter = " AND kind = ?" if kind else ""
-        params = (time.time(), kind) if kind else (time.time(),)
+        params = [JobState.PENDING, time.time(), JobState.WAITING] + ([kind] if kind else [])
         with self.transaction():
             cursor = self.db.execute(
-                "UPDATE jobs SET state = 'pending', updated_at = ?"
-                f" WHERE state = 'waiting'{kind_filter}",
+                f"UPDATE jobs SET state = ?, updated_at = ? WHERE state = ?{kind_filter}",
                 params,
             )
         return cursor.rowcount
@@ -202,9 +210,9 @@ class Ledger:
         blocker (weights, a model, a broken voice.yaml) is gone; its success releases the rest."""
         with self.transaction():
             cursor = self.db.execute(
-                "UPDATE jobs SET state = 'pending', updated_at = ? WHERE id IN"
-                " (SELECT MIN(id) FROM jobs WHERE state = 'waiting' GROUP BY kind, last_error)",
-                (time.time(),),
+                "UPDATE jobs SET state = ?, updated_at = ? WHERE id IN"
+                " (SELECT MIN(id) FROM jobs WHERE state = ? GROUP BY kind, last_error)",
+                (JobState.PENDING, time.time(), JobState.WAITING),
             )
         return cursor.rowcount
 
@@ -214,38 +222,51 @@ class Ledger:
         now = time.time()
         with self.transaction():
             failed = self.db.execute(
-                "UPDATE jobs SET state = 'failed', finished_at = ?, updated_at = ?,"
+                "UPDATE jobs SET state = ?, finished_at = ?, updated_at = ?,"
                 " last_error = 'interrupted ' || attempts || ' times (the daemon stopped while"
-                " it ran)' WHERE state = 'running' AND attempts >= ?",
-                (now, now, max_attempts),
+                " it ran)' WHERE state = ? AND attempts >= ?",
+                (JobState.FAILED, now, now, JobState.RUNNING, max_attempts),
             ).rowcount
             requeued = self.db.execute(
-                "UPDATE jobs SET state = 'pending', updated_at = ? WHERE state = 'running'",
-                (now,),
+                "UPDATE jobs SET state = ?, updated_at = ? WHERE state = ?",
+                (JobState.PENDING, now, JobState.RUNNING),
             ).rowcount
         return requeued, failed
 
-    def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(STATES, 0)
+    def counts(self) -> dict[JobState, int]:
+        counts = dict.fromkeys(JobState, 0)
         for row in self.db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
-            counts[row["state"]] = row["n"]
+            counts[JobState(row["state"])] = row["n"]
         return counts
 
     def busy(self) -> bool:
         """Work is pending or running (waiting jobs do not count: they need the user)."""
         row = self.db.execute(
-            "SELECT 1 FROM jobs WHERE state IN ('pending', 'running') LIMIT 1"
+            "SELECT 1 FROM jobs WHERE state IN (?, ?) LIMIT 1", (JobState.PENDING, JobState.RUNNING)
+        ).fetchone()
+        return row is not None
+
+    def has_pending(self, kinds: tuple[JobKind, ...]) -> bool:
+        """Work of these kinds is queued: a job they pre-empt checkpoints and steps aside."""
+        row = self.db.execute(
+            f"SELECT 1 FROM jobs WHERE state = ? AND kind IN ({', '.join('?' * len(kinds))})"
+            " LIMIT 1",
+            (JobState.PENDING, *kinds),
         ).fetchone()
         return row is not None
 
     def next_due(self) -> float | None:
         row = self.db.execute(
-            "SELECT MIN(not_before) AS due FROM jobs WHERE state = 'pending'"
+            "SELECT MIN(not_before) AS due FROM jobs WHERE state = ?", (JobState.PENDING,)
         ).fetchone()
         return row["due"]
 
     def jobs(
-        self, *, kind: str | None = None, voice: str | None = None, state: str | None = None
+        self,
+        *,
+        kind: JobKind | None = None,
+        voice: str | None = None,
+        state: JobState | None = None,
     ) -> list[Job]:
         clauses, params = [], []
         for column, value in (("kind", kind), ("voice", voice), ("state", state)):
@@ -254,7 +275,7 @@ class Ledger:
                 params.append(value)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.db.execute(f"SELECT * FROM jobs{where} ORDER BY id", params)
-        return [Job.from_row(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
     def _update(self, job_id: int, **columns: Any) -> None:
         columns["updated_at"] = time.time()

@@ -1,23 +1,34 @@
 """The one worker that runs queued jobs, one at a time, so two GPU jobs never overlap.
 
-Each job kind plugs in as a Stage. A stage raises `Rejected` for input that can never work
-(no retry), `Blocked` when something outside the daemon is missing (the job waits), and any
-other exception for trouble that may pass (retried with backoff, then given up).
+Each job kind plugs in as a Stage (listed in `daemon.stages.STAGES`). What a stage raises
+decides what happens to the job, here and only here:
+
+- `Rejected`: the input can never work as it is → failed, with a reason the user can act on.
+- `Blocked`: something outside the daemon is missing (weights, a Whisper model, a clip) →
+  waiting, and tried again once it may be there.
+- a fault of the environment (`Transient`, OSError such as a full disk, a locked ledger, out
+  of memory) → retried with a doubling delay, given up after `jobs.max_attempts`.
+- anything else is a bug in voicedrop → failed at once, its traceback in the log, and the
+  user told it is not their input's fault.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar
 
 from loguru import logger
 
 from daemon.core.config import Settings
-from daemon.core.ledger import Job, Ledger
+from daemon.core.jobs import Job, JobKind
+from daemon.core.ledger import Ledger
+from daemon.core.paths import Root
 
 IDLE_POLL = 5.0  # jobs queued by another process (`voicedrop transcribe`) start this soon
 LOOP_BACKOFF_FIRST, LOOP_BACKOFF_MAX = 0.5, 30.0  # pauses after errors outside a job
@@ -28,20 +39,64 @@ class Rejected(Exception):
 
 
 class Blocked(Exception):
-    """The job needs something the user must provide (e.g. weights); it waits in `waiting`."""
+    """The job needs something outside the daemon (e.g. weights); it waits in `waiting`."""
 
 
-class Stage(Protocol):
-    kind: str
+class Transient(Exception):
+    """Trouble that may pass (a busy device, a network hiccup): retried with backoff."""
+
+
+TRANSIENT_ERRORS = (Transient, OSError, sqlite3.OperationalError, MemoryError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    # torch.cuda.OutOfMemoryError is a RuntimeError; matched by name to keep torch out.
+    return isinstance(exc, TRANSIENT_ERRORS) or type(exc).__name__ == "OutOfMemoryError"
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What every stage is built from."""
+
+    root: Root
+    settings: Settings
+    stopping: threading.Event = field(default_factory=threading.Event)  # the daemon stops
+
+
+class Stage:
+    """One job kind. Subclasses set `kind` and implement `run`; the class attributes below
+    are the kind's declaration, read by the worker, the ledger's claim order, start-up and the
+    CLI."""
+
+    kind: ClassVar[JobKind]
+    priority: ClassVar[int] = 0  # lower runs first; equal priorities run oldest first
+    accelerator: ClassVar[bool] = False  # holds a model on the device while it runs
+    preempted_by: ClassVar[tuple[JobKind, ...]] = ()  # queued jobs of these kinds make it yield
+    foreground: ClassVar[str | None] = None  # the CLI command that runs it without a daemon
+
+    def __init__(self, context: StageContext) -> None:
+        self.root = context.root
+        self.settings = context.settings
+        self.stopping = context.stopping
 
     def run(self, job: Job, ledger: Ledger) -> None:
         """Do the work and call ledger.finish(), or raise."""
+        raise NotImplementedError
 
     def give_up(self, job: Job, reason: str) -> None:
-        """Leave the user a reason file and put the input somewhere safe."""
+        """Leave the user a reason and put the input somewhere safe."""
 
     def on_idle(self) -> None:
-        """Called when no job is runnable: release models nobody is using."""
+        """Called when no job is runnable: release what nobody is using."""
+
+    def release(self) -> None:
+        """Free the device: another accelerator stage is about to run."""
+
+    @classmethod
+    def reconcile(cls, root: Root, ledger: Ledger) -> int:
+        """Queue what the folders say is missing (at start-up and every rescan); returns how
+        many jobs were queued."""
+        return 0
 
 
 class Worker:
@@ -51,6 +106,7 @@ class Worker:
         self.ledger_file = ledger_file
         self.settings = settings
         self.stages = {stage.kind: stage for stage in stages}
+        self.priorities = {stage.kind: stage.priority for stage in stages}
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.loop, name="worker", daemon=True)
@@ -94,7 +150,7 @@ class Worker:
 
     def step(self, ledger: Ledger) -> None:
         """Run one runnable job, or release idle resources and wait for one."""
-        job = ledger.claim(tuple(self.stages))
+        job = ledger.claim(self.priorities)
         if job is None:
             for stage in self.stages.values():
                 stage.on_idle()
@@ -115,7 +171,7 @@ class Worker:
         daemon)."""
         ledger = Ledger(self.ledger_file)
         try:
-            while (job := ledger.claim(tuple(self.stages))) is not None:
+            while (job := ledger.claim(self.priorities)) is not None:
                 self.run_one(job, ledger)
         finally:
             ledger.close()
@@ -126,6 +182,8 @@ class Worker:
 
     def run_one(self, job: Job, ledger: Ledger) -> None:
         stage = self.stages[job.kind]
+        if stage.accelerator:
+            self.free_device_for(stage)
         started = time.monotonic()
         logger.info("{} job {} started: {} ({})", job.kind, job.id, job.input_path.name, job.voice)
         try:
@@ -137,9 +195,18 @@ class Worker:
             level = "DEBUG" if job.last_error == str(exc) else "WARNING"
             logger.log(level, "{} job {} waits: {}", job.kind, job.id, exc)
         except Exception as exc:
-            self.retry_or_give_up(stage, job, ledger, exc)
+            if is_transient(exc):
+                self.retry_or_give_up(stage, job, ledger, exc)
+            else:
+                self.fail_on_bug(stage, job, ledger, exc)
         else:
             logger.info("{} job {} done in {:.2f} s", job.kind, job.id, time.monotonic() - started)
+
+    def free_device_for(self, running: Stage) -> None:
+        """Two models never share the device: the others let theirs go first."""
+        for stage in self.stages.values():
+            if stage.accelerator and stage is not running:
+                stage.release()
 
     def retry_or_give_up(self, stage: Stage, job: Job, ledger: Ledger, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"
@@ -159,6 +226,18 @@ class Worker:
             delay,
             error,
         )
+
+    def fail_on_bug(self, stage: Stage, job: Job, ledger: Ledger, exc: Exception) -> None:
+        """A bug does not pass by retrying and is never the input's fault: say so."""
+        logger.opt(exception=exc).error(
+            "{} job {}: internal error (a bug in voicedrop); traceback follows", job.kind, job.id
+        )
+        reason = (
+            f"voicedrop hit an internal error ({type(exc).__name__}: {exc}); this is a bug in "
+            "voicedrop, not a problem with the file. The log has the traceback; please report "
+            "it. Drop the file again after an update to retry."
+        )
+        self.give_up(stage, job, ledger, reason)
 
     def give_up(self, stage: Stage, job: Job, ledger: Ledger, reason: str) -> None:
         try:

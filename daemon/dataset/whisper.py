@@ -13,6 +13,7 @@ import numpy as np
 import soxr
 
 from daemon.core.config import Settings
+from daemon.core.device import resolve_device
 from daemon.core.paths import Root
 from daemon.weights.store import whisper_model
 
@@ -57,14 +58,6 @@ class WhisperOptions:
         for key in ("device", "compute_type", "threads"):
             values.pop(key)
         return values
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import ctranslate2
-
-    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,21 @@ so it works the same whether the daemon runs or not."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
+import soundfile as sf
+
+from daemon.core.jobs import JobKind, JobState, Outcome
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoicePaths
-from daemon.service.intake import IMPORT
+from daemon.dataset.lists import Transcripts
 from daemon.service.lock import running_pid
-from daemon.stages.transcribe import Transcripts, transcription_progress
+
+DEFAULT_REAL_TIME_FACTOR = 0.3  # Whisper's speed on a CPU until a voice's own is measured
+ACTIVE = (JobState.PENDING, JobState.RUNNING, JobState.WAITING)
 
 
 def collect(root: Root, only_voice: str | None = None) -> dict[str, Any]:
@@ -38,7 +44,7 @@ def collect(root: Root, only_voice: str | None = None) -> dict[str, Any]:
                     "file": j.input_path.name,
                     "reason": j.last_error,
                 }
-                for j in ledger.jobs(state="failed")
+                for j in ledger.jobs(state=JobState.FAILED)
                 if only_voice in (None, j.voice)
             ],
         }
@@ -58,14 +64,13 @@ def fetch_report(root: Root) -> dict[str, Any] | None:
 
 def voice_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
     clips, warnings, duration = 0, [], 0.0
-    for job in ledger.jobs(kind=IMPORT, voice=voice.name, state="done"):
-        if job.data.get("outcome") != "imported" or not Path(job.data["clip"]).exists():
+    for job in ledger.jobs(kind=JobKind.IMPORT, voice=voice.name, state=JobState.DONE):
+        clip, analysis = job.data.clip, job.data.analysis
+        if job.data.outcome != Outcome.IMPORTED or clip is None or not clip.exists():
             continue
         clips += 1
-        analysis = job.data["analysis"]
-        duration += analysis["duration"]
-        name = Path(job.data["clip"]).name
-        warnings += [f"{name}: {warning}" for warning in analysis["warnings"]]
+        duration += analysis.duration
+        warnings += [f"{clip.name}: {warning}" for warning in analysis.warnings]
     return {
         "clips": clips,
         "duration": round(duration, 2),
@@ -75,7 +80,7 @@ def voice_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
         "rejected": rejected_files(voice),
         "waiting": [
             {"file": job.input_path.name, "kind": job.kind, "reason": job.last_error}
-            for job in ledger.jobs(voice=voice.name, state="waiting")
+            for job in ledger.jobs(voice=voice.name, state=JobState.WAITING)
         ],
     }
 
@@ -103,12 +108,13 @@ def dataset_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
 
 def training_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
     from daemon.core.config import ConfigError, load_settings, load_voice_settings
-    from daemon.service.schedule import TRAIN, next_start, now_local
+    from daemon.service.schedule import next_start, now_local
 
-    jobs = ledger.jobs(kind=TRAIN, voice=voice.name)
-    finished = [j for j in jobs if j.state == "done" and j.data.get("outcome") == "trained"]
-    active = [j for j in jobs if j.state in ("pending", "running", "waiting")]
+    jobs = ledger.jobs(kind=JobKind.TRAIN, voice=voice.name)
+    finished = [j for j in jobs if j.state == JobState.DONE and j.data.outcome == Outcome.TRAINED]
+    active = [j for j in jobs if j.state in ACTIVE]
     last = finished[-1].data if finished else None
+    progress = active[-1].data.progress if active else None
     try:
         settings = load_voice_settings(load_settings(voice.root.config_file), voice.config_file)
         upcoming = next_start(settings.training, now_local())
@@ -118,13 +124,32 @@ def training_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
         "last": None
         if last is None
         else {
-            key: last.get(key) for key in ("finished_at_text", "model_sha256", "losses", "warnings")
+            "finished_at_text": last.finished_at_text,
+            "model_sha256": last.model_sha256,
+            "losses": last.losses,
+            "warnings": list(last.warnings),
         },
         "next": upcoming.isoformat(timespec="minutes") if upcoming else None,
         "state": active[-1].state if active else None,
-        "progress": active[-1].data.get("progress") if active else None,
+        "progress": None if progress is None else dataclasses.asdict(progress),
         "note": active[-1].last_error if active else None,
-        "warnings": last.get("warnings", []) if last else [],
+        "warnings": list(last.warnings) if last else [],
+    }
+
+
+def transcription_progress(ledger: Ledger, voice: str) -> dict[str, Any]:
+    """Clips transcribed and to go, with an ETA from this voice's measured speed."""
+    jobs = ledger.jobs(kind=JobKind.TRANSCRIBE, voice=voice)
+    done = [j for j in jobs if j.state == JobState.DONE and j.data.seconds is not None]
+    todo = [j for j in jobs if j.state in (JobState.PENDING, JobState.RUNNING)]
+    audio = sum(j.data.audio_seconds for j in done)
+    factor = sum(j.data.seconds for j in done) / audio if audio else DEFAULT_REAL_TIME_FACTOR
+    remaining = sum(sf.info(j.input_path).duration for j in todo if j.input_path.exists())
+    return {
+        "transcribed": len([j for j in jobs if j.state == JobState.DONE]),
+        "to_transcribe": len(todo),
+        "eta_seconds": round(remaining * factor, 1),
+        "problems": [j.data.problem for j in done if j.data.problem],
     }
 
 
@@ -200,6 +225,6 @@ def render_text(report: dict[str, Any]) -> str:
         lines += [f"  waiting  {w['file']}: {w['reason']}" for w in voice["waiting"]]
     for name, why in report["refused_voices"].items():
         lines.append(f"\nrefused voice folder {name!r}: {why}")
-    failed = [f for f in report["failed"] if f["kind"] != IMPORT]
+    failed = [f for f in report["failed"] if f["kind"] != JobKind.IMPORT]
     lines += [f"\nfailed {f['kind']} {f['voice']}/{f['file']}: {f['reason']}" for f in failed]
     return "\n".join(lines)

@@ -16,18 +16,17 @@ from loguru import logger
 
 from daemon.core import atomic
 from daemon.core.config import Settings
+from daemon.core.jobs import JobKind
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root
-from daemon.core.worker import Stage, Worker
+from daemon.core.worker import StageContext, Worker
 from daemon.service.intake import Intake
 from daemon.service.lock import InstanceLock
-from daemon.service.schedule import TRAIN, TrainingSchedule, queue_changed_voices
+from daemon.service.schedule import TrainingSchedule
 from daemon.service.systemd import Notifier
 from daemon.service.watch import StabilityTracker, Watcher, classify
-from daemon.stages.import_clip import ClipImport
-from daemon.stages.render import RENDER, Renderer, RenderStage
-from daemon.stages.train import FineTuneStage
-from daemon.stages.transcribe import DatasetStage, PruneStage, reconcile
+from daemon.stages import STAGES, build_stages
+from daemon.stages.train import queue_changed_voices
 from daemon.weights.fetch import (
     BackgroundFetch,
     fetch_status_file,
@@ -72,7 +71,8 @@ class Daemon:
         ledger = Ledger(self.root.ledger_file)
         try:
             self.recover(ledger)
-            worker = Worker(self.root.ledger_file, self.settings, self.stages())
+            context = StageContext(self.root, self.settings, self.stop_requested)
+            worker = Worker(self.root.ledger_file, self.settings, build_stages(context))
             watcher = Watcher(self.root, self.settings, self.tracker)
             intake = Intake(self.root, self.settings, ledger)
             watcher.start()
@@ -102,16 +102,6 @@ class Daemon:
         logger.info("voicedrop stopped")
         return 0
 
-    def stages(self) -> list[Stage]:
-        renderer = Renderer(self.root, self.settings)
-        return [
-            ClipImport(self.root, self.settings),
-            DatasetStage(self.root, self.settings),
-            PruneStage(self.root, self.settings),
-            RenderStage(self.root, self.settings, renderer),
-            FineTuneStage(self.root, self.settings, renderer, self.stop_requested),
-        ]
-
     def start_fetching(self, worker: Worker) -> BackgroundFetch | None:
         """tts.fetch: auto — missing weights come in the background; renders waiting for
         them are tried again as soon as they are in place. (`run --until-idle` does not
@@ -123,8 +113,8 @@ class Daemon:
         def released() -> None:
             ledger = Ledger(self.root.ledger_file)
             try:
-                ledger.release_waiting(RENDER)
-                ledger.release_waiting(TRAIN)
+                ledger.release_waiting(JobKind.RENDER)
+                ledger.release_waiting(JobKind.TRAIN)
             finally:
                 ledger.close()
             worker.wake.set()
@@ -143,7 +133,7 @@ class Daemon:
         ledger = Ledger(self.root.ledger_file)
         try:
             queued = queue_changed_voices(self.root, ledger)
-            resumed = ledger.release_waiting(TRAIN)
+            resumed = ledger.release_waiting(JobKind.TRAIN)
         finally:
             ledger.close()
         logger.info("training window: {} voices queued, {} runs resumed", queued, resumed)
@@ -160,7 +150,11 @@ class Daemon:
         for folder in (self.root.voices, self.root.inbox, self.root.outbox):
             atomic.remove_stale_temp_files(folder)
         ledger.release_waiting()
-        reconcile(self.root, ledger)
+        self.reconcile(ledger)
+
+    def reconcile(self, ledger: Ledger) -> int:
+        """What the folders say is missing is queued by the kind it belongs to."""
+        return sum(stage.reconcile(self.root, ledger) for stage in STAGES)
 
     def main_loop(
         self, ledger: Ledger, intake: Intake, watcher: Watcher, worker: Worker, until_idle: bool
@@ -181,7 +175,7 @@ class Daemon:
             if time.monotonic() >= next_rescan:
                 watcher.scan()
                 intake.check_voice_folders()
-                if reconcile(self.root, ledger):
+                if self.reconcile(ledger):
                     worker.wake.set()
                 next_rescan = time.monotonic() + self.settings.watch.rescan_every
             if time.monotonic() >= next_probe:

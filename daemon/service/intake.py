@@ -2,56 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 from pathlib import Path
 
 from loguru import logger
 
-from daemon.core import atomic
 from daemon.core.config import Settings
+from daemon.core.files import file_sha256, reject_file
+from daemon.core.jobs import JobKind, JobState
 from daemon.core.ledger import Ledger
-from daemon.core.paths import Root, VoicePaths, free_name
+from daemon.core.paths import Root, VoicePaths
 from daemon.service.watch import Drop
-
-IMPORT = "import"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def reject_file(voice: VoicePaths, path: Path, reason: str) -> Path:
-    """Move `path` (a symlink itself, never its target) into rejected/ beside its reason.
-
-    The reason is written first: if the daemon dies in between, the file is still in the
-    inbox and is simply looked at again.
-    """
-    target = free_name(voice.rejected, path.name)
-    atomic.write_text(target.with_name(target.name + ".reason.txt"), reason.rstrip() + "\n")
-    move_file(path, target)
-    logger.warning("rejected {}: {}", path.name, reason)
-    return target
-
-
-def move_file(source: Path, target: Path) -> None:
-    """Rename within the root's filesystem; copy, fsync and unlink only across devices."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(source, target)
-    except OSError as exc:
-        if exc.errno != 18:  # EXDEV: inbox on another filesystem than voices/
-            raise
-        with atomic.atomic_path(target) as tmp:
-            shutil.copy2(source, tmp)
-        source.unlink()
-    atomic.fsync_directory(target.parent)
-    atomic.fsync_directory(source.parent)
+from daemon.tts.outputs import error_file, is_rendered
 
 
 class Intake:
@@ -85,36 +47,38 @@ class Intake:
 
     def queue_import(self, voice: VoicePaths, path: Path) -> bool:
         content_hash = file_sha256(path)
-        job, created = self.ledger.enqueue(IMPORT, voice.name, path, content_hash)
+        job, created = self.ledger.enqueue(JobKind.IMPORT, voice.name, path, content_hash)
         if created:
             logger.info("queued {} for voice {}", path.name, voice.name)
             return True
-        if job.state == "failed":
+        if job.state == JobState.FAILED:
             self.ledger.requeue(job.id, path)
             logger.info("queued {} again (it failed before: {})", path.name, job.last_error)
             return True
-        if job.input_path == path and job.state in ("pending", "running", "waiting"):
+        if job.input_path == path and job.state in (
+            JobState.PENDING,
+            JobState.RUNNING,
+            JobState.WAITING,
+        ):
             return False
-        reject_file(voice, path, duplicate_reason(self.root, job.data, job.input_path))
+        reject_file(voice, path, duplicate_reason(self.root, job.data.original or job.input_path))
         return False
 
     def queue_render(self, text: Path) -> bool:
         """Render a text whose wav is missing or whose sidecar names another text hash; a text
         that failed waits for an edit, or for its .error.txt to be deleted."""
-        from daemon.stages.render import RENDER, is_rendered, outputs_for
-
         if text.is_symlink() or not text.is_file():
             return False
         content_hash = file_sha256(text)
         if is_rendered(text, content_hash):
             return False
         voice = text.parent.name
-        job, created = self.ledger.enqueue(RENDER, voice, text, content_hash)
+        job, created = self.ledger.enqueue(JobKind.RENDER, voice, text, content_hash)
         if created:
             logger.info("queued {} for rendering in voice {}", text.name, voice)
             return True
-        retry_failed = job.state == "failed" and not outputs_for(text)[2].exists()
-        if job.state == "done" or retry_failed:
+        retry_failed = job.state == JobState.FAILED and not error_file(text).exists()
+        if job.state == JobState.DONE or retry_failed:
             self.ledger.requeue(job.id, text)
             logger.info("queued {} for rendering again", text.name)
             return True
@@ -147,8 +111,7 @@ def extension_reason(extension: str, settings: Settings) -> str:
     )
 
 
-def duplicate_reason(root: Root, data: dict[str, str], queued_path: Path) -> str:
-    first = Path(data.get("original") or queued_path)
+def duplicate_reason(root: Root, first: Path) -> str:
     try:
         shown = first.relative_to(root.path)
     except ValueError:

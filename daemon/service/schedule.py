@@ -4,7 +4,6 @@ fires once at start-up if it is no older than `training.catch_up` seconds."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -13,10 +12,7 @@ from loguru import logger
 
 from daemon.core import atomic
 from daemon.core.config import Settings, TrainingSettings
-from daemon.core.ledger import Ledger
-from daemon.core.paths import Root, VoicePaths
-
-TRAIN = "train"
+from daemon.core.paths import Root
 
 
 def trigger(training: TrainingSettings):
@@ -56,41 +52,6 @@ def next_start(training: TrainingSettings, now: datetime) -> datetime | None:
 
 def now_local() -> datetime:
     return datetime.now().astimezone()
-
-
-def dataset_fingerprint(voice: VoicePaths) -> str | None:
-    """What a fine-tune learns from: a changed list means the voice needs training again."""
-    lists = [voice.dataset / "train.txt", voice.dataset / "validation.txt"]
-    if not lists[0].exists() or not lists[0].read_text(encoding="utf-8").strip():
-        return None
-    digest = hashlib.sha256()
-    for path in lists:
-        digest.update(path.read_bytes() if path.exists() else b"")
-    return digest.hexdigest()
-
-
-def queue_training(root: Root, ledger: Ledger, voice_name: str, now: bool = False) -> bool:
-    """Queue a fine-tune of a voice whose dataset changed since its last one; `now` asks for
-    one whatever the dataset and the window."""
-    voice = root.voice(voice_name)
-    fingerprint = dataset_fingerprint(voice)
-    if fingerprint is None:
-        return False
-    job, created = ledger.enqueue(TRAIN, voice.name, voice.dataset, fingerprint)
-    if now:
-        ledger.requeue(job.id, voice.dataset)
-        ledger.set_data(job.id, now=True)
-        return True
-    if not created and job.state == "waiting":
-        ledger.release_waiting(TRAIN)
-    return created
-
-
-def queue_changed_voices(root: Root, ledger: Ledger) -> int:
-    queued = 0
-    for train_list in sorted(root.voices.glob("*/dataset/train.txt")):
-        queued += queue_training(root, ledger, train_list.parents[1].name)
-    return queued
 
 
 class TrainingSchedule:

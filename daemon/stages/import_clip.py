@@ -13,40 +13,38 @@ import numpy as np
 from loguru import logger
 
 from daemon.audio import clips
-from daemon.core.config import ConfigError, ImportSettings, Settings, load_voice_settings
-from daemon.core.ledger import Job, Ledger
-from daemon.core.paths import Root, VoicePaths, free_name
-from daemon.core.worker import Blocked, Rejected
-from daemon.service.intake import IMPORT, file_sha256, move_file, reject_file
-from daemon.stages.transcribe import TRANSCRIBE
+from daemon.core.config import ConfigError, ImportSettings, load_voice_settings
+from daemon.core.files import file_sha256, move_file, reject_file
+from daemon.core.jobs import ClipAnalysis, ImportData, Job, JobKind, Outcome
+from daemon.core.ledger import Ledger
+from daemon.core.paths import VoicePaths, free_name
+from daemon.core.worker import Blocked, Rejected, Stage
 
 CLIP_RATE = 22050
 
 
-class ClipImport:
-    kind = IMPORT
-
-    def __init__(self, root: Root, settings: Settings) -> None:
-        self.root = root
-        self.settings = settings
+class ImportStage(Stage):
+    kind = JobKind.IMPORT
 
     def run(self, job: Job, ledger: Ledger) -> None:
         voice = self.root.voice(job.voice)
         source = self.find_source(job)
         if source == job.input_path and file_sha256(source) != job.content_hash:
-            ledger.finish(job.id, outcome="superseded")
+            ledger.finish(job.id, ImportData(outcome=Outcome.SUPERSEDED))
             logger.info("{} changed after it was queued; the new content is queued anew", source)
             return
-        if "clip" not in job.data:
-            job = ledger.set_data(job.id, **self.plan_names(voice, job.input_path))
+        if job.data.clip is None:
+            job = ledger.set_data(job.id, self.plan_names(voice, job.input_path))
         rules = self.voice_rules(voice)
         mono, analysis = self.decode_and_check(source, rules)
-        clip, original = Path(job.data["clip"]), Path(job.data["original"])
+        clip, original = job.data.clip, job.data.original
         clips.write_clip(clip, mono, CLIP_RATE)
         if source != original:
             move_file(source, original)
-        ledger.enqueue(TRANSCRIBE, voice.name, clip, job.content_hash)
-        ledger.finish(job.id, outcome="imported", analysis=analysis.to_dict())
+        ledger.enqueue(JobKind.TRANSCRIBE, voice.name, clip, job.content_hash)
+        ledger.finish(
+            job.id, ImportData(Outcome.IMPORTED, original=original, clip=clip, analysis=analysis)
+        )
         for warning in analysis.warnings:
             logger.warning("{} ({}): {}", clip.name, voice.name, warning)
         logger.info(
@@ -68,29 +66,26 @@ class ClipImport:
         source = self.find_source(job)
         reject_file(self.root.voice(job.voice), source, reason)
 
-    def on_idle(self) -> None:
-        """Nothing is kept loaded between imports."""
-
     def find_source(self, job: Job) -> Path:
         """The dropped file, or where a killed earlier attempt already moved it."""
         if job.input_path.is_file() and not job.input_path.is_symlink():
             return job.input_path
-        original = job.data.get("original")
-        if original and Path(original).is_file():
-            return Path(original)
+        original = job.data.original
+        if original is not None and original.is_file():
+            return original
         raise Rejected(f"{job.input_path.name} disappeared from the inbox before it was imported")
 
-    def plan_names(self, voice: VoicePaths, dropped: Path) -> dict[str, str]:
+    def plan_names(self, voice: VoicePaths, dropped: Path) -> ImportData:
         """Never overwrite: a clash gets a numbered name, chosen once and kept across retries."""
         voice.originals.mkdir(parents=True, exist_ok=True)
         voice.clips.mkdir(parents=True, exist_ok=True)
         original = free_name(voice.originals, dropped.name)
         clip = free_name(voice.clips, f"{original.stem}.wav")
-        return {"original": str(original), "clip": str(clip)}
+        return ImportData(original=original, clip=clip)
 
     def decode_and_check(
         self, source: Path, rules: ImportSettings
-    ) -> tuple[np.ndarray, clips.Analysis]:
+    ) -> tuple[np.ndarray, ClipAnalysis]:
         try:
             decoded = clips.decode(source)
             clips.check_usable(

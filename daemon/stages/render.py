@@ -32,18 +32,19 @@ from daemon.core.config import (
     load_voice_settings,
     override_section,
 )
-from daemon.core.ledger import Job, Ledger
+from daemon.core.files import cached_sha256, file_sha256
+from daemon.core.jobs import Job, JobKind, Outcome, RenderData
+from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoicePaths
-from daemon.core.worker import Blocked, Rejected
-from daemon.service.intake import file_sha256
+from daemon.core.worker import Blocked, Rejected, Stage, StageContext
 from daemon.tts.checkpoints import BadCheckpoint, WeightsMissing
 from daemon.tts.latents import NoClips, cached_latents, voice_clips
+from daemon.tts.outputs import Outputs
 from daemon.tts.redact import Redaction, check_brackets, redact
 from daemon.tts.texts import BadText, chunk_text, read_text, split_front_matter
 from daemon.weights.store import tortoise_models
 from daemon.weights.voice_models import adopt_dropped
 
-RENDER = "render"
 CHUNK_PAUSE_SECONDS = 0.25
 
 
@@ -100,26 +101,6 @@ class TextSettings:
             if f.name not in ("preset", "output_sample_rate") and getattr(self, f.name) is not None
         }
         return GenerationSettings.preset(self.preset, **overrides)
-
-
-def text_sha256(path: Path) -> str:
-    return file_sha256(path)
-
-
-def outputs_for(text: Path) -> tuple[Path, Path, Path]:
-    return text.with_suffix(".wav"), text.with_suffix(".json"), text.with_suffix(".error.txt")
-
-
-def is_rendered(text: Path, content_hash: str) -> bool:
-    """Rendered when the wav exists and its sidecar names this very text: so editing a text
-    renders it again and deleting its wav brings it back."""
-    wav, sidecar, _ = outputs_for(text)
-    if not (wav.exists() and sidecar.exists()):
-        return False
-    try:
-        return json.loads(sidecar.read_text(encoding="utf-8")).get("text_sha256") == content_hash
-    except (OSError, ValueError):
-        return False
 
 
 class Renderer:
@@ -191,8 +172,6 @@ class Renderer:
         text_hash: str,
     ) -> dict[str, Any]:
         """Render `body` into `output` (+ sidecar), resuming from finished chunks."""
-        from daemon.tts.checkpoints import file_sha256 as model_sha256
-
         started = time.monotonic()
         engine = self.engine_for(tts, settings.decoder)
         adopt_dropped(voice.models, engine.spec)
@@ -203,7 +182,7 @@ class Renderer:
         except (BadCheckpoint, WeightsMissing) as exc:
             raise Blocked(f"{exc}; texts render once the model files are fixed") from exc
         files = engine.model_files(autoregressive=autoregressive, decoder=settings.decoder)
-        hashes = {name: model_sha256(path) for name, path in files.items()}
+        hashes = {name: cached_sha256(path) for name, path in files.items()}
         try:
             latents, latents_key, latent_seconds = cached_latents(
                 engine, voice, hashes, autoregressive, tts.latents, tts.seed
@@ -326,40 +305,42 @@ def write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
         sf.write(tmp, audio, rate, subtype="PCM_16", format="WAV")
 
 
-class RenderStage:
-    """The render job: one per version of a text."""
+class RenderStage(Stage):
+    """The render job: one per version of a text. It goes before fine-tuning, which yields
+    the device to it."""
 
-    kind = RENDER
+    kind = JobKind.RENDER
+    accelerator = True
 
-    def __init__(self, root: Root, settings: Settings, renderer: Renderer | None = None) -> None:
-        self.root = root
-        self.settings = settings
-        self.renderer = renderer or Renderer(root, settings)
+    def __init__(self, context: StageContext) -> None:
+        super().__init__(context)
+        self.renderer = Renderer(self.root, self.settings)
 
     def run(self, job: Job, ledger: Ledger) -> None:
         text = job.input_path
-        if not text.exists() or text_sha256(text) != job.content_hash:
-            ledger.finish(job.id, outcome="superseded")
+        if not text.exists() or file_sha256(text) != job.content_hash:
+            ledger.finish(job.id, RenderData(outcome=Outcome.SUPERSEDED))
             return
         voice = self.root.voice(job.voice)
-        wav, _, error = outputs_for(text)
+        outputs = Outputs.of(text)
         try:
             body, settings, tts = self.prepare(voice, text)
             self.renderer.check_ready(voice, tts, settings.decoder)
-            sidecar = self.renderer.render(voice, body, settings, tts, wav, job.content_hash)
+            sidecar = self.renderer.render(
+                voice, body, settings, tts, outputs.wav, job.content_hash
+            )
         except Blocked as exc:
-            atomic.write_text(error, f"{exc}\n")
+            atomic.write_text(outputs.error, f"{exc}\n")
             raise
-        error.unlink(missing_ok=True)
-        ledger.finish(
-            job.id, outcome="rendered", wav=str(wav), seconds=sidecar["timings"]["total_seconds"]
-        )
+        outputs.error.unlink(missing_ok=True)
+        seconds = sidecar["timings"]["total_seconds"]
+        ledger.finish(job.id, RenderData(Outcome.RENDERED, wav=outputs.wav, seconds=seconds))
         logger.info(
             "rendered {} ({}): {:.1f} s of speech in {:.1f} s",
             text.name,
             voice.name,
             sidecar["audio_seconds"],
-            sidecar["timings"]["total_seconds"],
+            seconds,
         )
 
     def prepare(self, voice: VoicePaths, text: Path) -> tuple[str, TextSettings, TtsSettings]:
@@ -380,7 +361,10 @@ class RenderStage:
         return body, settings, tts
 
     def give_up(self, job: Job, reason: str) -> None:
-        atomic.write_text(outputs_for(job.input_path)[2], f"{reason}\n")
+        atomic.write_text(Outputs.of(job.input_path).error, f"{reason}\n")
 
     def on_idle(self) -> None:
         self.renderer.release_if_idle(self.settings.tts.idle_unload)
+
+    def release(self) -> None:
+        self.renderer.release()

@@ -7,45 +7,43 @@ device), when the window closes (it waits for the next night) and when the daemo
 
 from __future__ import annotations
 
+import hashlib
 import json
-import threading
 import time
-from typing import Any
+from dataclasses import replace
 
 from loguru import logger
 
 from daemon.core.config import ConfigError, Settings, load_voice_settings
-from daemon.core.ledger import Job, Ledger
+from daemon.core.jobs import Job, JobKind, JobState, Outcome, TrainData, TrainProgress
+from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoicePaths
-from daemon.core.worker import Blocked, Rejected
-from daemon.service.schedule import TRAIN, in_window, next_start, now_local
-from daemon.stages.render import RENDER, Renderer
+from daemon.core.worker import Blocked, Rejected, Stage
+from daemon.service.schedule import in_window, next_start, now_local
 
 PROGRESS_EVERY = 5.0
 
 
-class FineTuneStage:
-    kind = TRAIN
+class TrainStage(Stage):
+    """The train job: one per version of a voice's dataset. It runs last and yields the
+    device to renders."""
 
-    def __init__(
-        self, root: Root, settings: Settings, renderer: Renderer, stopping: threading.Event
-    ) -> None:
-        self.root = root
-        self.settings = settings
-        self.renderer = renderer
-        self.stopping = stopping
+    kind = JobKind.TRAIN
+    priority = 10
+    accelerator = True
+    preempted_by = (JobKind.RENDER,)
+    foreground = "train"
 
     def run(self, job: Job, ledger: Ledger) -> None:
-        from daemon.training.trainer import TrainingOptions, train_voice
+        from daemon.training.trainer import NoTrainingLines, TrainingOptions, train_voice
         from daemon.tts.checkpoints import BadCheckpoint, WeightsMissing
-        from daemon.weights.store import dvae_file
+        from daemon.weights.store import dvae_file, tortoise_models
 
         voice = self.root.voice(job.voice)
         settings = self.voice_settings(voice)
-        forced = bool(job.data.get("now"))
+        forced = job.data.now
         if not forced and not in_window(settings.training, now_local()):
             raise Blocked(self.window_message(settings))
-        self.renderer.release()
         reason: list[str] = []
 
         def should_stop() -> bool:
@@ -53,8 +51,9 @@ class FineTuneStage:
             return bool(reason[0])
 
         options = TrainingOptions.from_settings(settings.training, device=settings.tts.device)
-        models_dir = self.renderer.models_dir(settings.tts, settings.tts.decoder)
-        dvae = dvae_file(self.root, settings, settings.tts.models_dir)
+        tts = settings.tts
+        models_dir = tortoise_models(self.root, settings, tts.models_dir, tts.decoder).folder
+        dvae = dvae_file(self.root, settings, tts.models_dir)
         logger.info("fine-tuning voice {} ({} epochs)", voice.name, options.epochs)
         try:
             result = train_voice(
@@ -68,22 +67,24 @@ class FineTuneStage:
             )
         except (WeightsMissing, BadCheckpoint) as exc:
             raise Blocked(f"{exc}; fine-tuning starts once the model files are fixed") from exc
-        except ValueError as exc:
+        except NoTrainingLines as exc:
             raise Rejected(str(exc)) from exc
         if not result.finished:
             self.step_aside(ledger, job, reason[0], settings)
             return
         ledger.finish(
             job.id,
-            outcome="trained",
-            model=str(result.model_path),
-            model_sha256=result.model_sha256,
-            losses=result.losses,
-            warnings=result.warnings,
-            run=str(result.run_dir),
-            step=result.step,
-            skipped=result.skipped,
-            finished_at_text=now_local().isoformat(timespec="seconds"),
+            TrainData(
+                Outcome.TRAINED,
+                model=result.model_path,
+                model_sha256=result.model_sha256,
+                losses=result.losses,
+                warnings=tuple(result.warnings),
+                run=result.run_dir,
+                step=result.step,
+                skipped=result.skipped,
+                finished_at_text=now_local().isoformat(timespec="seconds"),
+            ),
         )
         for warning in result.warnings:
             logger.warning("voice {} training: {}", voice.name, warning)
@@ -99,9 +100,7 @@ class FineTuneStage:
             return "the daemon is stopping"
         if not forced and not in_window(settings.training, now_local()):
             return "window"
-        if ledger.db.execute(
-            "SELECT 1 FROM jobs WHERE kind = ? AND state = 'pending' LIMIT 1", (RENDER,)
-        ).fetchone():
+        if ledger.has_pending(self.preempted_by):
             return "renders are waiting for the device"
         return ""
 
@@ -143,9 +142,6 @@ class FineTuneStage:
     def give_up(self, job: Job, reason: str) -> None:
         logger.error("voice {}: fine-tuning failed: {}", job.voice, reason)
 
-    def on_idle(self) -> None:
-        """The training loop frees its model when it returns."""
-
 
 class ProgressReporter:
     """Logs progress with ETA and records it in the job for `status`, every few seconds."""
@@ -156,19 +152,54 @@ class ProgressReporter:
         self.voice = voice
         self.last = 0.0
 
-    def __call__(self, progress: dict[str, Any]) -> None:
+    def __call__(self, progress: TrainProgress) -> None:
         now = time.monotonic()
-        if now - self.last < PROGRESS_EVERY and progress["step"] < progress["total_steps"]:
+        if now - self.last < PROGRESS_EVERY and progress.step < progress.total_steps:
             return
         self.last = now
-        self.ledger.set_data(self.job.id, progress=progress)
+        self.job = self.ledger.set_data(self.job.id, replace(self.job.data, progress=progress))
         logger.info(
             "fine-tuning {}: step {}/{} ({:.0%}), epoch {:.1f}, loss {:.3f}, ETA {:.0f} s",
             self.voice,
-            progress["step"],
-            progress["total_steps"],
-            progress["step"] / max(progress["total_steps"], 1),
-            progress["epoch"],
-            progress["loss_total"],
-            progress.get("eta_s") or 0,
+            progress.step,
+            progress.total_steps,
+            progress.step / max(progress.total_steps, 1),
+            progress.epoch,
+            progress.loss_total,
+            progress.eta_s or 0,
         )
+
+
+def dataset_fingerprint(voice: VoicePaths) -> str | None:
+    """What a fine-tune learns from: a changed list means the voice needs training again."""
+    lists = [voice.dataset / "train.txt", voice.dataset / "validation.txt"]
+    if not lists[0].exists() or not lists[0].read_text(encoding="utf-8").strip():
+        return None
+    digest = hashlib.sha256()
+    for path in lists:
+        digest.update(path.read_bytes() if path.exists() else b"")
+    return digest.hexdigest()
+
+
+def queue_training(root: Root, ledger: Ledger, voice_name: str, now: bool = False) -> bool:
+    """Queue a fine-tune of a voice whose dataset changed since its last one; `now` asks for
+    one whatever the dataset and the window."""
+    voice = root.voice(voice_name)
+    fingerprint = dataset_fingerprint(voice)
+    if fingerprint is None:
+        return False
+    job, created = ledger.enqueue(JobKind.TRAIN, voice.name, voice.dataset, fingerprint)
+    if now:
+        ledger.requeue(job.id, voice.dataset, replace(job.data, now=True))
+        return True
+    if not created and job.state == JobState.WAITING:
+        ledger.release_waiting(JobKind.TRAIN)
+    return created
+
+
+def queue_changed_voices(root: Root, ledger: Ledger) -> int:
+    """At a training window's start: every voice whose dataset changed."""
+    queued = 0
+    for train_list in sorted(root.voices.glob("*/dataset/train.txt")):
+        queued += queue_training(root, ledger, train_list.parents[1].name)
+    return queued

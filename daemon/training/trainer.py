@@ -36,21 +36,21 @@ from loguru import logger
 from torch import nn
 
 from daemon.core.atomic import TEMP_PREFIX, atomic_path, write_text
-from daemon.stages.transcribe import CLIP_RATE, UNKNOWN_TOKEN, tortoise_tokenizer
-from daemon.training.dvae import CodesCache, wave_to_mel
+from daemon.core.device import resolve_device
+from daemon.core.files import cached_sha256
+from daemon.core.jobs import TrainProgress
+from daemon.dataset.lists import CLIP_RATE, UNKNOWN_TOKEN, tortoise_tokenizer
+from daemon.training.dvae import CodesCache, build_dvae, wave_to_mel
 from daemon.tts.checkpoints import (
     AUTOREGRESSIVE_FILE,
     DVAE_FILE,
     ModelSpec,
     WeightsMissing,
     build_autoregressive,
-    build_dvae,
-    file_sha256,
     load_strict,
     read_state_dict,
     save_checkpoint,
 )
-from daemon.tts.engine import resolve_device
 from daemon.weights.voice_models import install
 
 MAX_TEXT_TOKENS = 200  # DLAS/ai-voice-cloning skip longer texts
@@ -72,6 +72,10 @@ VAL_RISE = 1.02  # the last validation loss this much above its best means overf
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
+
+
+class NoTrainingLines(Exception):
+    """No line of the dataset can be learnt from: the voice needs more (or cleaner) clips."""
 
 
 @dataclass(frozen=True)
@@ -157,14 +161,14 @@ def train_voice(
     options: TrainingOptions,
     language: str,
     should_stop: Callable[[], bool],
-    on_progress: Callable[[dict[str, Any]], None],
+    on_progress: Callable[[TrainProgress], None],
     dvae: Path | None = None,
 ) -> TrainResult:
     """Train (or resume training) the voice's autoregressive model until the run finishes or
     should_stop() turns true; either way the state is checkpointed before returning.
     `dvae` is dvae.pth when it is not in `models_dir` (see daemon.weights.store.dvae_file)."""
     voice_dir, models_dir = Path(voice_dir), Path(models_dir)
-    device = resolve_device(options.device)
+    device = torch.device(resolve_device(options.device))
     spec = ModelSpec.read(models_dir)
     text_weight = options.text_weight(language)
     base = models_dir / AUTOREGRESSIVE_FILE
@@ -178,7 +182,7 @@ def train_voice(
     validation = load_examples(voice_dir, "validation", spec, cache, skipped)
     del cache.dvae
     if not train:
-        raise ValueError(f"{voice_dir.name} has no usable training lines ({dict(skipped)})")
+        raise NoTrainingLines(f"{voice_dir.name} has no usable training lines ({dict(skipped)})")
 
     # model, optimizer, schedule; then the last checkpoint of this run on top
     run_dir = open_run(voice_dir / "training", run_fingerprint(voice_dir, base, options, language))
@@ -249,7 +253,9 @@ def train_voice(
             record.update(validate(model, validation, spec, micro_batch, weights, amp, options))
         metrics.append(record)
         eta = (total_steps - step) / steps_per_s if steps_per_s else None
-        on_progress({**record, "total_steps": total_steps, "epochs": options.epochs, "eta_s": eta})
+        on_progress(
+            TrainProgress(**record, total_steps=total_steps, epochs=options.epochs, eta_s=eta)
+        )
         if epoch_done and (epoch + 1) % options.save_every == 0 and not last:
             learner.save(run_dir / CHECKPOINT, step, batch_size, micro_batch)
             write_charts(run_dir, metrics.records)
@@ -305,7 +311,7 @@ def codes_cache(
     if not path.is_file():
         raise WeightsMissing(path.parent, [DVAE_FILE])
     dvae = load_strict(build_dvae(spec), path).to(device).eval()
-    return CodesCache(voice_dir / "training" / "codes", dvae, file_sha256(path))
+    return CodesCache(voice_dir / "training" / "codes", dvae, cached_sha256(path))
 
 
 def load_examples(
@@ -545,7 +551,7 @@ def run_fingerprint(voice_dir: Path, base: Path, options: TrainingOptions, langu
     for split in ("train", "validation"):
         listing = voice_dir / "dataset" / f"{split}.txt"
         digest.update(listing.read_bytes() if listing.exists() else b"")
-    settings = {**dataclasses.asdict(options), "language": language, "base": file_sha256(base)}
+    settings = {**dataclasses.asdict(options), "language": language, "base": cached_sha256(base)}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import warnings
 from collections.abc import Iterator, Mapping
@@ -218,12 +217,6 @@ def build_autoregressive(spec: ModelSpec) -> torch.nn.Module:
     return UnifiedVoice(**spec.autoregressive)
 
 
-def build_dvae(spec: ModelSpec) -> torch.nn.Module:
-    from daemon.training.dvae import DiscreteVAE
-
-    return DiscreteVAE(**spec.dvae)
-
-
 def build_diffusion(spec: ModelSpec) -> torch.nn.Module:
     from tortoise.models.diffusion_decoder import DiffusionTts
 
@@ -378,25 +371,6 @@ def needed_files(decoder: str) -> tuple[str, ...]:
     raise ValueError(f"unknown decoder {decoder!r}: use 'diffusion' or 'hifigan'")
 
 
-def write_tiny_models(directory: Path, seed: int = 0) -> list[Path]:
-    """Write a randomly initialised tiny model set in the released files' formats."""
-    import torch
-
-    directory = Path(directory)
-    spec = ModelSpec.tiny()
-    torch.manual_seed(seed)
-    files = {
-        AUTOREGRESSIVE_FILE: build_autoregressive(spec).state_dict(),
-        DIFFUSION_FILE: build_diffusion(spec).state_dict(),
-        VOCODER_FILE: {VOCODER_KEY: build_vocoder(spec).state_dict()},
-        CLVP_FILE: build_clvp(spec).state_dict(),
-        HIFIGAN_FILE: build_hifigan(spec).state_dict(),
-        DVAE_FILE: build_dvae(spec).state_dict(),
-    }
-    written = [save_checkpoint(data, directory / name) for name, data in files.items()]
-    return [*written, spec.write(directory)]
-
-
 def save_checkpoint(data: Mapping[str, Any], path: Path) -> Path:
     """torch.save through a temp file, so a crash never leaves a truncated checkpoint."""
     import torch
@@ -404,25 +378,3 @@ def save_checkpoint(data: Mapping[str, Any], path: Path) -> Path:
     with atomic_path(path) as tmp:
         torch.save(dict(data), tmp)
     return Path(path)
-
-
-_hash_cache: dict[tuple[str, int, int], str] = {}
-
-
-def file_signature(path: Path) -> tuple[str, int, int]:
-    """What identifies a file's content cheaply: a model retrained in place gets a new one."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    return (str(path), stat.st_size, stat.st_mtime_ns)
-
-
-def file_sha256(path: Path) -> str:
-    """Full sha256 of a file, computed once per signature: checkpoints are gigabytes."""
-    key = file_signature(path)
-    if key not in _hash_cache:
-        digest = hashlib.sha256()
-        with open(key[0], "rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-        _hash_cache[key] = digest.hexdigest()
-    return _hash_cache[key]

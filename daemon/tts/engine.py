@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from daemon.core.atomic import atomic_path
+from daemon.core.device import resolve_device
+from daemon.core.files import file_signature
 from daemon.tts.checkpoints import (
     AUTOREGRESSIVE_FILE,
     CLVP_FILE,
@@ -37,7 +39,6 @@ from daemon.tts.checkpoints import (
     build_diffusion,
     build_hifigan,
     build_vocoder,
-    file_signature,
     load_strict,
     load_tolerant,
     needed_files,
@@ -131,7 +132,7 @@ class Engine:
 
     def __init__(self, models_dir: Path, device: str = "auto", half: bool = False) -> None:
         self.models_dir = Path(models_dir)
-        self.device = resolve_device(device)
+        self.device = torch.device(resolve_device(device))
         self.half = half
         self._spec: ModelSpec | None = None
         self._models: dict[str, tuple[tuple[str, int, int], torch.nn.Module]] = {}
@@ -596,14 +597,6 @@ BUILDERS: dict[str, tuple[Callable[[ModelSpec], Any], str | None]] = {
     CLVP_FILE: (build_clvp, None),
     HIFIGAN_FILE: (build_hifigan, None),
 }
-
-
-def resolve_device(device: str) -> torch.device:
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _pieces(wave: torch.Tensor, window: int) -> Iterator[torch.Tensor]:

@@ -25,11 +25,11 @@ class NoClips(Exception):
 
 
 def clip_set_hash(voice: VoicePaths) -> str:
-    from daemon.tts.checkpoints import file_sha256
+    from daemon.core.files import cached_sha256
 
     digest = hashlib.sha256()
     for clip in voice_clips(voice):
-        digest.update(f"{clip.name}\0{file_sha256(clip)}\n".encode())
+        digest.update(f"{clip.name}\0{cached_sha256(clip)}\n".encode())
     return digest.hexdigest()
 
 

@@ -27,6 +27,7 @@ from urllib.parse import urljoin
 
 from loguru import logger
 
+from daemon.core.files import sha256_of
 from daemon.weights.store import (
     DVAE_REPO,
     TORTOISE_REPO,
@@ -181,13 +182,8 @@ def partial_path(folder: Path, release: Release, remote: Remote) -> Path:
 
 
 def hash_existing(path: Path) -> tuple[hashlib._Hash, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-            size += len(block)
-    return digest, size
+    """The digest of what a partial download holds so far, and its size."""
+    return sha256_of(path), path.stat().st_size
 
 
 def download(
@@ -435,7 +431,7 @@ def fetch_into(
 def is_recorded(folder: Path, release: Release, manifest: dict[str, dict]) -> bool:
     """The file is there and is the one the manifest (or, without a record, the hub) names;
     a file that is not is removed so it is fetched again."""
-    from daemon.tts.checkpoints import file_sha256
+    from daemon.core.files import cached_sha256
 
     path = folder / release.name
     if not path.is_file():
@@ -443,11 +439,11 @@ def is_recorded(folder: Path, release: Release, manifest: dict[str, dict]) -> bo
     entry = manifest.get(release.name)
     if entry is None:
         remote = remote_file(release)
-        if path.stat().st_size == remote.size and file_sha256(path) == remote.sha256:
+        if path.stat().st_size == remote.size and cached_sha256(path) == remote.sha256:
             manifest[release.name] = record(release, remote)
             logger.info("{}: already in the store and checked against the hub", release.name)
             return True
-    elif path.stat().st_size == entry["size"] and file_sha256(path) == entry["sha256"]:
+    elif path.stat().st_size == entry["size"] and cached_sha256(path) == entry["sha256"]:
         return True
     logger.warning("{} does not match its recorded sha256; fetching it again", path)
     path.unlink()

@@ -69,7 +69,7 @@ class FileStatus:
 
 def install_folder() -> Path | None:
     """The source checkout this package runs from (where `make setup` puts models/), if any."""
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     return checkout if (checkout / "pyproject.toml").is_file() else None
 
 
@@ -250,7 +250,7 @@ def expected_sha256(path: Path) -> tuple[str, int | None, str] | None:
 
 def file_status(path: Path) -> FileStatus:
     """Whether a model file is the one that was checked when it was fetched (hashes it)."""
-    from daemon.tts.checkpoints import file_sha256
+    from daemon.core.files import cached_sha256
 
     path = Path(path)
     if not path.is_file():
@@ -264,7 +264,7 @@ def file_status(path: Path) -> FileStatus:
         return FileStatus(
             FileState.MISMATCH, f"{path} has {actual_size} bytes, {where} says {size}"
         )
-    actual = file_sha256(path)
+    actual = cached_sha256(path)
     if actual != sha256:
         return FileStatus(
             FileState.MISMATCH, f"{path} has sha256 {actual[:12]}…, {where} says {sha256[:12]}…"

@@ -21,12 +21,12 @@ from pathlib import Path
 from loguru import logger
 
 from daemon.core.atomic import TEMP_PREFIX, fsync_directory, write_text
+from daemon.core.files import file_sha256
 from daemon.tts.checkpoints import (
     AUTOREGRESSIVE_FILE,
     BadCheckpoint,
     ModelSpec,
     build_autoregressive,
-    file_sha256,
     load_strict,
 )
 
