@@ -17,7 +17,6 @@ import soundfile as sf
 
 from daemon.audio.clips import (
     MP4_FAMILY,
-    Analysis,
     BadAudio,
     Decoded,
     _k_weighting,
@@ -28,6 +27,7 @@ from daemon.audio.clips import (
     to_mono,
     write_clip,
 )
+from daemon.core.jobs import ClipAnalysis, ImportData
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")
 
@@ -403,13 +403,13 @@ def test_missing_file_is_not_bad_audio(tmp_path: Path) -> None:
 # --- analysis -------------------------------------------------------------------------------
 
 
-def measure(samples: np.ndarray, rate: int = 22050) -> Analysis:
+def measure(samples: np.ndarray, rate: int = 22050) -> ClipAnalysis:
     decoded = decoded_from(samples, rate)
     check_usable(decoded)
     return analyse(decoded, to_mono(decoded))
 
 
-def slugs(analysis: Analysis) -> set[str]:
+def slugs(analysis: ClipAnalysis) -> set[str]:
     return {warning.split(":")[0] for warning in analysis.warnings}
 
 
@@ -532,14 +532,17 @@ def test_every_warning_starts_with_a_slug() -> None:
         assert slug.replace("_", "").isalpha() and sentence
 
 
-def test_to_dict_is_json_with_finite_numbers() -> None:
+def test_the_analysis_is_kept_in_the_job_as_json_with_finite_numbers() -> None:
     samples = np.concatenate([tone(3.0, 22050), np.zeros(3 * 22050, np.float32)])
-    data = measure(samples).to_dict()
+    analysis = measure(samples)
+    record = ImportData(analysis=analysis).to_json()
+    data = json.loads(record)["analysis"]
 
     assert json.loads(json.dumps(data, allow_nan=False)) == data
     assert isinstance(data["warnings"], list)
     assert data["noise_floor_dbfs"] == -120.0
     assert all(math.isfinite(v) for v in data.values() if isinstance(v, float))
+    assert ImportData.from_json(record).analysis == analysis
 
 
 # --- writing --------------------------------------------------------------------------------

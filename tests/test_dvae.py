@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from daemon.core.files import file_sha256
 from daemon.training.dvae import (
     TRAINING_SAMPLES,
     CodesCache,
@@ -23,7 +24,6 @@ from daemon.tts.checkpoints import (
     DVAE_FILE,
     BadCheckpoint,
     ModelSpec,
-    file_sha256,
     load_strict,
     save_checkpoint,
 )

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -23,7 +21,6 @@ from daemon.tts.checkpoints import (
     build_diffusion,
     build_hifigan,
     build_vocoder,
-    file_sha256,
     load_strict,
     missing_weights,
     save_checkpoint,
@@ -275,12 +272,3 @@ def test_tiny_models_keep_the_released_interfaces() -> None:
     assert tiny.hifigan["cond_channels"] == tiny.autoregressive["model_dim"]
     assert tiny.autoregressive["max_mel_tokens"] == 604
     assert tiny.autoregressive["max_text_tokens"] == 402
-
-
-def test_file_sha256_is_the_full_hash_and_follows_changes(tmp_path: Path) -> None:
-    path = tmp_path / "model.pth"
-    path.write_bytes(b"first")
-    assert file_sha256(path) == hashlib.sha256(b"first").hexdigest()
-    path.write_bytes(b"second!")
-    os.utime(path, ns=(1, 1))
-    assert file_sha256(path) == hashlib.sha256(b"second!").hexdigest()

@@ -16,6 +16,8 @@ import torch
 from loguru import logger
 from tortoise.models.autoregressive import UnifiedVoice
 
+from daemon.core.files import file_sha256
+from daemon.core.jobs import TrainProgress
 from daemon.training.trainer import (
     CHECKPOINT,
     METRICS,
@@ -28,7 +30,7 @@ from daemon.training.trainer import (
     training_spec,
     use_half,
 )
-from daemon.tts.checkpoints import ModelSpec, build_autoregressive, file_sha256, load_strict
+from daemon.tts.checkpoints import ModelSpec, build_autoregressive, load_strict
 from daemon.tts.engine import Engine, GenerationSettings
 from tests.conftest import espeak, wait_for
 
@@ -78,7 +80,7 @@ def never() -> bool:
 def test_loss_falls_and_the_model_renders(tiny_models: Path, speech: Path, tmp_path: Path) -> None:
     voice = make_voice(tmp_path, speech)
     options = TrainingOptions(**{**FAST.__dict__, "epochs": 12, "validate_every": 4})
-    progress: list[dict] = []
+    progress: list[TrainProgress] = []
     result = train_voice(voice, tiny_models, options, "en", never, progress.append)
 
     assert result.finished and result.step == result.total_steps == 36

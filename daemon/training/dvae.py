@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from daemon.tts.checkpoints import read_state_dict, save_checkpoint
+from daemon.tts.checkpoints import ModelSpec, read_state_dict, save_checkpoint
 
 MEL_FRAMES_PER_CODE = 4  # two stride-2 convs
 MEL_HOP = 256
@@ -121,6 +121,10 @@ class DiscreteVAE(nn.Module):
         encoded = self.encoder(mel).permute(0, 2, 1)
         flat = encoded.reshape(-1, encoded.shape[-1]).float()
         return self.codebook.nearest(flat).reshape(encoded.shape[:2])
+
+
+def build_dvae(spec: ModelSpec) -> nn.Module:
+    return DiscreteVAE(**spec.dvae)
 
 
 @functools.cache
