@@ -57,12 +57,17 @@ def assert_each_imported_once(root: Path, voice: str, hashes: dict[str, str]) ->
     assert temp == []
 
 
+def settled(report: dict) -> bool:
+    """Nothing left to run: each transcription queued after an import waits for Whisper."""
+    return report["jobs"]["pending"] == report["jobs"]["running"] == 0
+
+
 def test_a_burst_of_500_files_is_imported_exactly_once(root, daemon, tmp_path):
     hashes = stage_clips(tmp_path / "staged", 500)
     daemon.start()
     drop_all(tmp_path / "staged", root / "inbox" / "burst")
     wait_for(lambda: status(root)["jobs"]["done"] == 500, timeout=300, every=1)
-    time.sleep(1)
+    wait_for(lambda: settled(status(root)), timeout=120, every=1)  # transcriptions wait
     assert_each_imported_once(root, "burst", hashes)
 
 

@@ -131,6 +131,8 @@ class Engine:
     SAMPLE_RATE: ClassVar[int] = 24000
 
     def __init__(self, models_dir: Path, device: str = "auto", half: bool = False) -> None:
+        import torch
+
         self.models_dir = Path(models_dir)
         self.device = torch.device(resolve_device(device))
         self.half = half
