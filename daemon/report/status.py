@@ -190,7 +190,7 @@ def training_line(training: dict[str, Any]) -> str:
         else "never fine-tuned"
     )
     progress = training["progress"]
-    if training["state"] == "running" and progress:
+    if training["state"] == JobState.RUNNING and progress:
         line += (
             f"; running step {progress['step']}/{progress['total_steps']}, epoch "
             f"{progress['epoch']:.1f}, loss {progress['loss_total']:.3f}, "
