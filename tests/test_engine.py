@@ -369,11 +369,11 @@ def test_without_weights_loading_says_which_files_are_missing(
 
 
 def test_presets_follow_tortoise() -> None:
-    assert GenerationSettings() == GenerationSettings.preset("fast")
-    ultra = GenerationSettings.preset("ultra_fast", seed=3)
+    assert GenerationSettings() == GenerationSettings(preset="fast")
+    ultra = GenerationSettings(preset="ultra_fast", seed=3)
     assert (ultra.candidates, ultra.diffusion_iterations, ultra.cond_free) == (16, 30, False)
     assert ultra.seed == 3
-    assert GenerationSettings.preset("high_quality").diffusion_iterations == 400
-    assert GenerationSettings.preset("standard", candidates=4).candidates == 4
+    assert GenerationSettings(preset="high_quality").diffusion_iterations == 400
+    assert GenerationSettings(preset="standard", candidates=4).candidates == 4
     with pytest.raises(ValueError, match="unknown preset"):
-        GenerationSettings.preset("turbo")
+        GenerationSettings(preset="turbo")
