@@ -308,7 +308,7 @@ def overhead(stage: RenderStage, scratch: Path, repeats: int) -> dict[str, Any]:
     (latent_file,) = voice.latents.glob("*.pth")
     latents = Latents.load(latent_file)
     mel_tokens = TEST_SETTINGS["tts"]["max_mel_tokens"]  # what the root's config.yaml sets
-    settings = GenerationSettings.preset(PRESET, seed=0, max_mel_tokens=mel_tokens)
+    settings = GenerationSettings(preset=PRESET, seed=0, max_mel_tokens=mel_tokens)
     assert settings.candidates % CPU_BATCH == 0, settings
     modules = modules_of(engine, settings)
     tokens = text_tokens(TEXT)

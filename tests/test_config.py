@@ -1,9 +1,23 @@
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
+import yaml
 
 from daemon.cli import main as cli_main
-from daemon.core.config import TEMPLATE, ConfigError, Settings, load_settings, load_voice_settings
+from daemon.core.config import (
+    SECTION_NAMES,
+    TEMPLATE,
+    ConfigError,
+    Settings,
+    TtsSettings,
+    coerce,
+    load_settings,
+    load_voice_settings,
+    text_settings,
+)
+from daemon.tts.generation import PRESETS, GenerationSettings
 from tests.conftest import voicedrop
 
 
@@ -17,6 +31,26 @@ def test_template_documents_every_key_and_equals_defaults(tmp_path):
     text = TEMPLATE.read_text(encoding="utf-8")
     for section in ("watch", "import", "jobs", "logging", "whisper", "dataset", "tts", "training"):
         assert f"\n{section}:" in f"\n{text}"
+
+
+def test_template_documents_every_declared_setting_with_its_default():
+    """Walks the declarations, so a setting added to a section dataclass without its line in
+    the template (or a line left behind by a removed setting) fails here."""
+    text = TEMPLATE.read_text(encoding="utf-8")
+    documented = yaml.safe_load(text)
+    renamed = {attr: name for name, attr in SECTION_NAMES.items()}
+    declared_sections = [renamed.get(f.name, f.name) for f in dataclasses.fields(Settings)]
+    assert list(documented) == declared_sections
+    for section in dataclasses.fields(Settings):
+        name = renamed.get(section.name, section.name)
+        defaults = getattr(Settings(), section.name)
+        keys = [item.name for item in dataclasses.fields(defaults)]
+        assert sorted(documented[name]) == sorted(keys), name
+        hints = typing.get_type_hints(type(defaults))
+        for key in keys:
+            value = coerce(documented[name][key], hints[key], TEMPLATE, f"{name}.{key}")
+            assert value == getattr(defaults, key), f"{name}.{key}"
+            assert f"\n  {key}:" in text, f"{name}.{key} is not on a line of its own"
 
 
 def test_repo_config_is_the_documented_template():
@@ -43,6 +77,14 @@ def test_repo_config_is_the_documented_template():
         ("tts:\n  max_mel_tokens: 0\n", "tts.max_mel_tokens: must be 1-602"),
         ("tts:\n  max_mel_tokens: 700\n", "tts.max_mel_tokens: must be 1-602"),
         ("tts:\n  latents: random\n", "tts.latents: expected one of voicedrop, tortoise"),
+        ("tts:\n  diffusion_temperature: 0\n", "tts.diffusion_temperature: must be more than 0"),
+        ("tts:\n  diffusion_temperature: hot\n", "tts.diffusion_temperature: expected a number"),
+        ("tts:\n  top_p: 1.5\n", "tts.top_p: must be in (0, 1]"),
+        ("tts:\n  temperature: 0\n", "tts.temperature: must be more than 0"),
+        ("tts:\n  candidates: 0\n", "tts.candidates: must be at least 1"),
+        ("tts:\n  diffusion_iterations: 0\n", "tts.diffusion_iterations: must be at least 1"),
+        ("tts:\n  cond_free_k: -1\n", "tts.cond_free_k: must be 0 or more"),
+        ("tts:\n  output_sample_rate: 4000\n", "tts.output_sample_rate: must be 8000-192000"),
         ("watch: [1, 2]\n", "watch: expected a mapping"),
         ("watch:\n  mode: poll\n  - x\n", "not valid YAML"),
     ],
@@ -112,3 +154,47 @@ def test_a_retired_key_from_an_older_config_is_ignored_with_a_warning(tmp_path):
         logger.remove(sink)
     assert settings == Settings()
     assert any("training.grad_accum is no longer used" in line for line in lines)
+
+
+def test_generation_knobs_are_settable_at_every_level_and_null_takes_the_preset(tmp_path):
+    config = write(tmp_path / "config.yaml", "tts:\n  diffusion_temperature: 0.5\n")
+    settings = load_settings(config)
+    assert settings.tts.generation().diffusion_temperature == 0.5
+    assert settings.tts.generation().candidates == PRESETS["fast"]["candidates"]
+    voice = write(tmp_path / "voice.yaml", "tts:\n  preset: ultra_fast\n  top_p: 0.5\n")
+    tts = load_voice_settings(settings, voice).tts
+    assert tts.candidates is None  # unset: whatever the preset in force says
+    assert tts.generation() == GenerationSettings(
+        preset="ultra_fast", top_p=0.5, diffusion_temperature=0.5
+    )
+    assert tts.generation().candidates == 16 and tts.generation().cond_free is False
+    front_matter = {"diffusion_temperature": 0.25, "cond_free": True, "seed": 3}
+    text = text_settings(tts, front_matter, tmp_path / "a.txt")
+    generation = text.generation()
+    assert (generation.diffusion_temperature, generation.cond_free) == (0.25, True)
+    assert (generation.seed, generation.top_p, generation.candidates) == (3, 0.5, 16)
+
+
+@pytest.mark.parametrize(
+    ("front_matter", "expected"),
+    [
+        ({"diffusion_temperature": 0}, "front matter.diffusion_temperature: must be more than 0"),
+        ({"diffusion_temperature": "hot"}, "front matter.diffusion_temperature: expected a number"),
+        ({"top_p": 3}, "front matter.top_p: must be in (0, 1]"),
+        ({"output_sample_rate": 100}, "front matter.output_sample_rate: must be 8000-192000"),
+        ({"max_mel_tokens": 0}, "front matter.max_mel_tokens: must be 1-602"),
+        ({"temprature": 0.5}, "front matter.temprature: unknown key (did you mean 'temperature'?)"),
+        ({"device": "cpu"}, "front matter.device: unknown key"),
+    ],
+)
+def test_bad_front_matter_names_the_file_and_key(tmp_path, front_matter, expected):
+    with pytest.raises(ConfigError) as caught:
+        text_settings(TtsSettings(), front_matter, tmp_path / "a.txt")
+    assert str(caught.value).startswith(f"{tmp_path / 'a.txt'}: {expected}")
+
+
+def test_a_bad_knob_in_voice_yaml_names_the_file_and_key(tmp_path):
+    voice = write(tmp_path / "voice.yaml", "tts:\n  diffusion_temperature: -0.5\n")
+    with pytest.raises(ConfigError) as caught:
+        load_voice_settings(Settings(), voice)
+    assert str(caught.value) == f"{voice}: tts.diffusion_temperature: must be more than 0"

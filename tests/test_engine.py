@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from daemon.tts.engine import (
     GenerationSettings,
     Latents,
 )
+from daemon.tts.generation import PRESETS, GenerationKnobs, Preset
 from daemon.tts.tiny import write_tiny_models
 from tests.conftest import tortoise_clips
 
@@ -135,6 +137,21 @@ def test_same_seed_same_audio_other_seed_other_audio(engine: Engine, latents: La
     first = render(engine, latents, seed=7)
     assert np.array_equal(first, render(engine, latents, seed=7))
     assert not np.array_equal(first, render(engine, latents, seed=8))
+
+
+def test_diffusion_temperature_scales_only_the_diffusion_noise(
+    engine: Engine, latents: Latents
+) -> None:
+    """The same seed draws the same candidates; only the diffusion decoder's starting noise
+    (tortoise's randn * diffusion_temperature) changes, which hifigan never uses."""
+    assert QUICK.diffusion_temperature == 1.0
+    assert not np.array_equal(
+        render(engine, latents), render(engine, latents, diffusion_temperature=0.5)
+    )
+    hifigan = render(engine, latents, decoder="hifigan")
+    assert np.array_equal(
+        hifigan, render(engine, latents, decoder="hifigan", diffusion_temperature=0.5)
+    )
 
 
 def test_hifigan_decoder(engine: Engine, latents: Latents) -> None:
@@ -369,11 +386,14 @@ def test_without_weights_loading_says_which_files_are_missing(
 
 
 def test_presets_follow_tortoise() -> None:
-    assert GenerationSettings() == GenerationSettings.preset("fast")
-    ultra = GenerationSettings.preset("ultra_fast", seed=3)
+    assert GenerationSettings() == GenerationSettings(preset="fast")
+    ultra = GenerationSettings(preset="ultra_fast", seed=3)
     assert (ultra.candidates, ultra.diffusion_iterations, ultra.cond_free) == (16, 30, False)
     assert ultra.seed == 3
-    assert GenerationSettings.preset("high_quality").diffusion_iterations == 400
-    assert GenerationSettings.preset("standard", candidates=4).candidates == 4
+    assert GenerationSettings(preset="high_quality").diffusion_iterations == 400
+    assert GenerationSettings(preset="standard", candidates=4).candidates == 4
     with pytest.raises(ValueError, match="unknown preset"):
-        GenerationSettings.preset("turbo")
+        GenerationSettings(preset="turbo")
+    assert typing.get_args(Preset) == tuple(PRESETS)
+    unset = {f.name for f in dataclasses.fields(GenerationKnobs) if f.default is None}
+    assert all(set(values) == unset for values in PRESETS.values())  # a value for every None

@@ -106,6 +106,25 @@ def test_front_matter_overrides_settings_for_one_file(tts_root):
     assert sf.info(text.with_suffix(".wav")).samplerate == 16000
 
 
+def test_diffusion_temperature_from_config_voice_yaml_and_front_matter(tts_root, tiny_models):
+    """Each level's value reaches the sidecar and the diffusion decoder: the same words with
+    the same seed sound different at another temperature."""
+    configure(tts_root, {"tts": {"models_dir": str(tiny_models), "diffusion_temperature": 0.5}})
+    outbox = tts_root / "outbox" / "tom"
+    (outbox / "config.txt").write_text(FAST + "Warm words.")
+    text = FAST.replace("---\n", "---\ndiffusion_temperature: 0.125\n", 1) + "Warm words."
+    (outbox / "text.txt").write_text(text)
+    run_until_idle(tts_root)
+    voice_yaml = tts_root / "voices" / "tom" / "voice.yaml"
+    voice_yaml.write_text("tts:\n  diffusion_temperature: 0.25\n")
+    (outbox / "voice.txt").write_text(FAST + "Warm words.")
+    run_until_idle(tts_root)
+    for name, temperature in (("config", 0.5), ("voice", 0.25), ("text", 0.125)):
+        assert sidecar(outbox / f"{name}.txt")["settings"]["diffusion_temperature"] == temperature
+    wavs = {sha256(outbox / f"{name}.wav") for name in ("config", "voice", "text")}
+    assert len(wavs) == 3
+
+
 def test_a_bracketed_prompt_is_spoken_and_the_render_completes(tts_root, tmp_path, tiny_models):
     """The prompt reaches the AR (the audio differs from the text without it); random weights
     say no words, so no cut point is found: the chunk is kept whole, logged and recorded."""
@@ -173,6 +192,11 @@ def test_hifigan_renders_from_a_folder_without_clvp_or_diffusion(root, tmp_path,
         ("badvalue.txt", b"---\ncandidates: many\n---\nHi.", "front matter.candidates: expected"),
         ("badrange.txt", b"---\ntop_p: 3\n---\nHi.", "front matter.top_p: must be in (0, 1]"),
         ("nocodes.txt", b"---\nmax_mel_tokens: 0\n---\nHi.", "max_mel_tokens: must be 1-602"),
+        (
+            "frozen.txt",
+            b"---\ndiffusion_temperature: 0\n---\nHi.",
+            "front matter.diffusion_temperature: must be more than 0",
+        ),
         ("unclosed.txt", b"Hello [there friend.", "is never closed"),
         ("prompt_only.txt", b"[I am really angry.]", "nothing would be left to hear"),
         ("nested.txt", b"Hi [a [b] c] there.", "brackets cannot nest"),

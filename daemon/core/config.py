@@ -10,12 +10,15 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from loguru import logger
+
+from daemon.tts.generation import GenerationKnobs, GenerationSettings
 
 AUDIO_EXTENSIONS = (
     "wav",
@@ -97,18 +100,20 @@ class DatasetSettings:
 
 
 @dataclass(frozen=True)
-class TtsSettings:
+class TtsSettings(GenerationKnobs):
+    """The generation knobs (declared once, in daemon.tts.generation) and how to run them."""
+
     models_dir: str | None = None
     fetch: Literal["auto", "never"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     half: bool = False
-    preset: Literal["ultra_fast", "fast", "standard", "high_quality"] = "fast"
-    decoder: Literal["diffusion", "hifigan"] = "diffusion"
-    max_mel_tokens: int = 500
     latents: Literal["voicedrop", "tortoise"] = "voicedrop"
-    seed: int = 0
     output_sample_rate: int = 24000
     idle_unload: float = 600.0
+
+    def generation(self) -> GenerationSettings:
+        """What the engine samples with: these knobs, the unset ones from the preset."""
+        return GenerationSettings.from_knobs(self)
 
 
 @dataclass(frozen=True)
@@ -157,71 +162,13 @@ RETIRED_SETTINGS = {
     "training.grad_accum": "gradient accumulation now follows from training.batch_size and "
     "training.micro_batch",
 }
-SIGNED_SETTINGS = ("dataset.start_offset", "dataset.end_offset")
+# Offsets may move a cut earlier, and a negative length penalty favours shorter candidates;
+# every other number is a size, a time, a rate or a weight.
+SIGNED_SETTINGS = ("dataset.start_offset", "dataset.end_offset", "tts.length_penalty")
 MAX_MEL_TOKENS = 602  # the released autoregressive model's 604 less its start and stop codes
-
-
-def load_settings(config_file: Path) -> Settings:
-    """Read config.yaml; a missing file means all defaults."""
-    if not config_file.exists():
-        return Settings()
-    return check_ranges(
-        apply_overrides(Settings(), read_yaml_mapping(config_file), config_file), config_file
-    )
-
-
-def check_ranges(settings: Settings, source: Path) -> Settings:
-    """Values that pass the type check but cannot work together."""
-    problems = [
-        ("watch.stable_for", settings.watch.stable_for > 0, "must be more than 0 seconds"),
-        ("watch.poll_interval", settings.watch.poll_interval > 0, "must be more than 0 seconds"),
-        ("watch.rescan_every", settings.watch.rescan_every >= 1, "must be at least 1 second"),
-        ("jobs.max_attempts", settings.jobs.max_attempts >= 1, "must be at least 1"),
-        (
-            "tts.max_mel_tokens",
-            1 <= settings.tts.max_mel_tokens <= MAX_MEL_TOKENS,
-            f"must be 1-{MAX_MEL_TOKENS} (mel codes per chunk, 20 per second of speech)",
-        ),
-        (
-            "dataset.max_seconds",
-            settings.dataset.min_seconds < settings.dataset.max_seconds <= 11.6,
-            "must be above dataset.min_seconds and at most 11.6 (TorToiSe's 255995 samples)",
-        ),
-        ("dataset.validation_share", settings.dataset.validation_share < 1, "must be below 1"),
-        (
-            "training.batch_size",
-            is_count_or_auto(settings.training.batch_size),
-            "must be 1 or more",
-        ),
-        (
-            "training.micro_batch",
-            is_count_or_auto(settings.training.micro_batch),
-            "must be 1 or more",
-        ),
-        ("training.until", is_clock_time(settings.training.until), "must be a time like 07:00"),
-        ("training.schedule", is_cron(settings.training.schedule), "must be a 5-field cron line"),
-    ]
-    for where, ok, allowed in problems:
-        if not ok:
-            raise ConfigError(f"{source}: {where}: {allowed}")
-    for where, value in negative_numbers(settings):
-        raise ConfigError(f"{source}: {where}: must be 0 or more, got {value}")
-    return settings
-
-
-def negative_numbers(settings: Settings) -> list[tuple[str, float]]:
-    """Offsets may move a cut earlier; every other number is a size, a time or a rate."""
-    found = []
-    for section_name in yaml_section_names():
-        section = getattr(settings, SECTION_NAMES.get(section_name, section_name))
-        for item in dataclasses.fields(section):
-            where = f"{section_name}.{item.name}"
-            value = getattr(section, item.name)
-            if where in SIGNED_SETTINGS or isinstance(value, bool):
-                continue
-            if isinstance(value, int | float) and value < 0:
-                found.append((where, value))
-    return found
+# What a text's front matter may set: the generation knobs and the rate of its wav.
+FRONT_MATTER_KEYS = (*(f.name for f in dataclasses.fields(GenerationKnobs)), "output_sample_rate")
+FRONT_MATTER = "front matter"  # how errors name the section a text's front matter sets
 
 
 def is_count_or_auto(value: int | str) -> bool:
@@ -241,6 +188,86 @@ def is_cron(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def above_zero(value: float) -> bool:
+    return value > 0
+
+
+def at_least_one(value: int) -> bool:
+    return value >= 1
+
+
+# Values that pass the type check but cannot work, for config.yaml, voice.yaml and front
+# matter alike; a None (the preset's value) is never checked.
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "watch.stable_for": (above_zero, "must be more than 0 seconds"),
+    "watch.poll_interval": (above_zero, "must be more than 0 seconds"),
+    "watch.rescan_every": (at_least_one, "must be at least 1 second"),
+    "jobs.max_attempts": (at_least_one, "must be at least 1"),
+    "dataset.validation_share": (lambda share: share < 1, "must be below 1"),
+    "tts.max_mel_tokens": (
+        lambda tokens: 1 <= tokens <= MAX_MEL_TOKENS,
+        f"must be 1-{MAX_MEL_TOKENS} (mel codes per chunk, 20 per second of speech)",
+    ),
+    "tts.candidates": (at_least_one, "must be at least 1"),
+    "tts.temperature": (above_zero, "must be more than 0"),
+    "tts.top_p": (lambda top_p: 0 < top_p <= 1, "must be in (0, 1]"),
+    "tts.repetition_penalty": (above_zero, "must be more than 0"),
+    "tts.diffusion_iterations": (at_least_one, "must be at least 1"),
+    "tts.diffusion_temperature": (above_zero, "must be more than 0"),
+    "tts.output_sample_rate": (lambda rate: 8000 <= rate <= 192000, "must be 8000-192000 (Hz)"),
+    "training.batch_size": (is_count_or_auto, "must be 1 or more"),
+    "training.micro_batch": (is_count_or_auto, "must be 1 or more"),
+    "training.until": (is_clock_time, "must be a time like 07:00"),
+    "training.schedule": (is_cron, "must be a 5-field cron line"),
+}
+
+
+def load_settings(config_file: Path) -> Settings:
+    """Read config.yaml; a missing file means all defaults."""
+    if not config_file.exists():
+        return Settings()
+    return check_ranges(
+        apply_overrides(Settings(), read_yaml_mapping(config_file), config_file), config_file
+    )
+
+
+def check_ranges(settings: Settings, source: Path) -> Settings:
+    """RANGES and signs of every section, then the limits that tie two settings together."""
+    for section_name in yaml_section_names():
+        section = getattr(settings, SECTION_NAMES.get(section_name, section_name))
+        check_section(section, section_name, section_name, source)
+    dataset = settings.dataset
+    if not dataset.min_seconds < dataset.max_seconds <= 11.6:
+        raise ConfigError(
+            f"{source}: dataset.max_seconds: must be above dataset.min_seconds and at most "
+            "11.6 (TorToiSe's 255995 samples)"
+        )
+    return settings
+
+
+def check_section(section: Any, name: str, label: str, source: Path) -> None:
+    """One section's values against RANGES, then the sign rule; `name` is the section RANGES
+    knows it by, `label` what the error calls it (front matter sets the tts section)."""
+    values = {item.name: getattr(section, item.name) for item in dataclasses.fields(section)}
+    for key, value in values.items():
+        check, allowed = RANGES.get(f"{name}.{key}", (None, ""))
+        if check is not None and value is not None and not check(value):
+            raise ConfigError(f"{source}: {label}.{key}: {allowed}")
+    for key, value in values.items():
+        if f"{name}.{key}" in SIGNED_SETTINGS or isinstance(value, bool):
+            continue
+        if isinstance(value, int | float) and value < 0:
+            raise ConfigError(f"{source}: {label}.{key}: must be 0 or more, got {value}")
+
+
+def text_settings(tts: TtsSettings, front_matter: dict[str, Any], source: Path) -> TtsSettings:
+    """A text's tts settings: its front matter on top of the voice's, checked by the same
+    declarations and RANGES as config.yaml."""
+    text = override_section(tts, front_matter, source, FRONT_MATTER, FRONT_MATTER_KEYS)
+    check_section(text, "tts", FRONT_MATTER, source)
+    return text
 
 
 def load_voice_settings(base: Settings, voice_file: Path) -> Settings:
@@ -294,9 +321,17 @@ def apply_overrides(base: Settings, data: dict[str, Any], source: Path) -> Setti
     return dataclasses.replace(base, **sections)
 
 
-def override_section(current: Any, values: dict[str, Any], source: Path, section: str) -> Any:
+def override_section(
+    current: Any,
+    values: dict[str, Any],
+    source: Path,
+    section: str,
+    allowed: tuple[str, ...] | None = None,
+) -> Any:
+    """`current` with `values` checked and applied; `allowed` narrows the keys (front matter
+    sets only some of the tts section)."""
     hints = typing.get_type_hints(type(current))
-    names = [f.name for f in dataclasses.fields(current)]
+    names = list(allowed or (f.name for f in dataclasses.fields(current)))
     changes = {}
     for key, value in values.items():
         where = f"{section}.{key}"

@@ -12,9 +12,8 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -24,13 +23,12 @@ from loguru import logger
 from daemon import __version__
 from daemon.core import atomic
 from daemon.core.config import (
-    MAX_MEL_TOKENS,
     ConfigError,
     Settings,
     TtsSettings,
     load_settings,
     load_voice_settings,
-    override_section,
+    text_settings,
 )
 from daemon.core.files import cached_sha256, file_sha256
 from daemon.core.jobs import Job, JobKind, Outcome, RenderData
@@ -48,59 +46,6 @@ from daemon.weights.voice_models import adopt_dropped
 CHUNK_PAUSE_SECONDS = 0.25
 
 
-@dataclass(frozen=True)
-class TextSettings:
-    """What a text's front matter may set; None keeps the preset's value."""
-
-    preset: Literal["ultra_fast", "fast", "standard", "high_quality"]
-    seed: int
-    decoder: Literal["diffusion", "hifigan"]
-    output_sample_rate: int
-    candidates: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    diffusion_iterations: int | None = None
-    cond_free: bool | None = None
-    cond_free_k: float | None = None
-    length_penalty: float | None = None
-    repetition_penalty: float | None = None
-    max_mel_tokens: int | None = None
-
-    @classmethod
-    def parse(cls, tts: TtsSettings, front_matter: dict[str, Any], source: Path) -> TextSettings:
-        defaults = cls(
-            tts.preset,
-            tts.seed,
-            tts.decoder,
-            tts.output_sample_rate,
-            max_mel_tokens=tts.max_mel_tokens,
-        )
-        settings = override_section(defaults, front_matter, source, "front matter")
-        problems = [
-            (
-                "max_mel_tokens",
-                settings.max_mel_tokens is None or 1 <= settings.max_mel_tokens <= MAX_MEL_TOKENS,
-                f"1-{MAX_MEL_TOKENS}",
-            ),
-            ("candidates", settings.candidates in (None,) or settings.candidates >= 1, "≥ 1"),
-            ("top_p", settings.top_p is None or 0 < settings.top_p <= 1, "in (0, 1]"),
-            ("temperature", settings.temperature is None or settings.temperature > 0, "> 0"),
-            ("output_sample_rate", 8000 <= settings.output_sample_rate <= 192000, "8000-192000"),
-        ]
-        for key, ok, allowed in problems:
-            if not ok:
-                raise ConfigError(f"{source}: front matter.{key}: must be {allowed}")
-        return settings
-
-    def generation(self):
-        from daemon.tts.engine import GenerationSettings
-
-        overrides = {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.name not in ("preset", "output_sample_rate") and getattr(self, f.name) is not None
-        }
-        return GenerationSettings.preset(self.preset, **overrides)
 
 
 class Renderer:
@@ -166,12 +111,13 @@ class Renderer:
         self,
         voice: VoicePaths,
         body: str,
-        settings: TextSettings,
+        settings: TtsSettings,
         tts: TtsSettings,
         output: Path,
         text_hash: str,
     ) -> dict[str, Any]:
-        """Render `body` into `output` (+ sidecar), resuming from finished chunks."""
+        """Render `body` into `output` (+ sidecar), resuming from finished chunks; `settings`
+        are the text's (front matter applied), `tts` the voice's."""
         started = time.monotonic()
         engine = self.engine_for(tts, settings.decoder)
         adopt_dropped(voice.models, engine.spec)
@@ -343,14 +289,14 @@ class RenderStage(Stage):
             seconds,
         )
 
-    def prepare(self, voice: VoicePaths, text: Path) -> tuple[str, TextSettings, TtsSettings]:
+    def prepare(self, voice: VoicePaths, text: Path) -> tuple[str, TtsSettings, TtsSettings]:
         try:
             tts = load_voice_settings(self.settings, voice.config_file).tts
         except ConfigError as exc:
             raise Blocked(str(exc)) from exc
         try:
             front_matter, body = split_front_matter(read_text(text), text.name)
-            settings = TextSettings.parse(tts, front_matter, text)
+            settings = text_settings(tts, front_matter, text)
             check_brackets(body)
         except (BadText, ConfigError) as exc:
             raise Rejected(str(exc)) from exc

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import soundfile as sf
 import torch
@@ -36,6 +36,7 @@ from loguru import logger
 from torch import nn
 
 from daemon.core.atomic import TEMP_PREFIX, atomic_path, write_text
+from daemon.core.config import TrainingSettings
 from daemon.core.device import resolve_device
 from daemon.core.files import cached_sha256
 from daemon.core.jobs import TrainProgress
@@ -69,6 +70,8 @@ CPU_MICRO_BATCH = 4
 CUDA_MICRO_BATCHES = ((69, 128), (31, 64), (15, 8), (7, 4), (5, 2))
 WARN_TAIL = 5  # steps averaged for the end-of-run loss comparison
 VAL_RISE = 1.02  # the last validation loss this much above its best means overfitting
+# When a run trains, not what it trains: changing them never starts a new run.
+WINDOW_SETTINGS = ("schedule", "until", "catch_up")
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
@@ -79,29 +82,15 @@ class NoTrainingLines(Exception):
 
 
 @dataclass(frozen=True)
-class TrainingOptions:
-    """The `training.*` settings a run uses (config.TrainingSettings plus a device)."""
+class TrainingOptions(TrainingSettings):
+    """What a run uses: a voice's `training.*` settings, the device it runs on and its seed."""
 
-    epochs: int = 50
-    learning_rate: float = 1e-4
-    batch_size: int | Literal["auto"] = DEFAULT_BATCH  # the optimizer batch; auto = 128
-    micro_batch: int | Literal["auto"] = "auto"  # auto: from free accelerator memory
-    half: bool | Literal["auto"] = "auto"  # fp16 on CUDA; auto = fp32, as ai-voice-cloning
-    checkpointing: bool | Literal["auto"] = "auto"  # gradient checkpointing; auto = on CUDA
-    text_lr_weight: float | Literal["auto"] = "auto"
-    mel_lr_weight: float = 1.0
-    lr_schedule: tuple[int, ...] = (2, 4, 9, 18, 25, 33, 50, 59)
-    validate_every: int = 5
-    save_every: int = 5
     device: str = "auto"
     seed: int = 0
 
     @classmethod
-    def from_settings(cls, training: Any, device: str = "auto") -> TrainingOptions:
-        """From config's TrainingSettings (or anything with the same attributes)."""
-        names = {field.name for field in dataclasses.fields(cls)} - {"device", "seed"}
-        values = {name: getattr(training, name) for name in names}
-        return cls(**{**values, "lr_schedule": tuple(values["lr_schedule"])}, device=device)
+    def from_settings(cls, training: TrainingSettings, device: str = "auto") -> TrainingOptions:
+        return cls(**dataclasses.asdict(training), device=device)
 
     def text_weight(self, language: str) -> float:
         """ai-voice-cloning's default: English text is learnt already, another language not."""
@@ -551,7 +540,8 @@ def run_fingerprint(voice_dir: Path, base: Path, options: TrainingOptions, langu
     for split in ("train", "validation"):
         listing = voice_dir / "dataset" / f"{split}.txt"
         digest.update(listing.read_bytes() if listing.exists() else b"")
-    settings = {**dataclasses.asdict(options), "language": language, "base": cached_sha256(base)}
+    trained = {k: v for k, v in dataclasses.asdict(options).items() if k not in WINDOW_SETTINGS}
+    settings = {**trained, "language": language, "base": cached_sha256(base)}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()
 

@@ -10,7 +10,6 @@ one, and rendering is seeded so the same inputs give the same audio.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import math
 import random
@@ -44,6 +43,7 @@ from daemon.tts.checkpoints import (
     needed_files,
     read_state_dict,
 )
+from daemon.tts.generation import GenerationSettings
 
 if TYPE_CHECKING:
     import torch
@@ -59,41 +59,8 @@ CALM_RUN = 8  # more calm codes than this in a row end the speech (tortoise api.
 TEXT_MARGIN = 4  # api.py allows < 400 tokens (with its pad) for max_text_tokens 402
 MEL_MARGIN = 2  # the start and stop mel tokens the AR adds around the generated codes
 CPU_BATCH = 8  # candidates sampled at once on a CPU; fixed, as it changes the random draws
-MAX_MEL_TOKENS = 500  # tortoise api.py tts(max_mel_tokens=500): codes generated per chunk
 FAST_TOP_K = 50  # api_fast.py samples its one candidate with top_k=50
 LATENT_METHODS = ("voicedrop", "tortoise")
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "ultra_fast": {"candidates": 16, "diffusion_iterations": 30, "cond_free": False},
-    "fast": {"candidates": 96, "diffusion_iterations": 80},
-    "standard": {"candidates": 256, "diffusion_iterations": 200},
-    "high_quality": {"candidates": 256, "diffusion_iterations": 400},
-}
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """TorToiSe's sampling knobs; the defaults are its "fast" preset."""
-
-    candidates: int = 96  # num_autoregressive_samples
-    temperature: float = 0.8
-    top_p: float = 0.8
-    length_penalty: float = 1.0
-    repetition_penalty: float = 2.0
-    diffusion_iterations: int = 80
-    cond_free: bool = True
-    cond_free_k: float = 2.0
-    diffusion_temperature: float = 1.0
-    decoder: str = "diffusion"  # or "hifigan"
-    max_mel_tokens: int = MAX_MEL_TOKENS  # capped by the model's own limit
-    seed: int = 0
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> GenerationSettings:
-        """tortoise's tts_with_preset table (api.py), then `overrides`."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}")
-        return dataclasses.replace(cls(), **{**PRESETS[name], **overrides})
 
 
 @dataclass(frozen=True)
