@@ -53,13 +53,6 @@ from daemon.core.files import file_sha256  # noqa: E402
 from daemon.core.paths import Root  # noqa: E402
 from daemon.core.worker import StageContext  # noqa: E402
 from daemon.stages.render import RenderStage  # noqa: E402
-from daemon.tts.checkpoints import (  # noqa: E402
-    AUTOREGRESSIVE_FILE,
-    CLVP_FILE,
-    DIFFUSION_FILE,
-    VOCODER_FILE,
-    write_tiny_models,
-)
 from daemon.tts.engine import (  # noqa: E402
     CALM_RUN,
     CALM_TOKEN,
@@ -68,6 +61,8 @@ from daemon.tts.engine import (  # noqa: E402
     GenerationSettings,
     Latents,
 )
+from daemon.tts.spec import AUTOREGRESSIVE_FILE, CLVP_FILE, DIFFUSION_FILE, VOCODER_FILE  # noqa: E402
+from daemon.tts.tiny import write_tiny_models  # noqa: E402
 from tests.conftest import (  # noqa: E402
     SENTENCES,
     TEST_SETTINGS,

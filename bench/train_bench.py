@@ -64,12 +64,8 @@ import daemon.training.trainer as train
 from bench.common import describe_machine
 from daemon.core.jobs import TrainProgress
 from daemon.training.trainer import BETAS, GRAD_CLIP, Batch, TrainingOptions, train_voice
-from daemon.tts.checkpoints import (
-    AUTOREGRESSIVE_FILE,
-    ModelSpec,
-    build_autoregressive,
-    load_strict,
-)
+from daemon.tts.checkpoints import build_autoregressive, load_strict
+from daemon.tts.spec import AUTOREGRESSIVE_FILE, ModelSpec
 from daemon.tts.tiny import write_tiny_models
 from tests.conftest import espeak
 

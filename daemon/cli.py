@@ -251,7 +251,7 @@ def cmd_models_tiny(args: argparse.Namespace) -> int:
 def cmd_models_use(args: argparse.Namespace) -> int:
     """Check the file strictly against the voice's model dimensions, then copy it in."""
     from daemon.core.config import load_voice_settings
-    from daemon.tts.checkpoints import BadCheckpoint, ModelSpec
+    from daemon.tts.spec import BadCheckpoint, ModelSpec
     from daemon.weights.store import tortoise_models
     from daemon.weights.voice_models import use_model
 

@@ -20,13 +20,8 @@ from daemon.training.dvae import (
     training_codes,
     wave_to_mel,
 )
-from daemon.tts.checkpoints import (
-    DVAE_FILE,
-    BadCheckpoint,
-    ModelSpec,
-    load_strict,
-    save_checkpoint,
-)
+from daemon.tts.checkpoints import load_strict, save_checkpoint
+from daemon.tts.spec import DVAE_FILE, BadCheckpoint, ModelSpec
 from tests.conftest import voiced_signal
 
 # docs/TORTOISE.md, "The dVAE"

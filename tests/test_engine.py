@@ -12,12 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from daemon.tts.checkpoints import (
-    BadCheckpoint,
-    ModelSpec,
-    WeightsMissing,
-    save_checkpoint,
-)
+from daemon.tts.checkpoints import save_checkpoint
 from daemon.tts.engine import (
     AR_WINDOW,
     Engine,
@@ -25,6 +20,7 @@ from daemon.tts.engine import (
     Latents,
 )
 from daemon.tts.generation import PRESETS, GenerationKnobs, Preset
+from daemon.tts.spec import BadCheckpoint, ModelSpec, WeightsMissing
 from daemon.tts.tiny import write_tiny_models
 from tests.conftest import tortoise_clips
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from daemon.cli import main as cli_main
-from daemon.tts.checkpoints import SPEC_FILE, BadCheckpoint
+from daemon.tts.spec import SPEC_FILE, BadCheckpoint
 from daemon.weights import fetch
 from daemon.weights.fetch import RELEASE_NAMES
 from tests.conftest import (
@@ -149,7 +149,8 @@ def test_offline_is_one_clear_line(root: Path, store: Path, monkeypatch, capsys)
 def test_a_store_file_changed_after_the_fetch_is_never_loaded(
     root: Path, store: Path, hub: HubStandIn, tiny_models: Path
 ) -> None:
-    from daemon.tts.checkpoints import ModelSpec, build_clvp, load_strict
+    from daemon.tts.checkpoints import build_clvp, load_strict
+    from daemon.tts.spec import ModelSpec
 
     assert fetch_cli(root, "--only", "clvp2.pth") == 0
     with open(store / "clvp2.pth", "r+b") as handle:  # same size, other bytes

@@ -12,7 +12,8 @@ import pytest
 
 from daemon.core.config import load_settings
 from daemon.core.paths import Root
-from daemon.tts.checkpoints import REQUIRED_FILES, BadCheckpoint, ModelSpec, build_clvp, load_strict
+from daemon.tts.checkpoints import build_clvp, load_strict
+from daemon.tts.spec import REQUIRED_FILES, BadCheckpoint, ModelSpec
 from daemon.weights import store as model_store
 from daemon.weights.store import (
     FileState,

@@ -11,19 +11,21 @@ import torch
 
 from daemon.training.dvae import build_dvae
 from daemon.tts.checkpoints import (
-    HIFIGAN_FILE,
-    REQUIRED_FILES,
-    BadCheckpoint,
-    ModelSpec,
-    WeightsMissing,
     build_autoregressive,
     build_clvp,
     build_diffusion,
     build_hifigan,
     build_vocoder,
     load_strict,
-    missing_weights,
     save_checkpoint,
+)
+from daemon.tts.spec import (
+    HIFIGAN_FILE,
+    REQUIRED_FILES,
+    BadCheckpoint,
+    ModelSpec,
+    WeightsMissing,
+    missing_weights,
 )
 from daemon.tts.tiny import write_tiny_models
 

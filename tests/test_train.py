@@ -30,8 +30,9 @@ from daemon.training.trainer import (
     training_spec,
     use_half,
 )
-from daemon.tts.checkpoints import ModelSpec, build_autoregressive, load_strict
+from daemon.tts.checkpoints import build_autoregressive, load_strict
 from daemon.tts.engine import Engine, GenerationSettings
+from daemon.tts.spec import ModelSpec
 from tests.conftest import espeak, wait_for
 
 # short enough for the tiny model's 48 mel codes (~2.2 s)

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from daemon.cli import main as cli_main
-from daemon.tts.checkpoints import ModelSpec, build_autoregressive
+from daemon.tts.checkpoints import build_autoregressive
+from daemon.tts.spec import ModelSpec
 from daemon.weights.voice_models import KEEP_PREVIOUS, PREVIOUS_DIR, installed, use_model
 from tests.conftest import configure, run_until_idle, tortoise_clips
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from daemon.core.config import Settings
 from daemon.core.paths import Root
-from daemon.tts.checkpoints import (
+from daemon.tts.spec import (
     AUTOREGRESSIVE_FILE,
     CLVP_FILE,
     DIFFUSION_FILE,

@@ -35,17 +35,15 @@ from daemon.core.jobs import Job, JobKind, Outcome, RenderData
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoicePaths
 from daemon.core.worker import Blocked, Rejected, Stage, StageContext
-from daemon.tts.checkpoints import BadCheckpoint, WeightsMissing
 from daemon.tts.latents import NoClips, cached_latents, voice_clips
 from daemon.tts.outputs import Outputs
 from daemon.tts.redact import Redaction, check_brackets, redact
+from daemon.tts.spec import BadCheckpoint, WeightsMissing
 from daemon.tts.texts import BadText, chunk_text, read_text, split_front_matter
 from daemon.weights.store import tortoise_models
 from daemon.weights.voice_models import adopt_dropped
 
 CHUNK_PAUSE_SECONDS = 0.25
-
-
 
 
 class Renderer:
@@ -90,7 +88,7 @@ class Renderer:
 
     def check_ready(self, voice: VoicePaths, tts: TtsSettings, decoder: str) -> None:
         """Raise Blocked when rendering needs something only the user can provide."""
-        from daemon.tts.checkpoints import missing_weights
+        from daemon.tts.spec import missing_weights
 
         models_dir = self.models_dir(tts, decoder)
         missing = missing_weights(models_dir, decoder)

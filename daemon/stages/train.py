@@ -36,7 +36,7 @@ class TrainStage(Stage):
 
     def run(self, job: Job, ledger: Ledger) -> None:
         from daemon.training.trainer import NoTrainingLines, TrainingOptions, train_voice
-        from daemon.tts.checkpoints import BadCheckpoint, WeightsMissing
+        from daemon.tts.spec import BadCheckpoint, WeightsMissing
         from daemon.weights.store import dvae_file, tortoise_models
 
         voice = self.root.voice(job.voice)

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from daemon.tts.checkpoints import ModelSpec, read_state_dict, save_checkpoint
+from daemon.tts.checkpoints import read_state_dict, save_checkpoint
+from daemon.tts.spec import ModelSpec
 
 MEL_FRAMES_PER_CODE = 4  # two stride-2 convs
 MEL_HOP = 256

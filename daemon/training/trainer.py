@@ -43,15 +43,12 @@ from daemon.core.jobs import TrainProgress
 from daemon.dataset.lists import CLIP_RATE, UNKNOWN_TOKEN, tortoise_tokenizer
 from daemon.training.dvae import CodesCache, build_dvae, wave_to_mel
 from daemon.tts.checkpoints import (
-    AUTOREGRESSIVE_FILE,
-    DVAE_FILE,
-    ModelSpec,
-    WeightsMissing,
     build_autoregressive,
     load_strict,
     read_state_dict,
     save_checkpoint,
 )
+from daemon.tts.spec import AUTOREGRESSIVE_FILE, DVAE_FILE, ModelSpec, WeightsMissing
 from daemon.weights.voice_models import install
 
 MAX_TEXT_TOKENS = 200  # DLAS/ai-voice-cloning skip longer texts

@@ -24,15 +24,7 @@ from daemon.core.atomic import atomic_path
 from daemon.core.device import resolve_device
 from daemon.core.files import file_signature
 from daemon.tts.checkpoints import (
-    AUTOREGRESSIVE_FILE,
-    CLVP_FILE,
-    DIFFUSION_FILE,
-    HIFIGAN_FILE,
-    VOCODER_FILE,
     VOCODER_KEY,
-    BadCheckpoint,
-    ModelSpec,
-    WeightsMissing,
     build_autoregressive,
     build_clvp,
     build_diffusion,
@@ -40,10 +32,20 @@ from daemon.tts.checkpoints import (
     build_vocoder,
     load_strict,
     load_tolerant,
-    needed_files,
     read_state_dict,
 )
 from daemon.tts.generation import GenerationSettings
+from daemon.tts.spec import (
+    AUTOREGRESSIVE_FILE,
+    CLVP_FILE,
+    DIFFUSION_FILE,
+    HIFIGAN_FILE,
+    VOCODER_FILE,
+    BadCheckpoint,
+    ModelSpec,
+    WeightsMissing,
+    needed_files,
+)
 
 if TYPE_CHECKING:
     import torch

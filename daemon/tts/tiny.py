@@ -8,20 +8,22 @@ from pathlib import Path
 
 from daemon.training.dvae import build_dvae
 from daemon.tts.checkpoints import (
-    AUTOREGRESSIVE_FILE,
-    CLVP_FILE,
-    DIFFUSION_FILE,
-    DVAE_FILE,
-    HIFIGAN_FILE,
-    VOCODER_FILE,
     VOCODER_KEY,
-    ModelSpec,
     build_autoregressive,
     build_clvp,
     build_diffusion,
     build_hifigan,
     build_vocoder,
     save_checkpoint,
+)
+from daemon.tts.spec import (
+    AUTOREGRESSIVE_FILE,
+    CLVP_FILE,
+    DIFFUSION_FILE,
+    DVAE_FILE,
+    HIFIGAN_FILE,
+    VOCODER_FILE,
+    ModelSpec,
 )
 
 

@@ -549,7 +549,7 @@ def missing_releases(root, settings) -> list[str]:
     """What the daemon fetches for itself: the released set when no folder holds what
     rendering with tts.decoder needs, dvae.pth when it is nowhere; nothing when the user
     named a folder (tts.models_dir)."""
-    from daemon.tts.checkpoints import DVAE_FILE, missing_weights
+    from daemon.tts.spec import DVAE_FILE, missing_weights
     from daemon.weights.store import dvae_file, tortoise_models, tortoise_store
 
     tts = settings.tts

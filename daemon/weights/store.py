@@ -133,7 +133,7 @@ def tortoise_models(
     """The folder a render with `decoder` loads from: tts.models_dir when set; else the first
     candidate holding every file it needs, else the fullest one, else the store (where
     `voicedrop models fetch` puts them)."""
-    from daemon.tts.checkpoints import missing_weights, needed_files
+    from daemon.tts.spec import missing_weights, needed_files
 
     candidates = tortoise_candidates(root, settings, tts_models_dir)
     needed = len(needed_files(decoder))
@@ -150,7 +150,7 @@ def tortoise_models(
 def dvae_file(root: Root, settings: Settings, tts_models_dir: str | None) -> Path:
     """dvae.pth for fine-tuning: tortoise-tts never ships it, so it may sit apart from the
     other weights. Where it would be fetched to when it is nowhere."""
-    from daemon.tts.checkpoints import DVAE_FILE
+    from daemon.tts.spec import DVAE_FILE
 
     folders = [c.folder for c in tortoise_candidates(root, settings, tts_models_dir)]
     if not tts_models_dir:
@@ -274,7 +274,7 @@ def file_status(path: Path) -> FileStatus:
 
 def check_before_loading(path: Path) -> None:
     """Refuse a truncated or altered model file before torch reads it."""
-    from daemon.tts.checkpoints import BadCheckpoint
+    from daemon.tts.spec import BadCheckpoint
 
     status = file_status(path)
     if status.state is FileState.MISMATCH:

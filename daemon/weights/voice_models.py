@@ -22,13 +22,8 @@ from loguru import logger
 
 from daemon.core.atomic import TEMP_PREFIX, fsync_directory, write_text
 from daemon.core.files import file_sha256
-from daemon.tts.checkpoints import (
-    AUTOREGRESSIVE_FILE,
-    BadCheckpoint,
-    ModelSpec,
-    build_autoregressive,
-    load_strict,
-)
+from daemon.tts.checkpoints import build_autoregressive, load_strict
+from daemon.tts.spec import AUTOREGRESSIVE_FILE, BadCheckpoint, ModelSpec
 
 PROVENANCE_FILE = "autoregressive.json"
 PREVIOUS_DIR = "previous"
