@@ -13,7 +13,7 @@ from daemon.core.config import Settings, load_settings
 from daemon.core.jobs import ImportData, Job, JobKind, JobState, Outcome
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root
-from daemon.core.worker import Blocked, Rejected, Stage, Transient, Worker
+from daemon.core.worker import Blocked, Rejected, Stage, Worker
 from daemon.service.daemon import EXIT_WORKER_DIED, Daemon
 from tests.conftest import wait_for
 
@@ -129,7 +129,7 @@ def run_one_job(tmp_path: Path, stage: Stage, attempts_left: bool = True):
     [
         (Rejected("the text is empty"), JobState.FAILED),
         (Blocked("no weights yet"), JobState.WAITING),
-        (Transient("device busy"), JobState.PENDING),
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), JobState.PENDING),
         (OSError(28, "No space left on device"), JobState.PENDING),
     ],
 )

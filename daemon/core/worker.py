@@ -6,8 +6,8 @@ decides what happens to the job, here and only here:
 - `Rejected`: the input can never work as it is → failed, with a reason the user can act on.
 - `Blocked`: something outside the daemon is missing (weights, a Whisper model, a clip) →
   waiting, and tried again once it may be there.
-- a fault of the environment (`Transient`, OSError such as a full disk, a locked ledger, out
-  of memory) → retried with a doubling delay, given up after `jobs.max_attempts`.
+- a fault of the environment (an OSError such as a full disk or a read-only folder, a locked
+  ledger, out of memory) → retried with a doubling delay, given up after `jobs.max_attempts`.
 - anything else is a bug in voicedrop → failed at once, its traceback in the log, and the
   user told it is not their input's fault.
 """
@@ -42,16 +42,14 @@ class Blocked(Exception):
     """The job needs something outside the daemon (e.g. weights); it waits in `waiting`."""
 
 
-class Transient(Exception):
-    """Trouble that may pass (a busy device, a network hiccup): retried with backoff."""
-
-
-TRANSIENT_ERRORS = (Transient, OSError, sqlite3.OperationalError, MemoryError)
+TRANSIENT_ERRORS = (OSError, sqlite3.OperationalError, MemoryError)
 
 
 def is_transient(exc: BaseException) -> bool:
-    # torch.cuda.OutOfMemoryError is a RuntimeError; matched by name to keep torch out.
-    return isinstance(exc, TRANSIENT_ERRORS) or type(exc).__name__ == "OutOfMemoryError"
+    """Trouble that may pass. A CUDA out-of-memory is a RuntimeError (torch's OutOfMemoryError
+    or older torch's plain message): matched without importing torch."""
+    out_of_memory = isinstance(exc, RuntimeError) and "out of memory" in str(exc)
+    return isinstance(exc, TRANSIENT_ERRORS) or out_of_memory
 
 
 @dataclass(frozen=True)
