@@ -159,3 +159,14 @@ def test_probe_releases_one_job_per_kind_and_reason(tmp_path):
     released = ledger.jobs(state=JobState.PENDING)
     assert [j.input_path.name for j in released] == ["0.txt", "2.txt"]
     assert ledger.release_waiting(RENDER) == 2
+
+
+def test_a_damaged_record_reads_as_an_empty_one(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    clip, _ = ledger.enqueue(IMPORT, "v", Path("a.wav"), "h1")
+    train, _ = ledger.enqueue(TRAIN, "v", Path("dataset"), "h2")
+    ledger.db.execute("UPDATE jobs SET data = '{\"clip\": ' WHERE id = ?", (clip.id,))
+    damaged = json.dumps({"now": True, "progress": {"step": 3}, "model_sha256": "abc"})
+    ledger.db.execute("UPDATE jobs SET data = ? WHERE id = ?", (damaged, train.id))
+    assert ledger.get(clip.id).data == ImportData()
+    assert ledger.get(train.id).data == TrainData(now=True, model_sha256="abc")

@@ -61,9 +61,13 @@ class JobData:
 
     @classmethod
     def from_json(cls, text: str) -> Self:
-        """Unknown keys (an older version's flags) are ignored, missing ones take defaults."""
-        raw = json.loads(text or "{}")
-        return build(cls, raw if isinstance(raw, dict) else {})
+        """Unknown keys (an older version's flags) are ignored, missing ones take defaults; a
+        damaged record reads as an empty one rather than stopping `status` or the worker."""
+        try:
+            raw = json.loads(text or "{}")
+            return build(cls, raw if isinstance(raw, dict) else {})
+        except (ValueError, TypeError):
+            return cls()
 
     def ended(self) -> Self:
         """The record as kept after the run: requests and progress cleared."""
@@ -194,7 +198,10 @@ def convert(value: Any, hint: Any) -> Any:
     options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
     for option in options:
         if dataclasses.is_dataclass(option) and isinstance(value, dict):
-            return build(option, value)
+            try:
+                return build(option, value)
+            except TypeError:  # a nested record missing a field: dropped, not fatal
+                return None
         if isinstance(option, type) and issubclass(option, Enum | Path):
             return option(value)
         if get_origin(option) is tuple:
