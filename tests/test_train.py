@@ -128,11 +128,11 @@ def test_a_stopped_run_resumes_where_it_stopped_and_ends_the_same(
     voice = make_voice(tmp_path / "b", speech)
     steps: list[int] = []
     stopped = train_voice(
-        voice, tiny_models, FAST, "en", lambda: len(steps) >= 4, lambda p: steps.append(p["step"])
+        voice, tiny_models, FAST, "en", lambda: len(steps) >= 4, lambda p: steps.append(p.step)
     )
     assert not stopped.finished and stopped.step == 4 and stopped.model_path is None
     assert (stopped.run_dir / CHECKPOINT).exists()
-    resumed = train_voice(voice, tiny_models, FAST, "en", never, lambda p: steps.append(p["step"]))
+    resumed = train_voice(voice, tiny_models, FAST, "en", never, lambda p: steps.append(p.step))
     assert steps == list(range(1, 10))
     assert resumed.finished and resumed.run_dir == stopped.run_dir
     assert [r["step"] for r in records(resumed.run_dir)] == list(range(1, 10))
@@ -148,7 +148,7 @@ from daemon.training.trainer import TrainingOptions, train_voice
 options = TrainingOptions(epochs=100, learning_rate=1e-3, batch_size=2, save_every=1,
                           validate_every=100)
 train_voice(Path(sys.argv[1]), Path(sys.argv[2]), options, "en", lambda: False,
-            lambda p: print(p["step"], flush=True))
+            lambda p: print(p.step, flush=True))
 """
 
 
@@ -177,7 +177,7 @@ def test_kill_9_mid_run_resumes_from_the_last_checkpoint(
     options = TrainingOptions(
         epochs=100, learning_rate=1e-3, batch_size=2, save_every=1, validate_every=100
     )
-    steps: list[int] = []
+    steps: list[TrainProgress] = []
     result = train_voice(voice, tiny_models, options, "en", lambda: bool(steps), steps.append)
     assert steps[0]["step"] == saved + 1 and result.step == saved + 1
     assert [r["step"] for r in records(result.run_dir)] == list(range(1, saved + 2))

@@ -13,7 +13,7 @@ from daemon.core.config import Settings, load_settings
 from daemon.core.jobs import ImportData, Job, JobKind, JobState, Outcome
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root
-from daemon.core.worker import Blocked, Rejected, Stage, Worker
+from daemon.core.worker import Blocked, Device, Rejected, Stage, Worker
 from daemon.service.daemon import EXIT_WORKER_DIED, Daemon
 from tests.conftest import wait_for
 
@@ -42,7 +42,7 @@ class RaisingStage(Stage):
     """Raises what it is given, and records what the worker asked of it."""
 
     kind = JobKind.RENDER
-    accelerator = True
+    device = Device.SHARED
 
     def __init__(self, error: Exception) -> None:
         self.error = error
@@ -158,11 +158,12 @@ def test_a_bug_fails_at_once_with_its_traceback_and_is_not_blamed_on_the_input(t
     assert "Traceback" in text and "internal error" in text
 
 
-def test_an_accelerator_stage_makes_the_others_let_the_device_go(tmp_path):
+@pytest.mark.parametrize(("device", "released"), [(Device.EXCLUSIVE, 1), (Device.SHARED, 0)])
+def test_a_stage_that_needs_the_whole_device_makes_the_others_let_it_go(tmp_path, device, released):
     holder, runner = RaisingStage(Rejected("x")), CountingStage()
-    runner.accelerator = True
+    runner.device = device
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     ledger.enqueue(JobKind.IMPORT, "tom", tmp_path / "a.wav", "h")
     worker = Worker(tmp_path / "ledger.sqlite3", Settings(), [holder, runner])
     worker.run_one(ledger.claim(worker.priorities), ledger)
-    assert holder.released == 1 and runner.done
+    assert holder.released == released and runner.done

@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import ClassVar
 
@@ -52,6 +53,14 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS) or out_of_memory
 
 
+class Device(Enum):
+    """How a stage uses the accelerator while it runs."""
+
+    NONE = "none"
+    SHARED = "shared"  # its models may stay loaded beside another stage's (render, Whisper)
+    EXCLUSIVE = "exclusive"  # needs all of it: the others release their models first
+
+
 @dataclass(frozen=True)
 class StageContext:
     """What every stage is built from."""
@@ -68,7 +77,7 @@ class Stage:
 
     kind: ClassVar[JobKind]
     priority: ClassVar[int] = 0  # lower runs first; equal priorities run oldest first
-    accelerator: ClassVar[bool] = False  # holds a model on the device while it runs
+    device: ClassVar[Device] = Device.NONE
     preempted_by: ClassVar[tuple[JobKind, ...]] = ()  # queued jobs of these kinds make it yield
     foreground: ClassVar[str | None] = None  # the CLI command that runs it without a daemon
 
@@ -88,7 +97,7 @@ class Stage:
         """Called when no job is runnable: release what nobody is using."""
 
     def release(self) -> None:
-        """Free the device: another accelerator stage is about to run."""
+        """Free the device: a stage that needs all of it is about to run."""
 
     @classmethod
     def reconcile(cls, root: Root, ledger: Ledger) -> int:
@@ -180,7 +189,7 @@ class Worker:
 
     def run_one(self, job: Job, ledger: Ledger) -> None:
         stage = self.stages[job.kind]
-        if stage.accelerator:
+        if stage.device is Device.EXCLUSIVE:
             self.free_device_for(stage)
         started = time.monotonic()
         logger.info("{} job {} started: {} ({})", job.kind, job.id, job.input_path.name, job.voice)
@@ -201,9 +210,9 @@ class Worker:
             logger.info("{} job {} done in {:.2f} s", job.kind, job.id, time.monotonic() - started)
 
     def free_device_for(self, running: Stage) -> None:
-        """Two models never share the device: the others let theirs go first."""
+        """Fine-tuning needs the whole device: the other stages let their models go first."""
         for stage in self.stages.values():
-            if stage.accelerator and stage is not running:
+            if stage.device is not Device.NONE and stage is not running:
                 stage.release()
 
     def retry_or_give_up(self, stage: Stage, job: Job, ledger: Ledger, exc: Exception) -> None:

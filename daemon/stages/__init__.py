@@ -1,5 +1,5 @@
 """Every job kind the daemon runs, one line each. A kind's module declares the rest (see
-`daemon.core.worker.Stage`): its priority, whether it holds the accelerator, what pre-empts
+`daemon.core.worker.Stage`): its priority, how it uses the accelerator, what pre-empts
 it, what start-up reconciles and which CLI command runs it in the foreground."""
 
 from __future__ import annotations

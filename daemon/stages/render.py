@@ -34,7 +34,7 @@ from daemon.core.files import cached_sha256, file_sha256
 from daemon.core.jobs import Job, JobKind, Outcome, RenderData
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoicePaths
-from daemon.core.worker import Blocked, Rejected, Stage, StageContext
+from daemon.core.worker import Blocked, Device, Rejected, Stage, StageContext
 from daemon.tts.latents import NoClips, cached_latents, voice_clips
 from daemon.tts.outputs import Outputs
 from daemon.tts.redact import Redaction, check_brackets, redact
@@ -254,7 +254,7 @@ class RenderStage(Stage):
     the device to it."""
 
     kind = JobKind.RENDER
-    accelerator = True
+    device = Device.SHARED
 
     def __init__(self, context: StageContext) -> None:
         super().__init__(context)

@@ -18,7 +18,7 @@ from daemon.core.config import ConfigError, Settings, load_voice_settings
 from daemon.core.jobs import Job, JobKind, JobState, Outcome, TrainData, TrainProgress
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoicePaths
-from daemon.core.worker import Blocked, Rejected, Stage
+from daemon.core.worker import Blocked, Device, Rejected, Stage
 from daemon.service.schedule import in_window, next_start, now_local
 
 PROGRESS_EVERY = 5.0
@@ -30,7 +30,7 @@ class TrainStage(Stage):
 
     kind = JobKind.TRAIN
     priority = 10
-    accelerator = True
+    device = Device.EXCLUSIVE
     preempted_by = (JobKind.RENDER,)
     foreground = "train"
 

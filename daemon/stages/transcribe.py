@@ -18,7 +18,7 @@ from daemon.core.config import ConfigError, Settings, load_voice_settings
 from daemon.core.jobs import ImportData, Job, JobKind, JobState, Outcome, TranscribeData
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoicePaths
-from daemon.core.worker import Blocked, Stage, StageContext
+from daemon.core.worker import Blocked, Device, Stage, StageContext
 from daemon.dataset.lists import (
     CLIP_RATE,
     Transcripts,
@@ -36,7 +36,7 @@ class TranscribeStage(Stage):
     """The transcribe job: one per imported clip."""
 
     kind = JobKind.TRANSCRIBE
-    accelerator = True
+    device = Device.SHARED
     foreground = "transcribe"
 
     def __init__(self, context: StageContext) -> None:
