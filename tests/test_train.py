@@ -179,7 +179,7 @@ def test_kill_9_mid_run_resumes_from_the_last_checkpoint(
     )
     steps: list[TrainProgress] = []
     result = train_voice(voice, tiny_models, options, "en", lambda: bool(steps), steps.append)
-    assert steps[0]["step"] == saved + 1 and result.step == saved + 1
+    assert steps[0].step == saved + 1 and result.step == saved + 1
     assert [r["step"] for r in records(result.run_dir)] == list(range(1, saved + 2))
 
 
