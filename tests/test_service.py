@@ -16,6 +16,7 @@ from tests.conftest import (
     run_until_idle,
     status,
     voicedrop,
+    voicedrop_process,
     wait_for,
 )
 
@@ -87,7 +88,7 @@ def test_kill_9_during_a_burst_loses_nothing_and_doubles_nothing(root, tmp_path)
 
 def test_a_second_daemon_on_the_same_root_refuses(root, daemon):
     daemon.start()
-    second = voicedrop("run", "--root", str(root), check=False, timeout=60)
+    second = voicedrop_process("run", "--root", str(root), check=False, timeout=60)
     assert second.returncode == 1
     assert f"already running on {root}" in second.stderr
     assert f"(pid {daemon.process.pid})" in second.stderr

@@ -10,6 +10,8 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from loguru import logger
@@ -21,7 +23,7 @@ from daemon.core.paths import Root
 from daemon.core.worker import Stage, Worker
 from daemon.service.intake import Intake
 from daemon.service.lock import InstanceLock
-from daemon.service.schedule import TRAIN, TrainingSchedule, queue_changed_voices
+from daemon.service.schedule import TRAIN, TrainingSchedule, now_local, queue_changed_voices
 from daemon.service.systemd import Notifier
 from daemon.service.watch import StabilityTracker, Watcher, classify
 from daemon.stages.import_clip import ClipImport
@@ -49,9 +51,12 @@ EXIT_WORKER_DIED = 3
 
 
 class Daemon:
-    def __init__(self, root: Root, settings: Settings) -> None:
+    def __init__(
+        self, root: Root, settings: Settings, now: Callable[[], datetime] = now_local
+    ) -> None:
         self.root = root
         self.settings = settings
+        self.now = now  # the wall clock of the training window; tests pass their own
         self.stop_requested = threading.Event()
         self.wake = threading.Event()
         self.tracker = StabilityTracker(settings.watch.stable_for, on_change=self.wake.set)
@@ -81,7 +86,9 @@ class Daemon:
             self.notifier.ready(f"watching {self.root.path}")
             logger.info("voicedrop ready on {}: {} files to look at", self.root.path, found)
             worker.start()
-            schedule = TrainingSchedule(self.root, self.settings, lambda: self.open_window(worker))
+            schedule = TrainingSchedule(
+                self.root, self.settings, lambda: self.open_window(worker), self.now
+            )
             schedule.start()
             fetcher = None if until_idle else self.start_fetching(worker)
             try:
@@ -109,7 +116,7 @@ class Daemon:
             DatasetStage(self.root, self.settings),
             PruneStage(self.root, self.settings),
             RenderStage(self.root, self.settings, renderer),
-            FineTuneStage(self.root, self.settings, renderer, self.stop_requested),
+            FineTuneStage(self.root, self.settings, renderer, self.stop_requested, self.now),
         ]
 
     def start_fetching(self, worker: Worker) -> BackgroundFetch | None:

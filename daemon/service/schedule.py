@@ -96,10 +96,17 @@ def queue_changed_voices(root: Root, ledger: Ledger) -> int:
 class TrainingSchedule:
     """Fires `on_start` at every scheduled start, and once at start-up for a missed one."""
 
-    def __init__(self, root: Root, settings: Settings, on_start: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        root: Root,
+        settings: Settings,
+        on_start: Callable[[], None],
+        now: Callable[[], datetime] = now_local,
+    ) -> None:
         self.root = root
         self.training = settings.training
         self.on_start = on_start
+        self.now = now  # the wall clock; tests pass their own
         self.state_file = root.state / "schedule.json"
         self.scheduler = None
 
@@ -122,13 +129,13 @@ class TrainingSchedule:
             self.scheduler.shutdown(wait=False)
 
     def fire(self) -> None:
-        atomic.write_text(self.state_file, json.dumps({"last_fired": now_local().isoformat()}))
+        atomic.write_text(self.state_file, json.dumps({"last_fired": self.now().isoformat()}))
         logger.info("training window opens (until {})", self.training.until)
         self.on_start()
 
     def catch_up(self) -> None:
         """A start missed while the daemon was down runs now, once, if recent enough."""
-        now = now_local()
+        now = self.now()
         missed = last_start(self.training, now)
         if missed is None or (now - missed).total_seconds() > self.training.catch_up:
             return

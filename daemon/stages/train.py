@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from loguru import logger
@@ -28,12 +30,18 @@ class FineTuneStage:
     kind = TRAIN
 
     def __init__(
-        self, root: Root, settings: Settings, renderer: Renderer, stopping: threading.Event
+        self,
+        root: Root,
+        settings: Settings,
+        renderer: Renderer,
+        stopping: threading.Event,
+        now: Callable[[], datetime] = now_local,
     ) -> None:
         self.root = root
         self.settings = settings
         self.renderer = renderer
         self.stopping = stopping
+        self.now = now  # the wall clock that opens and closes the window; tests pass their own
 
     def run(self, job: Job, ledger: Ledger) -> None:
         from daemon.training.trainer import TrainingOptions, train_voice
@@ -43,7 +51,7 @@ class FineTuneStage:
         voice = self.root.voice(job.voice)
         settings = self.voice_settings(voice)
         forced = bool(job.data.get("now"))
-        if not forced and not in_window(settings.training, now_local()):
+        if not forced and not in_window(settings.training, self.now()):
             raise Blocked(self.window_message(settings))
         self.renderer.release()
         reason: list[str] = []
@@ -83,7 +91,7 @@ class FineTuneStage:
             run=str(result.run_dir),
             step=result.step,
             skipped=result.skipped,
-            finished_at_text=now_local().isoformat(timespec="seconds"),
+            finished_at_text=self.now().isoformat(timespec="seconds"),
         )
         for warning in result.warnings:
             logger.warning("voice {} training: {}", voice.name, warning)
@@ -97,7 +105,7 @@ class FineTuneStage:
     def stop_reason(self, ledger: Ledger, settings: Settings, forced: bool) -> str:
         if self.stopping.is_set():
             return "the daemon is stopping"
-        if not forced and not in_window(settings.training, now_local()):
+        if not forced and not in_window(settings.training, self.now()):
             return "window"
         if ledger.db.execute(
             "SELECT 1 FROM jobs WHERE kind = ? AND state = 'pending' LIMIT 1", (RENDER,)
@@ -119,7 +127,7 @@ class FineTuneStage:
         logger.info("voice {}: training paused ({}), checkpointed", job.voice, reason)
 
     def window_message(self, settings: Settings) -> str:
-        upcoming = next_start(settings.training, now_local())
+        upcoming = next_start(settings.training, self.now())
         when = upcoming.isoformat(timespec="minutes") if upcoming else "never"
         return (
             f"fine-tuning runs in the training window (next start {when}, until "
