@@ -33,7 +33,7 @@ from tests.conftest import (
 FAST = "---\ncandidates: 2\ndiffusion_iterations: 4\n---\n"
 WHISPER = Path(__file__).parents[1] / "models" / "whisper-base"
 LONG_TEXT = FAST + " ".join(
-    f"This is sentence number {n}, and it carries on for a little while longer." for n in range(14)
+    f"This is sentence number {n}, and it carries on for a little while longer." for n in range(8)
 )
 
 
@@ -321,7 +321,7 @@ def test_a_long_text_killed_mid_way_resumes_at_the_next_chunk(tts_root, tmp_path
     finished = log.read_text().count("rendering long.wav: chunk")
     resumed = run_until_idle(tts_root).stderr
     meta = sidecar(text)
-    assert meta["chunks"] >= 5
+    assert meta["chunks"] >= 3
     reused = int(re.search(r"rendering long.wav: reused (\d+) chunks", resumed).group(1))
     assert finished <= reused < meta["chunks"]
     assert resumed.count("rendering long.wav: chunk") == meta["chunks"] - reused
