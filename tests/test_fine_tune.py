@@ -18,7 +18,6 @@ from tests.conftest import (
     run_until_idle,
     status,
     voicedrop,
-    wait_for,
 )
 from tests.test_dataset import WHISPER_MODEL
 
@@ -167,17 +166,31 @@ def test_the_window_end_checkpoints_and_waits_for_the_next_night(voice_root):
     assert not (root / "voices" / "tester" / "models" / "autoregressive.pth").exists()
 
 
-def test_renders_are_served_between_training_steps(voice_root, daemon):
-    root = voice_root(epochs=400)
-    daemon.root = root
-    daemon.start()
-    voicedrop("train", "--root", str(root), "tester", "--now")
-    wait_for(lambda: "fine-tuning voice tester" in daemon.output(), timeout=60)
+class OpenUntilRendered:
+    """The window's clock: inside it until `rendered` exists and `more` readings went by
+    (the resumed run trains a few steps), then past its end, which ends the run."""
+
+    def __init__(self, rendered: Path, more: int = 4) -> None:
+        self.rendered = rendered
+        self.more = more
+
+    def __call__(self) -> datetime:
+        if self.rendered.exists():
+            self.more -= 1
+        return leap_day(2, 5) if self.more > 0 else leap_day(7, 0)
+
+
+def test_renders_are_served_between_training_steps(voice_root):
+    root = voice_root(epochs=400, schedule=LEAP_DAY, catch_up=3600, until="07:00")
     text = root / "outbox" / "tester" / "meanwhile.txt"
     text.parent.mkdir(parents=True)
-    text.write_text(FAST_TEXT)
-    wait_for(text.with_suffix(".json").exists, timeout=120)
-    output = daemon.output()
-    assert "training paused (renders are waiting for the device)" in output
-    wait_for(lambda: daemon.output().count("fine-tuning voice tester") >= 2, timeout=60)
-    assert status(root)["voices"]["tester"]["training"]["state"] in ("running", "pending")
+    text.write_text(FAST_TEXT)  # queued once stable, after the window's start queued training
+    log = run_daemon(root, now=OpenUntilRendered(text.with_suffix(".json")))
+    paused = log.index("training paused (renders are waiting for the device)")
+    rendered = log.index("rendered meanwhile.txt")
+    resumed = log.index("fine-tuning voice tester", rendered)
+    assert log.index("fine-tuning voice tester") < paused < rendered < resumed
+    assert log.index("training window closed, checkpointed", resumed)
+    assert text.with_suffix(".wav").exists()
+    training = status(root)["voices"]["tester"]["training"]
+    assert training["state"] == "waiting" and "window closed" in training["note"]
