@@ -9,6 +9,7 @@ import numpy as np
 import soundfile as sf
 
 from tests.conftest import (
+    configure,
     ffmpeg,
     ffmpeg_encode,
     imported_clips,
@@ -224,6 +225,7 @@ def test_a_broken_voice_yaml_makes_clips_wait_until_fixed(root, daemon):
     voice = root / "voices" / "picky"
     voice.mkdir(parents=True)
     (voice / "voice.yaml").write_text("import:\n  min_secnds: 1\n")
+    configure(root, {"watch": {"rescan_every": 1}})  # waiting jobs are probed every second
     daemon.start()
     write_wav(root / "inbox" / "picky" / "clip.wav", 2.0)
     wait_for(lambda: status(root)["jobs"]["waiting"] == 1, timeout=30)

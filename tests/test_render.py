@@ -240,7 +240,8 @@ def test_a_voice_without_clips_waits_with_an_error_file(tts_root):
 
 def test_missing_weights_wait_then_render_once_installed(root, daemon, tmp_path, tiny_models):
     models = tmp_path / "weights"
-    configure(root, {"tts": {"models_dir": str(models)}})
+    # waiting jobs are probed every rescan: every second here
+    configure(root, {"tts": {"models_dir": str(models)}, "watch": {"rescan_every": 1}})
     (root / "inbox" / "tom").mkdir()
     shutil.copy(tortoise_clips("tom")[0], root / "inbox" / "tom" / "1.wav")
     text = root / "outbox" / "tom" / "later.txt"
