@@ -61,11 +61,13 @@ class Daemon:
         self.wake = threading.Event()
         self.tracker = StabilityTracker(settings.watch.stable_for, on_change=self.wake.set)
         self.notifier = Notifier()
+        self.stop_signal: str | None = None
 
     def request_stop(self, signum: int, _frame: object) -> None:
-        logger.info(
-            "received {}, finishing the current job and stopping", signal.Signals(signum).name
-        )
+        """Only flags: the handler runs in the main thread wherever it was, possibly inside a
+        log call holding the log sinks' locks, so logging here could deadlock (the main loop
+        says it instead)."""
+        self.stop_signal = signal.Signals(signum).name
         self.stop_requested.set()
         self.wake.set()
 
@@ -93,6 +95,10 @@ class Daemon:
             fetcher = None if until_idle else self.start_fetching(worker)
             try:
                 self.main_loop(ledger, intake, watcher, worker, until_idle)
+                if self.stop_signal is not None:
+                    logger.info(
+                        "received {}, finishing the current job and stopping", self.stop_signal
+                    )
             except WorkerDied as exc:
                 logger.critical("{}", exc)
                 return EXIT_WORKER_DIED
