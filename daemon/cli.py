@@ -182,9 +182,10 @@ def run_in_foreground(root: Root, settings: Settings, command: str) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Queue a fine-tune; with --now and no daemon running, run it here."""
+    from daemon.core.clock import now_local
     from daemon.core.ledger import Ledger
     from daemon.service.lock import running_pid
-    from daemon.service.schedule import next_start, now_local
+    from daemon.service.schedule import next_start
     from daemon.stages.train import queue_training
 
     root, settings = open_root(args.root)

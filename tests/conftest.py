@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -9,13 +11,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from loguru import logger
 
 from daemon.cli import main as cli_main
 
@@ -85,7 +90,11 @@ def root(tmp_path: Path) -> Path:
     return path
 
 
-def voicedrop(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+def voicedrop_process(
+    *args: str, timeout: float = 300, check: bool = True
+) -> subprocess.CompletedProcess:
+    """`voicedrop ARGS` in a fresh interpreter: only for what needs a process of its own (a
+    second daemon beside a running one, what a fresh interpreter imports)."""
     result = subprocess.run(
         [sys.executable, "-m", "daemon", *args], capture_output=True, text=True, timeout=timeout
     )
@@ -94,11 +103,81 @@ def voicedrop(*args: str, timeout: float = 300, check: bool = True) -> subproces
     return result
 
 
-def status(root: Path) -> dict:
-    return json.loads(voicedrop("status", "--json", "--root", str(root)).stdout)
+@contextlib.contextmanager
+def captured_command() -> Iterator[tuple[io.StringIO, io.StringIO]]:
+    """stdout and stderr of a command run in this process, as a process's would be; the log
+    sinks it adds (onto the captured stderr) and the signal handlers it installs are undone."""
+    out, err = io.StringIO(), io.StringIO()
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            yield out, err
+    finally:
+        logger.remove()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+def voicedrop(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    """`voicedrop ARGS` through the CLI's own entry point, in this process: the same argument
+    parsing, settings, logging setup and exit codes as the command a user types, without
+    paying 2-4 s of imports per call. (`timeout` is kept for the call sites; pytest-timeout
+    guards against hangs.)"""
+    with captured_command() as (out, err):
+        try:
+            code = cli_main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        except Exception:
+            traceback.print_exc()
+            code = 1
+    result = subprocess.CompletedProcess(["voicedrop", *args], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"voicedrop {args} exited {code}:\n{result.stderr}")
+    return result
+
+
+def run_daemon(root: Path, now: Callable[[], datetime] | None = None) -> str:
+    """The daemon of `voicedrop run --until-idle`, in this process, with `now` as its wall
+    clock (the training window opens and closes by it); returns what it logged."""
+    from daemon.core.clock import now_local
+    from daemon.core.config import load_settings
+    from daemon.core.logs import setup_logging
+    from daemon.core.paths import Root
+    from daemon.service.daemon import Daemon
+
+    settings = load_settings(root / "config.yaml")
+    with captured_command() as (_, err):
+        setup_logging(settings.logging, Root.at(root).log_dir)
+        code = Daemon(Root.at(root), settings, now or now_local).run(until_idle=True)
+    assert code == 0, err.getvalue()
+    return err.getvalue()
+
+
+class SteppingClock:
+    """A wall clock for the training window that moves `step` seconds on every reading, from
+    `start`: a window of a minute closes after a known number of readings, not a minute."""
+
+    def __init__(self, start: datetime, step: float = 0.0) -> None:
+        self.moment = start
+        self.step = timedelta(seconds=step)
+
+    def __call__(self) -> datetime:
+        moment = self.moment
+        self.moment += self.step
+        return moment
+
+
+def status(root: Path, voice: str | None = None) -> dict:
+    """What `voicedrop status --json` prints, read in this process."""
+    from daemon.core.paths import Root
+    from daemon.report.status import collect
+
+    return json.loads(json.dumps(collect(Root.at(root), voice)))
 
 
 def run_until_idle(root: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`voicedrop run --until-idle` in this process (see `voicedrop`)."""
     return voicedrop("run", "--until-idle", "--root", str(root), timeout=timeout)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import soundfile as sf
 
 from tests.conftest import (
+    configure,
     ffmpeg,
     ffmpeg_encode,
     imported_clips,
@@ -155,17 +156,17 @@ def bad_corpus(folder: Path, outside: Path) -> dict[str, str]:
     }
 
 
-def test_bad_input_is_rejected_with_a_specific_reason_and_kept(root, daemon, tmp_path):
+def test_bad_input_is_rejected_with_a_specific_reason_and_kept(root, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
     folder = root / "inbox" / "bad"
     expected = bad_corpus(folder, outside)
-    assert len(expected) >= 15
     before = {name: (folder / name).read_bytes() for name in expected if name != "link.wav"}
     target_before = sha256(outside / "real.wav")
-    daemon.start()
+    run_until_idle(root)  # exits 0: bad input never stops the daemon
     rejected = folder / "rejected"
-    wait_for(lambda: len(list(rejected.glob("*.reason.txt"))) == len(expected), timeout=120)
+    reasons = sorted(p.name.removesuffix(".reason.txt") for p in rejected.glob("*.reason.txt"))
+    assert reasons == sorted(expected)
     for name, phrase in expected.items():
         reason = (rejected / f"{name}.reason.txt").read_text()
         assert phrase in reason, (name, reason)
@@ -173,9 +174,9 @@ def test_bad_input_is_rejected_with_a_specific_reason_and_kept(root, daemon, tmp
             assert (rejected / name).read_bytes() == before[name], f"{name} changed"
     assert (rejected / "link.wav").is_symlink()
     assert sha256(outside / "real.wav") == target_before
-    assert daemon.process.poll() is None, "the daemon died on bad input"
+    assert imported_clips(root, "bad") == []
     write_wav(folder / "good.wav", 2.0)
-    wait_for(lambda: imported_clips(root, "bad"), timeout=30)
+    run_until_idle(root)
     report = status(root)["voices"]["bad"]
     assert report["clips"] == 1 and len(report["rejected"]) == len(expected)
 
@@ -224,6 +225,7 @@ def test_a_broken_voice_yaml_makes_clips_wait_until_fixed(root, daemon):
     voice = root / "voices" / "picky"
     voice.mkdir(parents=True)
     (voice / "voice.yaml").write_text("import:\n  min_secnds: 1\n")
+    configure(root, {"watch": {"rescan_every": 1}})  # waiting jobs are probed every second
     daemon.start()
     write_wav(root / "inbox" / "picky" / "clip.wav", 2.0)
     wait_for(lambda: status(root)["jobs"]["waiting"] == 1, timeout=30)

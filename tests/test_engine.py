@@ -22,7 +22,7 @@ from daemon.tts.engine import (
 from daemon.tts.generation import PRESETS, GenerationKnobs, Preset
 from daemon.tts.spec import BadCheckpoint, ModelSpec, WeightsMissing
 from daemon.tts.tiny import write_tiny_models
-from tests.conftest import tortoise_clips
+from tests.conftest import tortoise_clips, write_wav
 
 TEXT = "The quick brown fox jumps over the lazy dog."
 QUICK = GenerationSettings(candidates=2, diffusion_iterations=4, max_mel_tokens=46)
@@ -393,3 +393,45 @@ def test_presets_follow_tortoise() -> None:
     assert typing.get_args(Preset) == tuple(PRESETS)
     unset = {f.name for f in dataclasses.fields(GenerationKnobs) if f.default is None}
     assert all(set(values) == unset for values in PRESETS.values())  # a value for every None
+
+
+def test_cached_latents_are_computed_once_per_clip_set_models_and_method(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """daemon.tts.latents over a real voice folder: the cache key follows the clips, the
+    latent models and the method (the seed only for tortoise's random crops)."""
+    from daemon.core.paths import Root
+    from daemon.tts.latents import NoClips, cached_latents
+
+    voice = Root.at(tmp_path).voice("tom")
+    models = {"autoregressive.pth": "a" * 64, "diffusion_decoder.pth": "d" * 64, "clvp2.pth": "c"}
+    with pytest.raises(NoClips, match=r"drop a few clips of the voice into inbox/tom/"):
+        cached_latents(engine, voice, models, None)
+    write_wav(voice.clips / "1.wav", 2.0, seed=1)  # short clips: latents in about a second
+    write_wav(voice.clips / "2.wav", 2.0, seed=2)
+
+    first, key, seconds = cached_latents(engine, voice, models, None)
+    assert seconds > 0 and first.diffusion is not None
+    assert [p.name for p in voice.latents.glob("*.pth")] == [f"{key}.pth"]
+    again, same_key, no_seconds = cached_latents(engine, voice, models, None)
+    assert (same_key, no_seconds) == (key, 0.0)
+    assert torch.equal(again.autoregressive, first.autoregressive)
+
+    other_clvp = cached_latents(engine, voice, {**models, "clvp2.pth": "x"}, None)[1]
+    assert other_clvp == key, "the CLVP does not compute latents: no new ones for it"
+    fine_tuned = cached_latents(engine, voice, {**models, "autoregressive.pth": "f" * 64}, None)
+    assert fine_tuned[1] != key and fine_tuned[2] > 0
+    write_wav(voice.clips / "3.wav", 1.5, seed=3)
+    more_clips = cached_latents(engine, voice, models, None)
+    assert more_clips[1] not in (key, fine_tuned[1]) and more_clips[2] > 0
+    assert [p.name for p in voice.latents.glob("*.pth")] == [f"{more_clips[1]}.pth"]
+
+    hifigan = {"autoregressive.pth": "a" * 64}  # no diffusion model: no diffusion latent
+    assert cached_latents(engine, voice, hifigan, None)[0].diffusion is None
+    seeds = {
+        (method, seed): cached_latents(engine, voice, hifigan, None, method, seed)[1]
+        for method in ("voicedrop", "tortoise")
+        for seed in (0, 1)
+    }
+    assert seeds["voicedrop", 0] == seeds["voicedrop", 1]
+    assert seeds["tortoise", 0] != seeds["tortoise", 1] != seeds["voicedrop", 0]

@@ -4,13 +4,25 @@ the tiny model set, the training window and the hand-off to rendering."""
 import hashlib
 import json
 import shutil
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 
-from tests.conftest import configure, espeak, run_until_idle, status, voicedrop, wait_for
+from daemon.core.jobs import JobKind, JobState
+from daemon.core.ledger import Ledger
+from daemon.core.paths import Root
+from daemon.stages.train import queue_training
+from tests.conftest import (
+    SteppingClock,
+    configure,
+    espeak,
+    run_daemon,
+    run_until_idle,
+    status,
+    voicedrop,
+)
 from tests.test_dataset import WHISPER_MODEL
 
 # 5-12 s each: real dataset lines, longer than anything the old tiny model could hold
@@ -37,10 +49,6 @@ def training_settings(**overrides) -> dict:
         "save_every": 1,
     }
     return {**values, **overrides}
-
-
-def clock(moment: datetime) -> str:
-    return f"{moment:%H:%M}"
 
 
 @pytest.fixture(scope="module")
@@ -109,63 +117,101 @@ def test_train_now_fine_tunes_and_renders_use_the_new_model(voice_root):
     assert meta["models"]["autoregressive.pth"]["sha256"] == digest
 
 
+# The window tests run the daemon in this process on a stepping clock, on a day the real clock
+# never reaches while tests run (29 February 2028, 02:00), so nothing waits for the wall clock.
+LEAP_DAY = "0 2 29 2 *"
+
+
+def leap_day(hour: int, minute: int) -> datetime:
+    return datetime(2028, 2, 29, hour, minute).astimezone()
+
+
 def test_outside_the_window_a_requested_fine_tune_waits(voice_root):
-    root = voice_root()
+    root = voice_root(schedule=LEAP_DAY, catch_up=3600, until="04:00")
     queued = voicedrop("train", "--root", str(root), "tester")
-    assert "runs it in the next window" in queued.stdout
-    run_until_idle(root)
+    assert "runs it in the next window (2028-02-29 02:00)" in queued.stdout
+    log = run_daemon(root, now=SteppingClock(leap_day(1, 30)))
+    assert "fine-tuning voice" not in log
     training = status(root)["voices"]["tester"]["training"]
     assert training["state"] == "waiting"
-    assert "fine-tuning runs in the training window" in training["note"]
+    note = training["note"]
+    assert "fine-tuning runs in the training window (next start 2028-02-29T02:00" in note
     assert not (root / "voices" / "tester" / "models" / "autoregressive.pth").exists()
 
 
 def test_a_start_missed_while_down_is_caught_up_and_trains_changed_voices(voice_root):
-    now = datetime.now().astimezone()
-    missed = now - timedelta(minutes=10)
-    root = voice_root(
-        schedule=f"{missed.minute} {missed.hour} * * *",
-        catch_up=3600,
-        until=clock(now + timedelta(hours=2)),
-    )
-    result = run_until_idle(root, timeout=600)
-    assert "catching up the training start missed" in result.stderr
+    root = voice_root(schedule=LEAP_DAY, catch_up=3600, until="04:00")
+    log = run_daemon(root, now=SteppingClock(leap_day(2, 10)))
+    assert "catching up the training start missed at 2028-02-29T02:00" in log
+    assert "fine-tuning voice tester" in log
     assert (root / "voices" / "tester" / "models" / "autoregressive.pth").exists()
-    again = run_until_idle(root, timeout=600)
-    assert "catching up" not in again.stderr and "fine-tuning voice" not in again.stderr
+    again = run_daemon(root, now=SteppingClock(leap_day(2, 20)))
+    assert "catching up" not in again and "fine-tuning voice" not in again
+
+
+def test_a_start_missed_longer_ago_than_catch_up_is_not_caught_up(voice_root):
+    root = voice_root(schedule=LEAP_DAY, catch_up=3600, until="04:00")
+    log = run_daemon(root, now=SteppingClock(leap_day(3, 30)))  # 90 min after the start
+    assert "catching up" not in log and "fine-tuning voice" not in log
+    assert status(root)["voices"]["tester"]["training"]["state"] is None
+    assert not (root / "voices" / "tester" / "models" / "autoregressive.pth").exists()
 
 
 def test_the_window_end_checkpoints_and_waits_for_the_next_night(voice_root):
-    now = datetime.now().astimezone()
-    if now.second > 40:  # leave the run at least 20 s before the window closes
-        wait_for(lambda: datetime.now().second < 5, timeout=30, every=0.5)
-        now = datetime.now().astimezone()
-    started = now - timedelta(minutes=5)
-    root = voice_root(
-        epochs=400,
-        schedule=f"{started.minute} {started.hour} * * *",
-        catch_up=3600,
-        until=clock(now + timedelta(minutes=1)),
-    )
-    result = run_until_idle(root, timeout=300)
-    assert "training window closed, checkpointed" in result.stderr
+    root = voice_root(epochs=400, schedule=LEAP_DAY, catch_up=3600, until="02:06")
+    # 5 s a reading: the window (02:05 to 02:06) closes after a dozen readings, a few steps in
+    log = run_daemon(root, now=SteppingClock(leap_day(2, 5), step=5))
+    assert "fine-tuning voice tester (400 epochs)" in log
+    assert "training window closed, checkpointed" in log
     training = status(root)["voices"]["tester"]["training"]
-    assert training["state"] == "waiting" and "window closed" in training["note"]
+    assert training["state"] == "waiting"
+    assert "the training window closed at 02:06" in training["note"]
     assert list((root / "voices" / "tester" / "training").glob("*/checkpoint.pt"))
     assert not (root / "voices" / "tester" / "models" / "autoregressive.pth").exists()
 
 
-def test_renders_are_served_between_training_steps(voice_root, daemon):
-    root = voice_root(epochs=400)
-    daemon.root = root
-    daemon.start()
-    voicedrop("train", "--root", str(root), "tester", "--now")
-    wait_for(lambda: "fine-tuning voice tester" in daemon.output(), timeout=60)
+class OpenUntilRendered:
+    """The window's clock: inside it until `rendered` exists and `more` readings went by
+    (the resumed run trains a few steps), then past its end, which ends the run."""
+
+    def __init__(self, rendered: Path, more: int = 4) -> None:
+        self.rendered = rendered
+        self.more = more
+
+    def __call__(self) -> datetime:
+        if self.rendered.exists():
+            self.more -= 1
+        return leap_day(2, 5) if self.more > 0 else leap_day(7, 0)
+
+
+def test_renders_are_served_between_training_steps(voice_root):
+    root = voice_root(epochs=400, schedule=LEAP_DAY, catch_up=3600, until="07:00")
     text = root / "outbox" / "tester" / "meanwhile.txt"
     text.parent.mkdir(parents=True)
-    text.write_text(FAST_TEXT)
-    wait_for(text.with_suffix(".json").exists, timeout=120)
-    output = daemon.output()
-    assert "training paused (renders are waiting for the device)" in output
-    wait_for(lambda: daemon.output().count("fine-tuning voice tester") >= 2, timeout=60)
-    assert status(root)["voices"]["tester"]["training"]["state"] in ("running", "pending")
+    text.write_text(FAST_TEXT)  # queued once stable, after the window's start queued training
+    log = run_daemon(root, now=OpenUntilRendered(text.with_suffix(".json")))
+    paused = log.index("training paused (renders are waiting for the device)")
+    rendered = log.index("rendered meanwhile.txt")
+    resumed = log.index("fine-tuning voice tester", rendered)
+    assert log.index("fine-tuning voice tester") < paused < rendered < resumed
+    assert log.index("training window closed, checkpointed", resumed)
+    assert text.with_suffix(".wav").exists()
+    training = status(root)["voices"]["tester"]["training"]
+    assert training["state"] == "waiting" and "window closed" in training["note"]
+
+
+def test_training_is_queued_only_when_the_dataset_changed(tmp_path: Path) -> None:
+    root = Root.at(tmp_path)
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    dataset = root.voice("anna").dataset
+    assert queue_training(root, ledger, "anna") is False  # no dataset yet
+    dataset.mkdir(parents=True)
+    (dataset / "train.txt").write_text("audio/a.wav|Hello there.\n")
+    assert queue_training(root, ledger, "anna") is True
+    assert queue_training(root, ledger, "anna") is False  # the same lists: one job
+    (dataset / "validation.txt").write_text("audio/b.wav|Good night.\n")
+    assert queue_training(root, ledger, "anna") is True
+    jobs = ledger.jobs(kind=JobKind.TRAIN, voice="anna")
+    assert [job.state for job in jobs] == [JobState.PENDING, JobState.PENDING]
+    assert queue_training(root, ledger, "anna", now=True) is True
+    assert ledger.get(jobs[-1].id).data.now is True

@@ -152,10 +152,11 @@ def test_a_root_made_anywhere_transcribes_with_no_config_edit(tmp_path: Path) ->
     espeak(root / "inbox" / "anna" / "a.wav", SENTENCES[1])
     run_until_idle(root)
     dataset = status(root)["voices"]["anna"]["dataset"]
-    assert dataset["train"] + dataset["validation"] >= 1
     folder = root / "voices" / "anna" / "dataset"
-    lines = "".join(p.read_text() for p in folder.glob("*.txt"))
-    assert "coffee" in lines.lower()
+    lines = [line for p in folder.glob("*.txt") for line in p.read_text().splitlines()]
+    assert dataset["train"] + dataset["validation"] == len(lines) >= 1
+    assert dataset["transcribed"] == 1 and dataset["to_transcribe"] == 0
+    assert "coffee" in " ".join(lines).lower()
     doctor = voicedrop("doctor", "--root", str(root), check=False).stdout
     assert f"ok    whisper model: {CHECKOUT_WHISPER}" in doctor
     assert f"ok    model store: {CHECKOUT_WHISPER.parent} (default)" in doctor

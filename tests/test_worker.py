@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from loguru import logger
 
-from daemon.core.config import Settings, load_settings
+from daemon.core.config import JobSettings, Settings, load_settings
 from daemon.core.jobs import ImportData, Job, JobKind, JobState, Outcome
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root
 from daemon.core.worker import Blocked, Device, Rejected, Stage, Worker
 from daemon.service.daemon import EXIT_WORKER_DIED, Daemon
-from tests.conftest import wait_for
+from tests.conftest import configure, wait_for
 
 
 class CountingStage(Stage):
@@ -82,6 +83,7 @@ def test_errors_outside_a_job_are_logged_and_the_worker_goes_on(tmp_path, logs, 
         return real_claim(self, priorities)
 
     monkeypatch.setattr(Ledger, "claim", claim_locked_once)
+    monkeypatch.setattr("daemon.core.worker.LOOP_BACKOFF_FIRST", 0.05)  # 0.05, 0.1, 0.2 s
     worker = Worker(ledger_file, Settings(), [stage])
     worker.start()
     wait_for(lambda: sum("unexpected error outside a job" in line for line in logs) >= 3)
@@ -102,6 +104,7 @@ def test_a_daemon_whose_worker_died_exits_non_zero_instead_of_looking_alive(
     """A worker thread that ended is a stand-in for one killed by something the loop could
     not catch; the daemon must notice and exit so systemd restarts it."""
     monkeypatch.setattr(Worker, "loop", lambda self: None)
+    configure(root, {"watch": {"rescan_every": 1}})  # the main loop looks every second
     daemon = Daemon(Root.at(root), load_settings(root / "config.yaml"))
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
@@ -167,3 +170,76 @@ def test_a_stage_that_needs_the_whole_device_makes_the_others_let_it_go(tmp_path
     worker = Worker(tmp_path / "ledger.sqlite3", Settings(), [holder, runner])
     worker.run_one(ledger.claim(worker.priorities), ledger)
     assert holder.released == released and runner.done
+
+
+class ScriptedStage(Stage):
+    """A job kind whose run raises what `outcomes` says, in turn (None: the job finishes)."""
+
+    kind = JobKind.IMPORT
+
+    def __init__(self, *outcomes: Exception | None) -> None:
+        self.outcomes = list(outcomes)
+        self.runs = 0
+        self.given_up: list[str] = []
+
+    def run(self, job: Job, ledger: Ledger) -> None:
+        self.runs += 1
+        outcome = self.outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+        ledger.finish(job.id, ImportData(Outcome.IMPORTED))
+
+    def give_up(self, job: Job, reason: str) -> None:
+        self.given_up.append(reason)
+
+
+def drain(tmp_path: Path, stage: ScriptedStage, retry_delay: float = 0.0) -> Job:
+    """Queue one job, let a worker drain the ledger in this thread, return the job after."""
+    ledger_file = tmp_path / "ledger.sqlite3"
+    ledger = Ledger(ledger_file)
+    job, _ = ledger.enqueue(stage.kind, "tom", tmp_path / "a.wav", "hash-a")
+    settings = Settings(jobs=JobSettings(max_attempts=3, retry_delay=retry_delay))
+    Worker(ledger_file, settings, [stage]).drain()
+    try:
+        return ledger.get(job.id)
+    finally:
+        ledger.close()
+
+
+def test_a_job_that_fails_now_and_then_is_retried_and_finishes(tmp_path) -> None:
+    stage = ScriptedStage(OSError("disk hiccup"), None)
+    job = drain(tmp_path, stage)
+    assert stage.runs == 2 and stage.given_up == []
+    assert job.state == "done" and job.attempts == 2 and job.data.outcome == Outcome.IMPORTED
+
+
+def test_a_retry_waits_its_backoff_before_it_runs_again(tmp_path) -> None:
+    stage = ScriptedStage(OSError("disk hiccup"), None)
+    job = drain(tmp_path, stage, retry_delay=60)
+    assert stage.runs == 1, "a retry ran before its backoff"
+    assert job.state == "pending" and job.last_error == "OSError: disk hiccup"
+    assert 55 < job.not_before - time.time() <= 60
+
+
+def test_a_job_failing_every_attempt_is_given_up_with_its_last_error(tmp_path) -> None:
+    stage = ScriptedStage(OSError("one"), OSError("two"), OSError("three"))
+    job = drain(tmp_path, stage)
+    assert stage.runs == 3
+    reason = "failed 3 times; last error: OSError: three"
+    assert stage.given_up == [reason]
+    assert job.state == "failed" and job.last_error == reason
+
+
+def test_unusable_input_is_given_up_at_once(tmp_path) -> None:
+    stage = ScriptedStage(Rejected("not audio at all"))
+    job = drain(tmp_path, stage)
+    assert stage.runs == 1 and stage.given_up == ["not audio at all"]
+    assert job.state == "failed" and job.last_error == "not audio at all"
+
+
+def test_a_blocked_job_waits_without_spending_an_attempt(tmp_path) -> None:
+    stage = ScriptedStage(Blocked("the Whisper model is missing"))
+    job = drain(tmp_path, stage)
+    assert stage.runs == 1 and stage.given_up == []
+    assert job.state == "waiting" and job.attempts == 0
+    assert job.last_error == "the Whisper model is missing"

@@ -26,6 +26,7 @@ from typing import ClassVar
 
 from loguru import logger
 
+from daemon.core.clock import Clock, now_local
 from daemon.core.config import Settings
 from daemon.core.jobs import Job, JobKind
 from daemon.core.ledger import Ledger
@@ -68,6 +69,7 @@ class StageContext:
     root: Root
     settings: Settings
     stopping: threading.Event = field(default_factory=threading.Event)  # the daemon stops
+    now: Clock = now_local  # the wall clock (the training window); tests step their own
 
 
 class Stage:
@@ -85,6 +87,7 @@ class Stage:
         self.root = context.root
         self.settings = context.settings
         self.stopping = context.stopping
+        self.now = context.now
 
     def run(self, job: Job, ledger: Ledger) -> None:
         """Do the work and call ledger.finish(), or raise."""

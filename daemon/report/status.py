@@ -107,8 +107,9 @@ def dataset_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
 
 
 def training_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
+    from daemon.core.clock import now_local
     from daemon.core.config import ConfigError, load_settings, load_voice_settings
-    from daemon.service.schedule import next_start, now_local
+    from daemon.service.schedule import next_start
 
     jobs = ledger.jobs(kind=JobKind.TRAIN, voice=voice.name)
     finished = [j for j in jobs if j.state == JobState.DONE and j.data.outcome == Outcome.TRAINED]

@@ -15,6 +15,7 @@ from pathlib import Path
 from loguru import logger
 
 from daemon.core import atomic
+from daemon.core.clock import Clock, now_local
 from daemon.core.config import Settings
 from daemon.core.jobs import JobKind
 from daemon.core.ledger import Ledger
@@ -48,18 +49,21 @@ EXIT_WORKER_DIED = 3
 
 
 class Daemon:
-    def __init__(self, root: Root, settings: Settings) -> None:
+    def __init__(self, root: Root, settings: Settings, now: Clock = now_local) -> None:
         self.root = root
         self.settings = settings
+        self.now = now  # the wall clock of the training window; tests pass their own
         self.stop_requested = threading.Event()
         self.wake = threading.Event()
         self.tracker = StabilityTracker(settings.watch.stable_for, on_change=self.wake.set)
         self.notifier = Notifier()
+        self.stop_signal: str | None = None
 
     def request_stop(self, signum: int, _frame: object) -> None:
-        logger.info(
-            "received {}, finishing the current job and stopping", signal.Signals(signum).name
-        )
+        """Only flags: the handler runs in the main thread wherever it was, possibly inside a
+        log call holding the log sinks' locks, so logging here could deadlock (the main loop
+        says it instead)."""
+        self.stop_signal = signal.Signals(signum).name
         self.stop_requested.set()
         self.wake.set()
 
@@ -71,7 +75,7 @@ class Daemon:
         ledger = Ledger(self.root.ledger_file)
         try:
             self.recover(ledger)
-            context = StageContext(self.root, self.settings, self.stop_requested)
+            context = StageContext(self.root, self.settings, self.stop_requested, self.now)
             worker = Worker(self.root.ledger_file, self.settings, build_stages(context))
             watcher = Watcher(self.root, self.settings, self.tracker)
             intake = Intake(self.root, self.settings, ledger)
@@ -81,11 +85,17 @@ class Daemon:
             self.notifier.ready(f"watching {self.root.path}")
             logger.info("voicedrop ready on {}: {} files to look at", self.root.path, found)
             worker.start()
-            schedule = TrainingSchedule(self.root, self.settings, lambda: self.open_window(worker))
+            schedule = TrainingSchedule(
+                self.root, self.settings, lambda: self.open_window(worker), self.now
+            )
             schedule.start()
             fetcher = None if until_idle else self.start_fetching(worker)
             try:
                 self.main_loop(ledger, intake, watcher, worker, until_idle)
+                if self.stop_signal is not None:
+                    logger.info(
+                        "received {}, finishing the current job and stopping", self.stop_signal
+                    )
             except WorkerDied as exc:
                 logger.critical("{}", exc)
                 return EXIT_WORKER_DIED

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from loguru import logger
 
 from daemon.core import atomic
+from daemon.core.clock import Clock, now_local
 from daemon.core.config import Settings, TrainingSettings
 from daemon.core.paths import Root
 
@@ -50,17 +51,20 @@ def next_start(training: TrainingSettings, now: datetime) -> datetime | None:
     return trigger(training).get_next_fire_time(None, now)
 
 
-def now_local() -> datetime:
-    return datetime.now().astimezone()
-
-
 class TrainingSchedule:
     """Fires `on_start` at every scheduled start, and once at start-up for a missed one."""
 
-    def __init__(self, root: Root, settings: Settings, on_start: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        root: Root,
+        settings: Settings,
+        on_start: Callable[[], None],
+        now: Clock = now_local,
+    ) -> None:
         self.root = root
         self.training = settings.training
         self.on_start = on_start
+        self.now = now  # the wall clock; tests pass their own
         self.state_file = root.state / "schedule.json"
         self.scheduler = None
 
@@ -83,13 +87,13 @@ class TrainingSchedule:
             self.scheduler.shutdown(wait=False)
 
     def fire(self) -> None:
-        atomic.write_text(self.state_file, json.dumps({"last_fired": now_local().isoformat()}))
+        atomic.write_text(self.state_file, json.dumps({"last_fired": self.now().isoformat()}))
         logger.info("training window opens (until {})", self.training.until)
         self.on_start()
 
     def catch_up(self) -> None:
         """A start missed while the daemon was down runs now, once, if recent enough."""
-        now = now_local()
+        now = self.now()
         missed = last_start(self.training, now)
         if missed is None or (now - missed).total_seconds() > self.training.catch_up:
             return

@@ -19,7 +19,7 @@ from daemon.core.jobs import Job, JobKind, JobState, Outcome, TrainData, TrainPr
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoicePaths
 from daemon.core.worker import Blocked, Device, Rejected, Stage
-from daemon.service.schedule import in_window, next_start, now_local
+from daemon.service.schedule import in_window, next_start
 
 PROGRESS_EVERY = 5.0
 
@@ -42,7 +42,7 @@ class TrainStage(Stage):
         voice = self.root.voice(job.voice)
         settings = self.voice_settings(voice)
         forced = job.data.now
-        if not forced and not in_window(settings.training, now_local()):
+        if not forced and not in_window(settings.training, self.now()):
             raise Blocked(self.window_message(settings))
         reason: list[str] = []
 
@@ -83,7 +83,7 @@ class TrainStage(Stage):
                 run=result.run_dir,
                 step=result.step,
                 skipped=result.skipped,
-                finished_at_text=now_local().isoformat(timespec="seconds"),
+                finished_at_text=self.now().isoformat(timespec="seconds"),
             ),
         )
         for warning in result.warnings:
@@ -98,7 +98,7 @@ class TrainStage(Stage):
     def stop_reason(self, ledger: Ledger, settings: Settings, forced: bool) -> str:
         if self.stopping.is_set():
             return "the daemon is stopping"
-        if not forced and not in_window(settings.training, now_local()):
+        if not forced and not in_window(settings.training, self.now()):
             return "window"
         if ledger.has_pending(self.preempted_by):
             return "renders are waiting for the device"
@@ -118,7 +118,7 @@ class TrainStage(Stage):
         logger.info("voice {}: training paused ({}), checkpointed", job.voice, reason)
 
     def window_message(self, settings: Settings) -> str:
-        upcoming = next_start(settings.training, now_local())
+        upcoming = next_start(settings.training, self.now())
         when = upcoming.isoformat(timespec="minutes") if upcoming else "never"
         return (
             f"fine-tuning runs in the training window (next start {when}, until "
