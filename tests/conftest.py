@@ -44,6 +44,9 @@ TEST_SETTINGS = {
     "models": {"store": EMPTY_STORE},
 }
 
+REPO = Path(__file__).resolve().parents[1]
+WHISPER_BASE = REPO / "models" / "whisper-base"  # assembled by `make setup`
+
 
 def voiced_signal(
     seconds: float, rate: int = 22050, seed: int = 0, pitch: float = 140.0

@@ -15,6 +15,7 @@ from daemon.core.ledger import Ledger
 from daemon.core.paths import Root
 from daemon.stages.train import queue_training
 from tests.conftest import (
+    WHISPER_BASE,
     SteppingClock,
     configure,
     espeak,
@@ -23,7 +24,6 @@ from tests.conftest import (
     status,
     voicedrop,
 )
-from tests.test_dataset import WHISPER_MODEL
 
 # 5-12 s each: real dataset lines, longer than anything the old tiny model could hold
 PHRASES = (
@@ -58,7 +58,7 @@ def prepared(tmp_path_factory, tiny_models) -> Path:
 
     root = tmp_path_factory.mktemp("prepared") / "root"
     assert cli_main(["init", str(root)]) == 0
-    configure(root, {"whisper": {"model": str(WHISPER_MODEL)}})
+    configure(root, {"whisper": {"model": str(WHISPER_BASE)}})
     for index, phrase in enumerate(PHRASES):
         espeak(root / "inbox" / "tester" / f"p{index}.wav", phrase, speed=120)
     run_until_idle(root)
@@ -76,7 +76,7 @@ def voice_root(prepared: Path, tmp_path: Path, tiny_models: Path):
         configure(
             root,
             {
-                "whisper": {"model": str(WHISPER_MODEL)},
+                "whisper": {"model": str(WHISPER_BASE)},
                 "tts": {"models_dir": str(tiny_models)},
                 "training": {
                     **training_settings(),

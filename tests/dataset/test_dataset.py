@@ -12,6 +12,7 @@ import soundfile as sf
 
 from tests.conftest import (
     SENTENCES,
+    WHISPER_BASE,
     configure,
     espeak,
     run_until_idle,
@@ -29,15 +30,14 @@ MORE_SENTENCES = (
     "He wrote a long letter to his sister who lives far away in the north.",
     "After dinner we played cards and told stories by the warm fire.",
 )
-WHISPER_MODEL = Path(__file__).parents[1] / "models" / "whisper-base"
 LINE = re.compile(r"^audio/[^|/]+\.wav\|[^|\n]+$")
 
 
 @pytest.fixture
 def root(root: Path) -> Path:
     """The shared test root, pointed at the Whisper model `make setup` assembled."""
-    assert (WHISPER_MODEL / "model.bin").is_file(), "run `make setup` first"
-    configure(root, {"whisper": {"model": str(WHISPER_MODEL)}})
+    assert (WHISPER_BASE / "model.bin").is_file(), "run `make setup` first"
+    configure(root, {"whisper": {"model": str(WHISPER_BASE)}})
     return root
 
 

@@ -18,7 +18,7 @@ from daemon.core.config import (
     text_settings,
 )
 from daemon.tts.generation import PRESETS, GenerationSettings
-from tests.conftest import voicedrop
+from tests.conftest import REPO, voicedrop
 
 
 def write(path: Path, text: str) -> Path:
@@ -54,7 +54,7 @@ def test_template_documents_every_declared_setting_with_its_default():
 
 
 def test_repo_config_is_the_documented_template():
-    repo_config = Path(__file__).parents[1] / "config.yaml"
+    repo_config = REPO / "config.yaml"
     assert repo_config.read_text(encoding="utf-8") == TEMPLATE.read_text(encoding="utf-8")
 
 

@@ -13,16 +13,14 @@ from daemon.core.paths import Root
 from daemon.dataset.whisper import Whisper, WhisperOptions
 from daemon.tts.redact import Part, Redaction, redact, split_redactions
 from daemon.tts.texts import BadText
-from tests.conftest import espeak
-
-WHISPER_MODEL = Path(__file__).parents[1] / "models" / "whisper-base"
+from tests.conftest import WHISPER_BASE, espeak
 
 
 @pytest.fixture(scope="module")
 def whisper() -> tuple[Whisper, WhisperOptions]:
-    assert (WHISPER_MODEL / "model.bin").is_file(), "run `make setup` first"
-    settings = Settings(whisper=WhisperSettings(model=str(WHISPER_MODEL), device="cpu"))
-    return Whisper(), WhisperOptions.from_settings(settings, Root.at(WHISPER_MODEL.parent))
+    assert (WHISPER_BASE / "model.bin").is_file(), "run `make setup` first"
+    settings = Settings(whisper=WhisperSettings(model=str(WHISPER_BASE), device="cpu"))
+    return Whisper(), WhisperOptions.from_settings(settings, Root.at(WHISPER_BASE.parent))
 
 
 def seconds(path: Path) -> float:

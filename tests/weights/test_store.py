@@ -25,9 +25,18 @@ from daemon.weights.store import (
     tortoise_models,
     whisper_model,
 )
-from tests.conftest import SENTENCES, configure, espeak, run_until_idle, status, voicedrop
+from tests.conftest import (
+    REPO,
+    SENTENCES,
+    WHISPER_BASE,
+    configure,
+    espeak,
+    run_until_idle,
+    status,
+    voicedrop,
+)
 
-CHECKOUT_WHISPER = Path(__file__).parents[1] / "models" / "whisper-base"
+CHECKOUT_WHISPER = WHISPER_BASE
 
 
 def settings_of(root: Path):
@@ -64,7 +73,7 @@ def test_the_store_is_the_env_then_the_config_then_the_checkout_then_xdg(
     monkeypatch.delenv("VOICEDROP_MODELS")
     configure(root)
     plain = settings_of(root).__class__()
-    assert store_dir(Root.at(root), plain) == Path(__file__).parents[1] / "models"
+    assert store_dir(Root.at(root), plain) == REPO / "models"
     monkeypatch.setattr(model_store, "install_folder", lambda: None)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     assert store_dir(Root.at(root), plain) == tmp_path / "data" / "voicedrop" / "models"

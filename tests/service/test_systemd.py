@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DaemonProcess, write_wav
+from tests.conftest import REPO, DaemonProcess, write_wav
 
-UNIT_FILE = Path(__file__).parents[1] / "contrib" / "voicedrop.service"
+UNIT_FILE = REPO / "contrib" / "voicedrop.service"
 WATCHDOG_USEC = 400_000
 
 

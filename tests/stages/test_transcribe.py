@@ -18,8 +18,7 @@ from daemon.core.paths import Root
 from daemon.core.worker import Blocked, StageContext
 from daemon.dataset.whisper import Whisper, WhisperOptions, load_for_whisper
 from daemon.stages.transcribe import TranscribeStage
-from tests.conftest import SENTENCES, configure, espeak, normalised_words
-from tests.test_dataset import WHISPER_MODEL
+from tests.conftest import SENTENCES, WHISPER_BASE, configure, espeak, normalised_words
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,7 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.fixture
 def stage(root: Path, whisper: Whisper) -> TranscribeStage:
-    configure(root, {"whisper": {"model": str(WHISPER_MODEL)}})
+    configure(root, {"whisper": {"model": str(WHISPER_BASE)}})
     stage = TranscribeStage(StageContext(Root.at(root), load_settings(root / "config.yaml")))
     stage.whisper = whisper  # one loaded model for the module
     return stage
@@ -119,7 +118,7 @@ def test_noise_gives_no_lines_and_says_why(stage, ledger, tmp_path) -> None:
     noise = tmp_path / "noise.wav"
     rng = np.random.default_rng(3)
     sf.write(noise, (0.1 * rng.standard_normal(22050 * 3)).astype(np.float32), 22050)
-    configure(stage.root.path, {"whisper": {"model": str(WHISPER_MODEL), "language": "en"}})
+    configure(stage.root.path, {"whisper": {"model": str(WHISPER_BASE), "language": "en"}})
     stage.settings = load_settings(stage.root.path / "config.yaml")
     job = imported(stage, ledger, "quiet", noise)
     stage.run(job, ledger)

@@ -21,6 +21,7 @@ from daemon.report.status import collect
 from daemon.service.intake import Intake
 from daemon.stages.render import RenderStage
 from tests.conftest import (
+    WHISPER_BASE,
     DaemonProcess,
     configure,
     run_until_idle,
@@ -31,7 +32,7 @@ from tests.conftest import (
 )
 
 FAST = "---\ncandidates: 2\ndiffusion_iterations: 4\n---\n"
-WHISPER = Path(__file__).parents[1] / "models" / "whisper-base"
+WHISPER = WHISPER_BASE
 LONG_TEXT = FAST + " ".join(
     f"This is sentence number {n}, and it carries on for a little while longer." for n in range(8)
 )
