@@ -123,8 +123,8 @@ def test_noise_gives_no_lines_and_says_why(stage, ledger, tmp_path) -> None:
     job = imported(stage, ledger, "quiet", noise)
     stage.run(job, ledger)
     done = ledger.get(job.id).data
-    assert done["outcome"] == "no_speech" and done["pieces"] == 0
-    assert done["problem"].startswith("no speech found in noise.wav")
+    assert done.outcome == Outcome.NO_SPEECH and done.pieces == 0
+    assert done.problem.startswith("no speech found in noise.wav")
 
 
 def test_a_clip_deleted_before_its_turn_is_done_without_whisper(stage, ledger, speech) -> None:
