@@ -36,13 +36,16 @@ CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, not_before, id);
 
 
 def job_from_row(row: sqlite3.Row) -> Job:
+    """A finished job never shows a request or progress, even one an older version (which
+    merged flags and never cleared them) left in its record."""
     values = dict(row)
-    kind = JobKind(values["kind"])
+    kind, state = JobKind(values["kind"]), JobState(values["state"])
+    data = DATA_OF[kind].from_json(values["data"])
     values.update(
         kind=kind,
-        state=JobState(values["state"]),
+        state=state,
         input_path=Path(values["input_path"]),
-        data=DATA_OF[kind].from_json(values["data"]),
+        data=data.ended() if state in (JobState.DONE, JobState.FAILED) else data,
     )
     return Job(**values)
 

@@ -135,6 +135,12 @@ def test_records_written_before_versioning_are_read(tmp_path):
     old = {"original": "/o/a.wav", "clip": "/c/a.wav", "retired_flag": True}
     ledger.db.execute("UPDATE jobs SET data = ?", (json.dumps(old),))
     assert ledger.get(job.id).data == ImportData(original=Path("/o/a.wav"), clip=Path("/c/a.wav"))
+    train, _ = ledger.enqueue(TRAIN, "v", Path("dataset"), "d")
+    lingering = {"now": True, "outcome": "trained", "model_sha256": "abc"}  # never cleared then
+    ledger.db.execute(
+        "UPDATE jobs SET data = ?, state = 'done' WHERE id = ?", (json.dumps(lingering), train.id)
+    )
+    assert ledger.get(train.id).data == TrainData(Outcome.TRAINED, model_sha256="abc")
 
 
 def test_waiting_does_not_spend_attempts(tmp_path):
