@@ -77,7 +77,10 @@ def make_root(base: Path, mode: str) -> Path:
     root = base / "root"
     voicedrop("init", str(root))
     watch = {"mode": mode, "stable_for": STABLE_FOR, "poll_interval": POLL_INTERVAL}
-    (root / "config.yaml").write_text(yaml.safe_dump({"watch": watch}), encoding="utf-8")
+    # The import alone is measured: transcriptions wait for a Whisper model the root lacks
+    # (the checkout's models/whisper-base would be found otherwise), and nothing is fetched.
+    settings = {"watch": watch, "whisper": {"model": "absent"}, "tts": {"fetch": "never"}}
+    (root / "config.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
     (root / "inbox" / VOICE).mkdir(parents=True)
     return root
 
