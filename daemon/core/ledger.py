@@ -219,22 +219,23 @@ class Ledger:
             )
         return cursor.rowcount
 
-    def recover(self, max_attempts: int) -> tuple[int, int]:
-        """After a crash, jobs left running go back to pending, or fail if they used up
-        their attempts (a job that crashes the daemon must not loop forever)."""
-        now = time.time()
+    def recover(self, max_attempts: int) -> tuple[int, list[Job]]:
+        """After a crash, jobs left running go back to pending; those that used up their
+        attempts are returned, still running, for the worker to give up (a job that crashes
+        the daemon must not loop forever, and its input must be filed away)."""
         with self.transaction():
-            failed = self.db.execute(
-                "UPDATE jobs SET state = ?, finished_at = ?, updated_at = ?,"
-                " last_error = 'interrupted ' || attempts || ' times (the daemon stopped while"
-                " it ran)' WHERE state = ? AND attempts >= ?",
-                (JobState.FAILED, now, now, JobState.RUNNING, max_attempts),
-            ).rowcount
+            spent = [
+                job_from_row(row)
+                for row in self.db.execute(
+                    "SELECT * FROM jobs WHERE state = ? AND attempts >= ? ORDER BY id",
+                    (JobState.RUNNING, max_attempts),
+                )
+            ]
             requeued = self.db.execute(
-                "UPDATE jobs SET state = ?, updated_at = ? WHERE state = ?",
-                (JobState.PENDING, now, JobState.RUNNING),
+                "UPDATE jobs SET state = ?, updated_at = ? WHERE state = ? AND attempts < ?",
+                (JobState.PENDING, time.time(), JobState.RUNNING, max_attempts),
             ).rowcount
-        return requeued, failed
+        return requeued, spent
 
     def counts(self) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)

@@ -74,9 +74,9 @@ class Daemon:
         signal.signal(signal.SIGINT, self.request_stop)
         ledger = Ledger(self.root.ledger_file)
         try:
-            self.recover(ledger)
             context = StageContext(self.root, self.settings, self.stop_requested, self.now)
             worker = Worker(self.root.ledger_file, self.settings, build_stages(context))
+            self.recover(ledger, worker)
             watcher = Watcher(self.root, self.settings, self.tracker)
             intake = Intake(self.root, self.settings, ledger)
             watcher.start()
@@ -149,14 +149,20 @@ class Daemon:
         logger.info("training window: {} voices queued, {} runs resumed", queued, resumed)
         worker.wake.set()
 
-    def recover(self, ledger: Ledger) -> None:
-        requeued, failed = ledger.recover(self.settings.jobs.max_attempts)
-        if requeued or failed:
+    def recover(self, ledger: Ledger, worker: Worker) -> None:
+        requeued, spent = ledger.recover(self.settings.jobs.max_attempts)
+        if requeued or spent:
             logger.warning(
                 "recovered from an unclean stop: {} interrupted jobs queued again, {} given up",
                 requeued,
-                failed,
+                len(spent),
             )
+        for job in spent:  # filed away (a clip into rejected/), so no scan queues it again
+            reason = (
+                f"the daemon stopped {job.attempts} times while this ran (killed, out of "
+                "memory or a crash); it is not tried again until you move it back"
+            )
+            worker.give_up(worker.stages[job.kind], job, ledger, reason)
         for folder in (self.root.voices, self.root.inbox, self.root.outbox):
             atomic.remove_stale_temp_files(folder)
         ledger.release_waiting()

@@ -63,7 +63,7 @@ def test_has_pending_sees_only_the_named_kinds(tmp_path):
     assert not ledger.has_pending((RENDER,))
 
 
-def test_crash_recovery_requeues_running_jobs_and_fails_poison_jobs(tmp_path):
+def test_crash_recovery_requeues_running_jobs_and_hands_back_poison_jobs(tmp_path):
     path = tmp_path / "ledger.sqlite3"
     ledger = Ledger(path)
     ledger.enqueue(IMPORT, "v", Path("a"), "ha")
@@ -73,9 +73,9 @@ def test_crash_recovery_requeues_running_jobs_and_fails_poison_jobs(tmp_path):
     ledger.db.execute("UPDATE jobs SET attempts = 3 WHERE id = ?", (poison.id,))
     ledger.close()
     reopened = Ledger(path)
-    assert reopened.recover(max_attempts=3) == (1, 1)
-    assert reopened.counts() == {"pending": 1, "running": 0, "waiting": 0, "done": 0, "failed": 1}
-    assert "interrupted 3 times" in reopened.get(poison.id).last_error
+    requeued, spent = reopened.recover(max_attempts=3)
+    assert requeued == 1 and [job.id for job in spent] == [poison.id]
+    assert reopened.counts() == {"pending": 1, "running": 1, "waiting": 0, "done": 0, "failed": 0}
 
 
 def test_retry_backoff_waiting_and_release(tmp_path):
@@ -152,7 +152,7 @@ def test_waiting_does_not_spend_attempts(tmp_path):
         ledger.release_waiting()
     assert ledger.get(job.id).attempts == 0
     ledger.claim(ALL)
-    assert ledger.recover(max_attempts=3) == (1, 0)
+    assert ledger.recover(max_attempts=3) == (1, [])
 
 
 def test_probe_releases_one_job_per_kind_and_reason(tmp_path):

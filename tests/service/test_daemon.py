@@ -10,6 +10,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from daemon.core.files import file_sha256
+from daemon.core.jobs import JobKind
+from daemon.core.ledger import Ledger
+from daemon.core.paths import Root
 from tests.conftest import (
     DaemonProcess,
     imported_clips,
@@ -18,6 +22,7 @@ from tests.conftest import (
     voicedrop,
     voicedrop_process,
     wait_for,
+    write_wav,
 )
 
 
@@ -142,3 +147,20 @@ def test_cli_refuses_voice_names_that_escape(root):
         result = voicedrop("status", "--root", str(root), name, check=False)
         assert result.returncode == 2, name
         assert "voice name" in result.stderr
+
+
+def test_a_file_that_killed_the_daemon_every_time_is_filed_away_and_not_queued_again(root):
+    """Three kills during one import are a stand-in: the ledger is left as three `kill -9`s
+    mid-import leave it (the job running, its attempts spent) rather than killing three times."""
+    clip = write_wav(root / "inbox" / "tom" / "poison.wav", seconds=1.0)
+    ledger = Ledger(Root.at(root).ledger_file)
+    ledger.enqueue(JobKind.IMPORT, "tom", clip, file_sha256(clip))
+    ledger.db.execute("UPDATE jobs SET state = 'running', attempts = 3")
+    ledger.close()
+    run_until_idle(root)
+    rejected = root / "inbox" / "tom" / "rejected" / "poison.wav"
+    assert rejected.exists() and not clip.exists()
+    assert "stopped 3 times while this ran" in Path(f"{rejected}.reason.txt").read_text()
+    run_until_idle(root)
+    assert rejected.exists() and imported_clips(root, "tom") == []
+    assert [j["kind"] for j in status(root)["failed"]] == ["import"]
