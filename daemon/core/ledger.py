@@ -197,14 +197,17 @@ class Ledger:
                 (JobState.PENDING, reason, time.time(), job_id),
             )
 
-    def release_waiting(self, kind: JobKind | None = None) -> int:
-        """Let blocked jobs (of one kind) try again; still blocked, they go back to waiting."""
-        kind_filter = " AND kind = ?" if kind else ""
-        params = [JobState.PENDING, time.time(), JobState.WAITING] + ([kind] if kind else [])
+    def release_waiting(self, kind: JobKind | None = None, reason: str | None = None) -> int:
+        """Let blocked jobs (of one kind, waiting for one reason) try again; still blocked,
+        they go back to waiting."""
+        filters, params = "", [JobState.PENDING, time.time(), JobState.WAITING]
+        for column, value in (("kind", kind), ("last_error", reason)):
+            if value is not None:
+                filters += f" AND {column} = ?"
+                params.append(value)
         with self.transaction():
             cursor = self.db.execute(
-                f"UPDATE jobs SET state = ?, updated_at = ? WHERE state = ?{kind_filter}",
-                params,
+                f"UPDATE jobs SET state = ?, updated_at = ? WHERE state = ?{filters}", params
             )
         return cursor.rowcount
 

@@ -15,6 +15,8 @@ decides what happens to the job, here and only here:
 from __future__ import annotations
 
 import contextlib
+import errno
+import shutil
 import sqlite3
 import threading
 import time
@@ -45,6 +47,9 @@ class Blocked(Exception):
 
 
 TRANSIENT_ERRORS = (OSError, sqlite3.OperationalError, MemoryError)
+LOW_DISK_BYTES = 64 << 20  # below this, a failed write is taken for a full disk
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NO_PERMISSION = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -101,6 +106,27 @@ class Stage:
 
     def release(self) -> None:
         """Free the device: a stage that needs all of it is about to run."""
+
+    def environment_problem(self, exc: BaseException) -> str | None:
+        """A full disk, a folder voicedrop may not write or a failing disk is the machine's
+        fault, not the input's: the job waits for it to be fixed instead of being given up.
+        Some libraries hide the errno (libsndfile's "System error"), so free space is checked
+        too."""
+        error = getattr(exc, "errno", None)
+        where = getattr(exc, "filename", None) or self.root.path
+        if error in NO_SPACE or free_bytes(self.root.path) < LOW_DISK_BYTES:
+            return (
+                f"the disk holding {self.root.path} is full ({free_bytes(self.root.path) >> 20}"
+                " MiB free): free some space; this resumes by itself"
+            )
+        if error in NO_PERMISSION:
+            return (
+                f"voicedrop may not write {where} ({exc.strerror}): fix the folder's owner or "
+                "permissions; this resumes by itself"
+            )
+        if error == errno.EIO:
+            return f"the disk reported an I/O error at {where}: check it; this resumes by itself"
+        return None
 
     @classmethod
     def reconcile(cls, root: Root, ledger: Ledger) -> int:
@@ -201,16 +227,25 @@ class Worker:
         except Rejected as exc:
             self.give_up(stage, job, ledger, str(exc))
         except Blocked as exc:
-            ledger.wait(job.id, str(exc))
-            level = "DEBUG" if job.last_error == str(exc) else "WARNING"
-            logger.log(level, "{} job {} waits: {}", job.kind, job.id, exc)
+            self.wait(job, ledger, str(exc))
         except Exception as exc:
-            if is_transient(exc):
+            problem = stage.environment_problem(exc)
+            if problem is not None:
+                logger.opt(exception=exc).debug("{} job {} raised", job.kind, job.id)
+                self.wait(job, ledger, f"{problem} ({type(exc).__name__}: {exc})")
+            elif is_transient(exc):
                 self.retry_or_give_up(stage, job, ledger, exc)
             else:
                 self.fail_on_bug(stage, job, ledger, exc)
         else:
             logger.info("{} job {} done in {:.2f} s", job.kind, job.id, time.monotonic() - started)
+            if job.last_error is not None:  # what held it is gone: its companions go too
+                ledger.release_waiting(job.kind, job.last_error)
+
+    def wait(self, job: Job, ledger: Ledger, reason: str) -> None:
+        ledger.wait(job.id, reason)
+        level = "DEBUG" if job.last_error == reason else "WARNING"
+        logger.log(level, "{} job {} waits: {}", job.kind, job.id, reason)
 
     def free_device_for(self, running: Stage) -> None:
         """Fine-tuning needs the whole device: the other stages let their models go first."""
@@ -256,3 +291,10 @@ class Worker:
             logger.error("{} job {}: could not file the input away: {}", job.kind, job.id, exc)
         ledger.fail(job.id, reason)
         logger.error("{} job {} failed for good: {}", job.kind, job.id, reason)
+
+
+def free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 0

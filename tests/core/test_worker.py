@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import sqlite3
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -14,9 +16,11 @@ from daemon.core.config import JobSettings, Settings, load_settings
 from daemon.core.jobs import ImportData, Job, JobKind, JobState, Outcome
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root
-from daemon.core.worker import Blocked, Device, Rejected, Stage, Worker
+from daemon.core.worker import Blocked, Device, Rejected, Stage, StageContext, Worker
 from daemon.service.daemon import EXIT_WORKER_DIED, Daemon
 from tests.conftest import configure, wait_for
+
+CONTEXT = StageContext(Root.at(Path(tempfile.gettempdir())), Settings())
 
 
 class CountingStage(Stage):
@@ -26,6 +30,7 @@ class CountingStage(Stage):
     kind = JobKind.IMPORT
 
     def __init__(self, idle_failures: int = 0) -> None:
+        super().__init__(CONTEXT)
         self.done: list[int] = []
         self.idle_failures = idle_failures
 
@@ -46,6 +51,7 @@ class RaisingStage(Stage):
     device = Device.SHARED
 
     def __init__(self, error: Exception) -> None:
+        super().__init__(CONTEXT)
         self.error = error
         self.reasons: list[str] = []
         self.released = 0
@@ -133,7 +139,7 @@ def run_one_job(tmp_path: Path, stage: Stage, attempts_left: bool = True):
         (Rejected("the text is empty"), JobState.FAILED),
         (Blocked("no weights yet"), JobState.WAITING),
         (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), JobState.PENDING),
-        (OSError(28, "No space left on device"), JobState.PENDING),
+        (ConnectionResetError(104, "Connection reset by peer"), JobState.PENDING),
     ],
 )
 def test_what_a_stage_raises_decides_the_job_state(tmp_path, error, state):
@@ -144,11 +150,45 @@ def test_what_a_stage_raises_decides_the_job_state(tmp_path, error, state):
     assert stage.reasons == ([str(error)] if state == JobState.FAILED else [])
 
 
-def test_a_fault_of_the_environment_is_retried_then_given_up(tmp_path):
-    stage = RaisingStage(OSError(28, "No space left on device"))
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "is full"),
+        (
+            PermissionError(errno.EACCES, "Permission denied", "/r/voices/tom/clips"),
+            "may not write",
+        ),
+        (OSError(errno.EROFS, "Read-only file system", "/r/outbox/tom"), "may not write"),
+        (OSError(errno.EIO, "Input/output error"), "I/O error"),
+    ],
+)
+def test_a_fault_of_the_machine_makes_the_job_wait_and_never_files_the_input_away(
+    tmp_path, error, says
+):
+    """Even on its last attempt: a full disk or a read-only folder is not the clip's fault."""
+    stage = RaisingStage(error)
+    job = run_one_job(tmp_path, stage, attempts_left=False)
+    assert job.state == JobState.WAITING and says in job.last_error
+    assert "resumes by itself" in job.last_error and stage.reasons == []
+
+
+def test_when_one_waiting_job_succeeds_the_others_held_by_the_same_reason_go_too(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    for name in ("a", "b", "c"):
+        job, _ = ledger.enqueue(JobKind.IMPORT, "tom", tmp_path / name, name)
+        ledger.claim({JobKind.IMPORT: 0})
+        ledger.wait(job.id, "the disk is full")
+    ledger.probe_waiting()
+    worker = Worker(tmp_path / "ledger.sqlite3", Settings(), [CountingStage()])
+    worker.run_one(ledger.claim(worker.priorities), ledger)
+    assert [j.state for j in ledger.jobs()] == [JobState.DONE, JobState.PENDING, JobState.PENDING]
+
+
+def test_a_passing_fault_is_retried_then_given_up(tmp_path):
+    stage = RaisingStage(ConnectionResetError(104, "Connection reset by peer"))
     job = run_one_job(tmp_path, stage, attempts_left=False)
     assert job.state == JobState.FAILED
-    assert stage.reasons == [f"failed 3 times; last error: OSError: {stage.error}"]
+    assert stage.reasons == [f"failed 3 times; last error: ConnectionResetError: {stage.error}"]
 
 
 def test_a_bug_fails_at_once_with_its_traceback_and_is_not_blamed_on_the_input(tmp_path, logs):
@@ -178,6 +218,7 @@ class ScriptedStage(Stage):
     kind = JobKind.IMPORT
 
     def __init__(self, *outcomes: Exception | None) -> None:
+        super().__init__(CONTEXT)
         self.outcomes = list(outcomes)
         self.runs = 0
         self.given_up: list[str] = []
