@@ -240,6 +240,15 @@ class Ledger:
             ).rowcount
         return requeued, spent
 
+    def requeue_running(self) -> int:
+        """Jobs left running by an error the worker could not record (the ledger itself was
+        full or locked) go back to pending; only the one worker runs jobs."""
+        with self.transaction():
+            return self.db.execute(
+                "UPDATE jobs SET state = ?, updated_at = ? WHERE state = ?",
+                (JobState.PENDING, time.time(), JobState.RUNNING),
+            ).rowcount
+
     def counts(self) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
         for row in self.db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):

@@ -168,6 +168,8 @@ class Worker:
         while not self.stopping.is_set():
             try:
                 ledger = ledger or Ledger(self.ledger_file)
+                if failures:  # a job whose end could not be recorded is still `running`
+                    ledger.requeue_running()
                 self.step(ledger)
                 failures = 0
             except Exception:

@@ -8,6 +8,7 @@ systemd we are ready.
 from __future__ import annotations
 
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -211,7 +212,7 @@ class Daemon:
             return False
         try:
             return intake.take(drop)
-        except OSError as exc:
+        except (OSError, sqlite3.OperationalError) as exc:  # a full disk, a busy ledger
             logger.error("could not take {}: {}; will look again", path, exc)
             self.tracker.touch(path)
             return False
