@@ -52,7 +52,7 @@ class Outcome(StrEnum):
 class JobData:
     """Base of the per-kind records; fields have defaults so a new job starts empty."""
 
-    REQUESTS: ClassVar[tuple[str, ...]] = ()  # one-run flags, reset by ended()
+    REQUESTS: ClassVar[tuple[str, ...]] = ()  # fields of one run (requests, progress): ended()
     outcome: Outcome | None = None
 
     def to_json(self) -> str:
@@ -116,9 +116,19 @@ class PruneData(JobData):
 
 
 @dataclass(frozen=True)
+class RenderProgress:
+    chunk: int  # chunks finished
+    chunks: int
+    eta_s: float | None = None
+
+
+@dataclass(frozen=True)
 class RenderData(JobData):
+    REQUESTS: ClassVar[tuple[str, ...]] = ("progress", "work")
     wav: Path | None = None
     seconds: float | None = None
+    progress: RenderProgress | None = None
+    work: Path | None = None  # finished chunks of the run under way (.voicedrop/renders/…)
 
 
 @dataclass(frozen=True)

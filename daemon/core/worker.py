@@ -46,6 +46,11 @@ class Blocked(Exception):
     """The job needs something outside the daemon (e.g. weights); it waits in `waiting`."""
 
 
+class Yielded(Exception):
+    """The job checkpointed and stepped aside (the daemon stops, or work that goes first
+    arrived): back to pending, its attempt given back."""
+
+
 TRANSIENT_ERRORS = (OSError, sqlite3.OperationalError, MemoryError)
 LOW_DISK_BYTES = 64 << 20  # below this, a failed write is taken for a full disk
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -230,6 +235,9 @@ class Worker:
             self.give_up(stage, job, ledger, str(exc))
         except Blocked as exc:
             self.wait(job, ledger, str(exc))
+        except Yielded as exc:
+            ledger.pause(job.id, f"paused: {exc}")
+            logger.info("{} job {} paused: {}", job.kind, job.id, exc)
         except Exception as exc:
             problem = stage.environment_problem(exc)
             if problem is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,18 @@ def voice_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
             {"file": job.input_path.name, "kind": job.kind, "reason": job.last_error}
             for job in ledger.jobs(voice=voice.name, state=JobState.WAITING)
         ],
+        "rendering": render_progress(voice, ledger),
     }
+
+
+def render_progress(voice: VoicePaths, ledger: Ledger) -> list[dict[str, Any]]:
+    """Texts under way (running, or paused between chunks), with chunks done and an ETA."""
+    under_way = []
+    for job in ledger.jobs(kind=JobKind.RENDER, voice=voice.name):
+        progress = job.data.progress
+        if progress is not None and job.state in (JobState.RUNNING, JobState.PENDING):
+            under_way.append({"file": job.input_path.name, "state": job.state, **asdict(progress)})
+    return under_way
 
 
 def dataset_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
@@ -202,6 +214,12 @@ def training_line(training: dict[str, Any]) -> str:
     return line + f"; next window {training['next'] or 'none'}"
 
 
+def rendering_line(render: dict[str, Any]) -> str:
+    eta = "" if render["eta_s"] is None else f", ETA {render['eta_s']:.0f} s"
+    paused = " (paused)" if render["state"] == JobState.PENDING else ""
+    return f"  rendering {render['file']}: chunk {render['chunk']}/{render['chunks']}{eta}{paused}"
+
+
 def render_text(report: dict[str, Any]) -> str:
     daemon = report["daemon"]
     jobs = report["jobs"]
@@ -224,6 +242,7 @@ def render_text(report: dict[str, Any]) -> str:
         lines += [f"  dataset  {u}" for u in voice["dataset"]["unknown_tokens"]]
         lines += [f"  rejected {r['file']}: {r['reason']}" for r in voice["rejected"]]
         lines += [f"  waiting  {w['file']}: {w['reason']}" for w in voice["waiting"]]
+        lines += [rendering_line(r) for r in voice["rendering"]]
     for name, why in report["refused_voices"].items():
         lines.append(f"\nrefused voice folder {name!r}: {why}")
     failed = [f for f in report["failed"] if f["kind"] != JobKind.IMPORT]

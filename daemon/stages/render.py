@@ -12,6 +12,8 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,10 @@ from daemon.core.config import (
     text_settings,
 )
 from daemon.core.files import cached_sha256, file_sha256
-from daemon.core.jobs import Job, JobKind, Outcome, RenderData
+from daemon.core.jobs import Job, JobKind, JobState, Outcome, RenderData, RenderProgress
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoicePaths
-from daemon.core.worker import Blocked, Device, Rejected, Stage, StageContext
+from daemon.core.worker import Blocked, Device, Rejected, Stage, StageContext, Yielded
 from daemon.tts.latents import NoClips, cached_latents, voice_clips
 from daemon.tts.outputs import Outputs
 from daemon.tts.redact import Redaction, check_brackets, redact
@@ -113,6 +115,7 @@ class Renderer:
         tts: TtsSettings,
         output: Path,
         text_hash: str,
+        before_chunk: Callable[[Path, int, int, float | None], None] | None = None,
     ) -> dict[str, Any]:
         """Render `body` into `output` (+ sidecar), resuming from finished chunks; `settings`
         are the text's (front matter applied), `tts` the voice's."""
@@ -137,7 +140,7 @@ class Renderer:
         chunks = chunk_text(body, engine.text_token_count, engine.max_text_tokens)
         work = self.work_dir(text_hash, generation, hashes, latents_key)
         rendered = self.render_chunks(
-            engine, chunks, latents, generation, autoregressive, work, output.name
+            engine, chunks, latents, generation, autoregressive, work, output.name, before_chunk
         )
         audio_parts = [audio for audio, _ in rendered]
         audio = join_chunks(audio_parts, engine.SAMPLE_RATE, settings.output_sample_rate)
@@ -201,18 +204,31 @@ class Renderer:
         return redact(audio, rate, chunk, self.whisper, options, self.settings.whisper.language)
 
     def render_chunks(
-        self, engine, chunks: list[str], latents, generation, autoregressive, work: Path, name: str
+        self,
+        engine,
+        chunks: list[str],
+        latents,
+        generation,
+        autoregressive,
+        work: Path,
+        name: str,
+        before_chunk: Callable[[Path, int, int, float | None], None] | None = None,
     ) -> list[tuple[np.ndarray, Redaction]]:
-        """Each chunk's audio, [bracketed] prompts cut, and what the cut did."""
+        """Each chunk's audio, [bracketed] prompts cut, and what the cut did. Each finished
+        chunk is kept in `work`; `before_chunk(work, done, total, eta)` runs before every
+        chunk but the first this call renders, and may raise to stop there (Yielded)."""
         parts = []
         started = time.monotonic()
         reused = 0
+        eta: float | None = None
         for index, chunk in enumerate(chunks):
             part, status_file = work / f"{index:05d}.npy", work / f"{index:05d}.redaction"
             if part.exists() and status_file.exists():
                 parts.append((np.load(part), Redaction(status_file.read_text().strip())))
                 reused += 1
                 continue
+            if before_chunk is not None and index > reused:
+                before_chunk(work, index, len(chunks), eta)
             audio = engine.render(chunk, latents, generation, autoregressive=autoregressive)
             audio, status = self.redact(audio, engine.SAMPLE_RATE, chunk)
             with atomic.atomic_path(part) as tmp:
@@ -254,7 +270,9 @@ class RenderStage(Stage):
     the device to it."""
 
     kind = JobKind.RENDER
+    priority = 1  # after imports, which are quick and must never wait behind a long text
     device = Device.SHARED
+    preempted_by = (JobKind.IMPORT,)
 
     def __init__(self, context: StageContext) -> None:
         super().__init__(context)
@@ -263,6 +281,8 @@ class RenderStage(Stage):
     def run(self, job: Job, ledger: Ledger) -> None:
         text = job.input_path
         if not text.exists() or file_sha256(text) != job.content_hash:
+            if job.data.work is not None:  # the chunks of a text that changed are useless
+                shutil.rmtree(job.data.work, ignore_errors=True)
             ledger.finish(job.id, RenderData(outcome=Outcome.SUPERSEDED))
             return
         voice = self.root.voice(job.voice)
@@ -271,7 +291,13 @@ class RenderStage(Stage):
             body, settings, tts = self.prepare(voice, text)
             self.renderer.check_ready(voice, tts, settings.decoder)
             sidecar = self.renderer.render(
-                voice, body, settings, tts, outputs.wav, job.content_hash
+                voice,
+                body,
+                settings,
+                tts,
+                outputs.wav,
+                job.content_hash,
+                ChunkCheck(self, ledger, job),
             )
         except Blocked as exc:
             atomic.write_text(outputs.error, f"{exc}\n")
@@ -312,3 +338,31 @@ class RenderStage(Stage):
 
     def release(self) -> None:
         self.renderer.release()
+
+    @classmethod
+    def reconcile(cls, root: Root, ledger: Ledger) -> int:
+        """Finished chunks no queued render will use again (its text changed or was deleted
+        while the daemon was down) are removed."""
+        active = (JobState.PENDING, JobState.RUNNING, JobState.WAITING)
+        kept = {job.data.work for job in ledger.jobs(kind=JobKind.RENDER) if job.state in active}
+        for work in (root.state / "renders").glob("*"):
+            if work not in kept:
+                shutil.rmtree(work, ignore_errors=True)
+        return 0
+
+
+class ChunkCheck:
+    """Between chunks: record progress for `status`, and step aside (the chunks are kept)
+    when the daemon stops or work that goes first (imports) is queued."""
+
+    def __init__(self, stage: RenderStage, ledger: Ledger, job: Job) -> None:
+        self.stage, self.ledger, self.job = stage, ledger, job
+
+    def __call__(self, work: Path, done: int, total: int, eta: float | None) -> None:
+        progress = RenderProgress(done, total, None if eta is None else round(eta, 1))
+        data = replace(self.job.data, progress=progress, work=work)
+        self.job = self.ledger.set_data(self.job.id, data)
+        if self.stage.stopping.is_set():
+            raise Yielded(f"the daemon is stopping; {done} of {total} chunks kept")
+        if self.ledger.has_pending(self.stage.preempted_by):
+            raise Yielded(f"clips to import go first; {done} of {total} chunks kept")

@@ -36,7 +36,7 @@ class TranscribeStage(Stage):
     """The transcribe job: one per imported clip."""
 
     kind = JobKind.TRANSCRIBE
-    priority = 1  # after imports and renders: a burst of clips is imported before Whisper runs
+    priority = 2  # after imports and renders: a burst of clips is imported before Whisper runs
     device = Device.SHARED
     foreground = "transcribe"
 

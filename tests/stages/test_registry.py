@@ -15,8 +15,9 @@ def test_every_kind_has_exactly_one_stage():
     assert sorted(stage.kind for stage in STAGES) == sorted(JobKind)
 
 
-def test_clips_and_renders_go_before_transcriptions_and_training_goes_last(tmp_path: Path):
-    """A burst of clips is imported before Whisper runs; fine-tuning yields to everything."""
+def test_clips_go_first_then_renders_then_transcriptions_and_training_last(tmp_path: Path):
+    """Imports are quick and never wait behind a long text; a burst of clips is imported
+    before Whisper runs; fine-tuning yields to everything."""
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     queued = [JobKind.TRAIN, JobKind.TRANSCRIBE, JobKind.IMPORT, JobKind.RENDER, JobKind.IMPORT]
     for index, kind in enumerate(queued):
@@ -25,8 +26,8 @@ def test_clips_and_renders_go_before_transcriptions_and_training_goes_last(tmp_p
     order = [ledger.claim(priorities).kind for _ in queued]
     assert order == [
         JobKind.IMPORT,
-        JobKind.RENDER,
         JobKind.IMPORT,
+        JobKind.RENDER,
         JobKind.TRANSCRIBE,
         JobKind.TRAIN,
     ]

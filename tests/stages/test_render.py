@@ -14,6 +14,7 @@ from loguru import logger
 
 from daemon.cli import main as cli_main
 from daemon.core.config import load_settings
+from daemon.core.jobs import ImportData, JobKind, JobState
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root
 from daemon.core.worker import StageContext, Worker
@@ -29,6 +30,7 @@ from tests.conftest import (
     tortoise_clips,
     voicedrop,
     wait_for,
+    write_wav,
 )
 
 FAST = "---\ncandidates: 2\ndiffusion_iterations: 4\n---\n"
@@ -398,3 +400,40 @@ def test_models_are_released_when_idle(tts_root, tiny_models):
         logger.remove(sink)
     assert stage.renderer.engine is None
     assert any("releasing the TTS models after 1 s idle" in line for line in lines)
+
+
+@pytest.mark.parametrize("why", ["import", "stop"])
+def test_a_long_render_steps_aside_between_chunks_and_resumes_where_it_stopped(
+    tts_root, tiny_models, why
+):
+    """A clip dropped meanwhile, or SIGTERM (the stop event), stops a long text at the next
+    chunk boundary; `status` shows how far it got; the next run reuses the kept chunks."""
+    configure(tts_root, {"tts": {"models_dir": str(tiny_models)}})
+    root, settings = Root.at(tts_root), load_settings(tts_root / "config.yaml")
+    context = StageContext(root, settings)
+    text = tts_root / "outbox" / "tom" / "long.txt"
+    text.write_text(LONG_TEXT)
+    ledger = Ledger(root.ledger_file)
+    assert Intake(root, settings, ledger).queue_render(text)
+    if why == "import":
+        clip = write_wav(tts_root / "inbox" / "tom" / "new.wav", seconds=1.0)
+        ledger.enqueue(JobKind.IMPORT, "tom", clip, "new-clip")
+    else:
+        context.stopping.set()
+    worker = Worker(root.ledger_file, settings, [RenderStage(context)])
+    worker.run_one(ledger.claim({JobKind.RENDER: 0}), ledger)
+    (job,) = ledger.jobs(kind=JobKind.RENDER)
+    assert job.state == JobState.PENDING and job.attempts == 0
+    assert job.last_error.startswith("paused: ") and "1 of " in job.last_error
+    (under_way,) = status(tts_root)["voices"]["tom"]["rendering"]
+    assert under_way["chunk"] == 1 and under_way["chunks"] >= 3
+    kept = job.data.work
+    assert sorted(p.name for p in kept.glob("*.npy")) == ["00000.npy"]
+    if why == "import":
+        ledger.finish(ledger.claim({JobKind.IMPORT: 0}).id, ImportData())
+    context.stopping.clear()
+    worker.run_one(ledger.claim({JobKind.RENDER: 0}), ledger)
+    done = ledger.get(job.id)
+    assert done.state == JobState.DONE and done.data.progress is None and done.data.work is None
+    assert not kept.exists() and sidecar(text)["chunks"] == under_way["chunks"]
+    assert status(tts_root)["voices"]["tom"]["rendering"] == []
