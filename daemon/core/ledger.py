@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from daemon.core.jobs import DATA_OF, FoundJob, Job, JobData, JobKind, JobState
-from daemon.core.paths import free_name
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -78,7 +77,11 @@ def ledger_problem(path: Path) -> str | None:
 def set_aside(path: Path, stamp: str) -> Path:
     """Move a damaged ledger and its -wal/-shm files out of the way under one new name: opening
     it again would fail the same way, and it is kept (never deleted) for a post-mortem."""
-    target = free_name(path.parent, f"{path.name}.damaged-{stamp}")
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    number = 2
+    while target.exists():  # damaged twice within the second
+        target = path.with_name(f"{path.name}.damaged-{stamp}-{number}")
+        number += 1
     for suffix in ("", "-wal", "-shm"):
         source = path.with_name(path.name + suffix)
         if source.exists():
