@@ -53,12 +53,13 @@ class LedgerDamaged(Exception):
 def ledger_problem(path: Path) -> str | None:
     """What is wrong with the ledger file, or None when it is sound or absent (an absent one
     is simply created and rebuilt). A damaged page only shows when it is read, so
-    `quick_check` reads them all; a locked ledger or an I/O fault (OperationalError) is the
-    environment's and is raised, never mistaken for damage."""
+    `quick_check` reads them all, read-only so that the check writes nothing into a damaged
+    file; a locked ledger or an I/O fault (OperationalError) is the environment's and is
+    raised, never mistaken for damage."""
     if not path.exists():
         return None
     try:
-        db = sqlite3.connect(path, timeout=60)
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
         try:
             rows = db.execute("PRAGMA quick_check").fetchall()
         finally:

@@ -19,7 +19,7 @@ from typing import Any
 from daemon.core.files import file_sha256
 from daemon.core.jobs import FoundJob, ImportData, JobKind, Outcome, TranscribeData
 from daemon.core.ledger import Ledger
-from daemon.core.paths import Root, VoicePaths
+from daemon.core.paths import Root, VoiceNameError, VoicePaths
 from daemon.dataset.lists import Transcripts
 
 CLASH_NUMBER = re.compile(r"-\d+$")  # free_name's `stem-2.ext` for a name already taken
@@ -47,13 +47,18 @@ def rebuild_ledger(root: Root, ledger: Ledger) -> Rebuilt:
 
 
 def voices_with_clips(root: Root) -> list[VoicePaths]:
+    """Folders of voices/ with clips; one no voice can have (a hidden one) is not a voice."""
     if not root.voices.is_dir():
         return []
-    return [
-        root.voice(folder.name)
-        for folder in sorted(root.voices.iterdir())
-        if (folder / "clips").is_dir()
-    ]
+    voices = []
+    for folder in sorted(root.voices.iterdir()):
+        try:
+            voice = root.voice(folder.name)
+        except VoiceNameError:
+            continue
+        if voice.clips.is_dir():
+            voices.append(voice)
+    return voices
 
 
 def voice_jobs(voice: VoicePaths) -> tuple[list[FoundJob], list[str]]:
