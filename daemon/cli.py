@@ -128,10 +128,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from daemon.core.ledger import LedgerDamaged
     from daemon.report.status import collect, render_text
 
     root, _ = open_root(args.root)
-    report = collect(root, args.voice)
+    try:
+        report = collect(root, args.voice)
+    except LedgerDamaged as exc:
+        print(f"voicedrop: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(report, indent=2) if args.json else render_text(report))
     return 0
 

@@ -191,6 +191,18 @@ class Job:
     finished_at: float | None
 
 
+@dataclass(frozen=True)
+class FoundJob:
+    """A job the folders show was done although the ledger lost it (a clip in clips/ with its
+    original): what a rebuild records, as done, with `data` as the job would have left it."""
+
+    kind: JobKind
+    voice: str
+    input_path: Path
+    content_hash: str
+    data: JobData
+
+
 def build(cls: type, raw: dict[str, Any]) -> Any:
     """A dataclass from its JSON form, converting nested records, enums, paths and tuples."""
     hints = get_type_hints(cls)

@@ -3,16 +3,21 @@
 A job is one unit of work on one input (import a clip, render a text…). States:
 pending → running → done | failed, plus waiting for jobs blocked on something outside
 the daemon (weights not installed yet) that a later check releases back to pending.
+
+The ledger is a cache of what the folders show: a damaged one is set aside (`ledger_problem`,
+`set_aside`) and the daemon rebuilds it from voices/ and outbox/ (`Ledger.restore`).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from daemon.core.jobs import DATA_OF, Job, JobData, JobKind, JobState
+from daemon.core.jobs import DATA_OF, FoundJob, Job, JobData, JobKind, JobState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -33,6 +38,65 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, not_before, id);
 """
+
+
+class LedgerDamaged(Exception):
+    """The ledger file is not a sound database: what a user reads instead of a traceback."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(
+            f"the job ledger {path} is damaged ({problem}); the daemon sets it aside and "
+            "rebuilds it from the folders at its next start (`voicedrop run`)"
+        )
+
+
+def ledger_problem(path: Path) -> str | None:
+    """What is wrong with the ledger file, or None when it is sound or absent (an absent one
+    is simply created and rebuilt). A damaged page only shows when it is read, so
+    `quick_check` reads them all, read-only so that the check writes nothing into a damaged
+    file; a locked ledger or an I/O fault (OperationalError) is the environment's and is
+    raised, never mistaken for damage."""
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+        try:
+            rows = db.execute("PRAGMA quick_check").fetchall()
+        finally:
+            db.close()
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
+        return str(exc)
+    lines = [line for row in rows for line in str(row[0]).splitlines()]
+    if lines == ["ok"]:
+        return None
+    problems = [line for line in lines if not line.startswith("***")] or lines
+    return "; ".join(problems[:3])
+
+
+def set_aside(path: Path, stamp: str) -> Path:
+    """Move a damaged ledger and its -wal/-shm files out of the way under one new name: opening
+    it again would fail the same way, and it is kept (never deleted) for a post-mortem."""
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    number = 2
+    while target.exists():  # damaged twice within the second
+        target = path.with_name(f"{path.name}.damaged-{stamp}-{number}")
+        number += 1
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            os.replace(source, target.with_name(target.name + suffix))
+    return target
+
+
+def open_checked(path: Path) -> Ledger:
+    """The ledger for a report (`status`): a damaged one raises LedgerDamaged instead of a
+    sqlite3 error half-way through."""
+    problem = ledger_problem(path)
+    if problem is not None:
+        raise LedgerDamaged(path, problem)
+    return Ledger(path)
 
 
 def job_from_row(row: sqlite3.Row) -> Job:
@@ -99,6 +163,36 @@ class Ledger:
             job = self.find(kind, voice, content_hash)
         assert job is not None
         return job, created
+
+    def restore(self, jobs: Iterable[FoundJob]) -> int:
+        """Record jobs the folders show were done (a rebuilt ledger), in one transaction: a
+        thousand clips cost one fsync, not a thousand. A job already known is left as it is;
+        returns how many were added."""
+        now = time.time()
+        added = 0
+        with self.transaction():
+            for job in jobs:
+                added += self.db.execute(
+                    "INSERT INTO jobs (kind, voice, input_path, content_hash, state, data,"
+                    " created_at, updated_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (kind, voice, content_hash) DO NOTHING",
+                    (
+                        job.kind,
+                        job.voice,
+                        str(job.input_path),
+                        job.content_hash,
+                        JobState.DONE,
+                        job.data.ended().to_json(),
+                        now,
+                        now,
+                        now,
+                    ),
+                ).rowcount
+        return added
+
+    def is_empty(self) -> bool:
+        """No job at all: a new, deleted or set-aside ledger, which start-up rebuilds."""
+        return self.db.execute("SELECT 1 FROM jobs LIMIT 1").fetchone() is None
 
     def requeue(self, job_id: int, input_path: Path, data: JobData | None = None) -> None:
         """Give a finished job a fresh start, e.g. when a rejected file is dropped again;

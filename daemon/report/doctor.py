@@ -64,6 +64,7 @@ def run_checks(root: Root, settings: Settings) -> list[Check]:
         dvae_check(root, settings),
         device_check(),
         disk_check(root),
+        ledger_check(root),
         *permission_checks(root),
     ]
 
@@ -185,6 +186,19 @@ def disk_check(root: Root) -> Check:
     free = shutil.disk_usage(root.path).free
     level = "ok" if free >= MIN_FREE_BYTES else "warn"
     return Check(level, "free disk", f"{free / 1024**3:.1f} GiB free at {root.path}")
+
+
+def ledger_check(root: Root) -> Check:
+    """A damaged ledger stops `status` (and stopped the daemon before it set such ones aside)."""
+    from daemon.core.ledger import LedgerDamaged, ledger_problem
+
+    path = root.ledger_file
+    problem = ledger_problem(path)
+    if problem is not None:
+        return Check("fail", "job ledger", str(LedgerDamaged(path, problem)))
+    if not path.exists():
+        return Check("ok", "job ledger", f"{path} not created yet; the daemon builds it")
+    return Check("ok", "job ledger", f"{path} sound")
 
 
 def permission_checks(root: Root) -> list[Check]:

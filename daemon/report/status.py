@@ -12,7 +12,7 @@ from typing import Any
 import soundfile as sf
 
 from daemon.core.jobs import JobKind, JobState, Outcome
-from daemon.core.ledger import Ledger
+from daemon.core.ledger import Ledger, open_checked
 from daemon.core.paths import Root, VoicePaths
 from daemon.dataset.lists import Transcripts
 from daemon.service.lock import running_pid
@@ -22,7 +22,8 @@ ACTIVE = (JobState.PENDING, JobState.RUNNING, JobState.WAITING)
 
 
 def collect(root: Root, only_voice: str | None = None) -> dict[str, Any]:
-    ledger = Ledger(root.ledger_file)
+    """Raises LedgerDamaged (the CLI says what the daemon will do about it)."""
+    ledger = open_checked(root.ledger_file)
     try:
         names, refused = root.voice_names()
         names = sorted(set(names) | {job.voice for job in ledger.jobs()})
@@ -70,6 +71,9 @@ def voice_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
         if job.data.outcome != Outcome.IMPORTED or clip is None or not clip.exists():
             continue
         clips += 1
+        if analysis is None:  # a rebuilt ledger knows the clip, not its analysis
+            duration += sf.info(clip).duration
+            continue
         duration += analysis.duration
         warnings += [f"{clip.name}: {warning}" for warning in analysis.warnings]
     return {

@@ -1,6 +1,7 @@
 """The daemon: one instance per root, a main loop that watches and queues, a worker that works.
 
-Start-up order matters for kill -9: take the lock, put interrupted jobs back, drop stale temp
+Start-up order matters for kill -9: take the lock, check the ledger (a damaged one is set
+aside, an empty one rebuilt from the folders), put interrupted jobs back, drop stale temp
 files, then scan the folders (events are hints; the listing is the truth) and only then tell
 systemd we are ready.
 """
@@ -19,11 +20,12 @@ from daemon.core import atomic
 from daemon.core.clock import Clock, now_local
 from daemon.core.config import Settings
 from daemon.core.jobs import JobKind
-from daemon.core.ledger import Ledger
+from daemon.core.ledger import Ledger, ledger_problem, set_aside
 from daemon.core.paths import Root
 from daemon.core.worker import StageContext, Worker
 from daemon.service.intake import Intake
 from daemon.service.lock import InstanceLock
+from daemon.service.rebuild import rebuild_ledger
 from daemon.service.schedule import TrainingSchedule
 from daemon.service.systemd import Notifier
 from daemon.service.watch import StabilityTracker, Watcher, classify
@@ -73,7 +75,7 @@ class Daemon:
         lock.acquire()
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
-        ledger = Ledger(self.root.ledger_file)
+        ledger = self.open_ledger()
         try:
             context = StageContext(self.root, self.settings, self.stop_requested, self.now)
             worker = Worker(self.root.ledger_file, self.settings, build_stages(context))
@@ -112,6 +114,39 @@ class Daemon:
             lock.release()
         logger.info("voicedrop stopped")
         return 0
+
+    def open_ledger(self) -> Ledger:
+        """The ledger is a cache of the folders: a damaged one would stop every start with a
+        sqlite3 error, so it is set aside; an empty one (new, deleted, set aside) is filled
+        from voices/ before recovery and reconciliation queue what is missing."""
+        path = self.root.ledger_file
+        problem = ledger_problem(path)
+        if problem is not None:
+            kept = set_aside(path, time.strftime("%Y%m%d-%H%M%S"))
+            logger.error(
+                "the job ledger {} is damaged ({}); moved it aside to {} and rebuilding it "
+                "from the folders",
+                path,
+                problem,
+                kept.name,
+            )
+        ledger = Ledger(path)
+        if ledger.is_empty():
+            rebuilt = rebuild_ledger(self.root, ledger)
+            if rebuilt.clips or rebuilt.orphans:
+                logger.warning(
+                    "rebuilt the job ledger from the folders: {} imported clips, {} of them "
+                    "transcribed; the others are queued for transcription",
+                    rebuilt.clips,
+                    rebuilt.transcribed,
+                )
+            if rebuilt.orphans:
+                logger.warning(
+                    "clips without their original in originals/ (left as they are, not "
+                    "counted): {}",
+                    ", ".join(rebuilt.orphans),
+                )
+        return ledger
 
     def start_fetching(self, worker: Worker) -> BackgroundFetch | None:
         """tts.fetch: auto — missing weights come in the background; renders waiting for

@@ -15,7 +15,7 @@ from daemon.core.jobs import (
     TrainProgress,
     TranscribeData,
 )
-from daemon.core.ledger import Ledger
+from daemon.core.ledger import Ledger, ledger_problem, set_aside
 
 IMPORT, RENDER, TRAIN = JobKind.IMPORT, JobKind.RENDER, JobKind.TRAIN
 ALL = dict.fromkeys(JobKind, 0)
@@ -176,3 +176,22 @@ def test_a_damaged_record_reads_as_an_empty_one(tmp_path):
     ledger.db.execute("UPDATE jobs SET data = ? WHERE id = ?", (damaged, train.id))
     assert ledger.get(clip.id).data == ImportData()
     assert ledger.get(train.id).data == TrainData(now=True, model_sha256="abc")
+
+
+def test_a_file_that_is_no_database_is_a_problem_and_is_set_aside_with_its_wal(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    assert ledger_problem(path) is None, "an absent ledger is simply created"
+    Ledger(path).close()
+    assert ledger_problem(path) is None
+    path.write_bytes(b"not a database at all" * 300)
+    path.with_name("ledger.sqlite3-wal").write_bytes(b"wal")
+    assert "not a database" in ledger_problem(path)
+    first = set_aside(path, "20261125-072800")
+    path.write_bytes(b"damaged again")
+    second = set_aside(path, "20261125-072800")
+    assert (first.name, second.name) == (
+        "ledger.sqlite3.damaged-20261125-072800",
+        "ledger.sqlite3.damaged-20261125-072800-2",
+    )
+    assert first.with_name(first.name + "-wal").read_bytes() == b"wal"
+    assert not path.exists() and not path.with_name("ledger.sqlite3-wal").exists()
