@@ -63,6 +63,20 @@ def move_file(source: Path, target: Path) -> None:
     atomic.fsync_directory(source.parent)
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """A second name for the same bytes (a hard link), or a durable copy across filesystems:
+    `source` stays where it is."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+        with atomic.atomic_path(target) as tmp:
+            shutil.copy2(source, tmp)
+    atomic.fsync_directory(target.parent)
+
+
 def reject_file(voice: VoicePaths, path: Path, reason: str) -> Path:
     """Move `path` (a symlink itself, never its target) into rejected/ beside its reason.
 

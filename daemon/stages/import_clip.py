@@ -1,20 +1,24 @@
-"""Import stage: decode a dropped clip, keep the original, write the normalised clip.
+"""Import stage: keep the dropped clip's bytes, decode them, write the normalised clip.
 
-Steps, each safe to repeat after kill -9: pick the output names (recorded in the job),
-decode and check, write clips/<name>.wav atomically, move the original into originals/,
-mark the job done with its analysis.
+Steps, each safe to repeat after kill -9: pick the output names (recorded in the job), give
+the queued bytes a second name in originals/ (a hard link, checked against the queued hash),
+decode and check that file, write clips/<name>.wav atomically, remove the dropped name if it
+still is the same file, mark the job done with its analysis.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
 from loguru import logger
 
 from daemon.audio import clips
+from daemon.core import atomic
 from daemon.core.config import ConfigError, ImportSettings, load_voice_settings
-from daemon.core.files import file_sha256, move_file, reject_file
+from daemon.core.files import file_sha256, link_or_copy, reject_file
 from daemon.core.jobs import ClipAnalysis, ImportData, Job, JobKind, Outcome
 from daemon.core.ledger import Ledger
 from daemon.core.paths import VoicePaths, free_name
@@ -28,19 +32,20 @@ class ImportStage(Stage):
 
     def run(self, job: Job, ledger: Ledger) -> None:
         voice = self.root.voice(job.voice)
-        source = self.find_source(job)
-        if source == job.input_path and file_sha256(source) != job.content_hash:
-            ledger.finish(job.id, ImportData(outcome=Outcome.SUPERSEDED))
-            logger.info("{} changed after it was queued; the new content is queued anew", source)
-            return
         if job.data.clip is None:
             job = ledger.set_data(job.id, self.plan_names(voice, job.input_path))
+        original = self.keep_original(job)
+        if original is None:
+            ledger.finish(job.id, ImportData(outcome=Outcome.SUPERSEDED))
+            logger.info(
+                "{} changed after it was queued; the new content is queued anew", job.input_path
+            )
+            return
         rules = self.voice_rules(voice)
-        mono, analysis = self.decode_and_check(source, rules)
-        clip, original = job.data.clip, job.data.original
+        mono, analysis = self.decode_and_check(original, rules)
+        clip = job.data.clip
         clips.write_clip(clip, mono, CLIP_RATE)
-        if source != original:
-            move_file(source, original)
+        self.leave_inbox(job.input_path, original)
         ledger.enqueue(JobKind.TRANSCRIBE, voice.name, clip, job.content_hash)
         ledger.finish(
             job.id, ImportData(Outcome.IMPORTED, original=original, clip=clip, analysis=analysis)
@@ -55,6 +60,31 @@ class ImportStage(Stage):
             analysis.lufs,
         )
 
+    def keep_original(self, job: Job) -> Path | None:
+        """Put the very bytes that were queued into originals/ before any other work, so the
+        clip and the original are always the same audio, even if the dropped file is replaced
+        meanwhile. None: the file changed since it was queued (it is queued anew)."""
+        original = job.data.original
+        if original.is_file():  # kept by an attempt that was killed afterwards
+            return original
+        source = job.input_path
+        if not source.is_file() or source.is_symlink():
+            raise Rejected(f"{source.name} disappeared from the inbox before it was imported")
+        link_or_copy(source, original)
+        if file_sha256(original) != job.content_hash:
+            original.unlink()
+            return None
+        return original
+
+    @staticmethod
+    def leave_inbox(dropped: Path, original: Path) -> None:
+        """Remove the dropped name if it is still the file kept in originals/; a file put in
+        its place meanwhile stays, and is imported as a drop of its own."""
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samefile(dropped, original) or file_sha256(dropped) == file_sha256(original):
+                dropped.unlink()
+                atomic.fsync_directory(dropped.parent)
+
     def voice_rules(self, voice: VoicePaths) -> ImportSettings:
         """A broken voice.yaml blocks the voice's jobs until fixed; the clips are not at fault."""
         try:
@@ -63,17 +93,15 @@ class ImportStage(Stage):
             raise Blocked(str(exc)) from exc
 
     def give_up(self, job: Job, reason: str) -> None:
-        source = self.find_source(job)
-        reject_file(self.root.voice(job.voice), source, reason)
-
-    def find_source(self, job: Job) -> Path:
-        """The dropped file, or where a killed earlier attempt already moved it."""
-        if job.input_path.is_file() and not job.input_path.is_symlink():
-            return job.input_path
-        original = job.data.original
-        if original is not None and original.is_file():
-            return original
-        raise Rejected(f"{job.input_path.name} disappeared from the inbox before it was imported")
+        """The bytes go to rejected/ beside the reason: from originals/ if they were kept there
+        already (the dropped name goes too if it is the same file), else from the inbox."""
+        voice = self.root.voice(job.voice)
+        kept, dropped = job.data.original, job.input_path
+        if kept is not None and kept.is_file():
+            rejected = reject_file(voice, kept, reason)
+            self.leave_inbox(dropped, rejected)
+        elif dropped.is_file() and not dropped.is_symlink():
+            reject_file(voice, dropped, reason)
 
     def plan_names(self, voice: VoicePaths, dropped: Path) -> ImportData:
         """Never overwrite: a clash gets a numbered name, chosen once and kept across retries."""

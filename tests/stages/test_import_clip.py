@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from daemon.audio import clips
 from tests.conftest import (
     configure,
     ffmpeg,
@@ -259,3 +260,27 @@ def test_analysis_warnings_follow_tortoise_guidance(root):
     assert any(w.startswith("short.wav: short") for w in warnings)
     assert any(w.startswith("long.wav: long") for w in warnings)
     assert not any(w.startswith("good.wav") for w in warnings)
+
+
+def test_a_file_replaced_during_its_import_loses_neither_file(root, monkeypatch):
+    """`mv other.wav inbox/v/long.wav` while long.wav is decoded. The user's mv is made to
+    land exactly mid-import by running it from inside the decoder (a stand-in for timing)."""
+    first = write_wav(root / "inbox" / "swap" / "long.wav", 3.0, seed=1)
+    first_bytes = first.read_bytes()
+    other = write_wav(root / "other.wav", 1.5, seed=2)
+    real_decode = clips.decode
+
+    def decode_while_replaced(path):
+        if other.exists():
+            os.replace(other, first)  # the user's mv, mid-import
+        return real_decode(path)
+
+    monkeypatch.setattr(clips, "decode", decode_while_replaced)
+    run_until_idle(root)
+    originals = root / "voices" / "swap" / "originals"
+    kept = {p.name: p.read_bytes() for p in originals.iterdir()}
+    assert first_bytes in kept.values(), "the first file's bytes are nowhere"
+    assert len(kept) == 2, "the replacement is imported as a drop of its own"
+    for clip in imported_clips(root, "swap"):  # each clip is made from its own original
+        assert abs(sf.info(clip).duration - sf.info(originals / clip.name).duration) < 0.01
+    assert list((root / "inbox" / "swap").glob("*.wav")) == []
