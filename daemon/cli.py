@@ -95,7 +95,13 @@ def add_root(parser: argparse.ArgumentParser) -> None:
 
 
 def open_root(path: Path) -> tuple[Root, Settings]:
+    """An initialised root: a typo in --root must not start a second, empty one."""
     root = Root.at(path)
+    if not root.config_file.is_file():
+        raise ConfigError(
+            f"{root.path} is not a voicedrop root (it has no config.yaml): pass the right "
+            f"--root, or run `voicedrop init {path}` to make one there"
+        )
     return root, load_settings(root.config_file)
 
 
@@ -304,9 +310,11 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    """Also before `init`: it checks the machine as much as the root."""
     from daemon.report.doctor import run_checks
 
-    root, settings = open_root(args.root)
+    root = Root.at(args.root)
+    settings = load_settings(root.config_file)
     checks = run_checks(root, settings)
     for check in checks:
         print(check)

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from tests.conftest import configure, run_until_idle, status, voicedrop, write_wav
+from tests.conftest import cli_main, configure, run_until_idle, status, voicedrop, write_wav
 
 
 def test_status_json_has_the_documented_keys(root):
@@ -82,3 +82,11 @@ def test_status_starts_without_the_ml_stack(root):
         [sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == ""
+
+
+def test_a_mistyped_root_is_refused_and_nothing_is_created(tmp_path, capsys):
+    typo = tmp_path / "roto"
+    for command in (["run", "--until-idle"], ["status"], ["transcribe", "tom"]):
+        assert cli_main([*command, "--root", str(typo)]) == 2
+        assert "is not a voicedrop root" in capsys.readouterr().err
+    assert not typo.exists()

@@ -3,6 +3,7 @@ become lines of the voice's dataset (see daemon.dataset.lists for the format).""
 
 from __future__ import annotations
 
+import glob
 import json
 import time
 from dataclasses import replace
@@ -64,6 +65,7 @@ class TranscribeStage(Stage):
         audio, _ = sf.read(clip, dtype="float32")
         pieces = self.cut(audio, transcript.segments, settings)
         remove_piece_files(voice, previous)
+        remove_unlisted_pieces(voice, clip)
         entry = {
             "clip": clip.name,
             "original": original_name(ledger, job),
@@ -116,9 +118,15 @@ class TranscribeStage(Stage):
         return queue_transcriptions(ledger)
 
     def give_up(self, job: Job, reason: str) -> None:
+        """A note beside the dataset, and no pieces of a transcription that never finished."""
         voice = self.root.voice(job.voice)
+        remove_unlisted_pieces(voice, job.input_path)
         note = voice.dataset / f"{job.input_path.stem}.error.txt"
-        atomic.write_text(note, f"transcribing {job.input_path.name} failed: {reason}\n")
+        atomic.write_text(
+            note,
+            f"transcribing {job.input_path.name} failed: {reason}\n`voicedrop transcribe "
+            f"{voice.name}` tries every clip of the voice again.\n",
+        )
 
     def voice_settings(self, voice: VoicePaths) -> Settings:
         try:
@@ -267,3 +275,13 @@ def queue_rebuild(ledger: Ledger, voice: VoicePaths) -> int:
     for job in jobs:
         ledger.requeue(job.id, job.input_path, replace(job.data, force=True))
     return len(jobs)
+
+
+def remove_unlisted_pieces(voice: VoicePaths, clip: Path) -> None:
+    """Pieces of `clip` that whisper.json does not list: written by a run that was killed
+    before it could record them."""
+    entry = Transcripts(voice).entries.get(clip.name) or {}
+    listed = {piece["file"] for piece in entry.get("pieces", [])}
+    for piece in (voice.dataset / "audio").glob(f"{glob.escape(clip.stem)}_[0-9]*.wav"):
+        if piece.name not in listed:
+            piece.unlink(missing_ok=True)

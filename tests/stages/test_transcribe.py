@@ -140,3 +140,20 @@ def test_a_missing_model_blocks_the_job_with_its_path(stage, ledger, speech) -> 
     stage.settings = load_settings(stage.root.path / "config.yaml")
     with pytest.raises(Blocked, match="models/not-there does not exist"):
         stage.run(imported(stage, ledger, "anna", speech[0]), ledger)
+
+
+def test_a_transcription_given_up_leaves_no_orphan_pieces_and_says_how_to_retry(
+    stage, ledger, speech
+) -> None:
+    """What three kills mid-transcription leave behind: a piece written, whisper.json not."""
+    job = imported(stage, ledger, "anna", speech[0])
+    audio = stage.root.voice("anna").dataset / "audio"
+    audio.mkdir(parents=True)
+    orphan = audio / f"{speech[0].stem}_00000.wav"
+    shutil.copy(speech[0], orphan)
+    other = audio / "another-clip_00000.wav"
+    shutil.copy(speech[0], other)
+    stage.give_up(job, "the daemon stopped 3 times while this ran")
+    assert not orphan.exists() and other.exists()
+    note = stage.root.voice("anna").dataset / f"{speech[0].stem}.error.txt"
+    assert "`voicedrop transcribe anna` tries every clip" in note.read_text()
