@@ -18,7 +18,7 @@ from loguru import logger
 from daemon.audio import clips
 from daemon.core import atomic
 from daemon.core.config import ConfigError, ImportSettings, load_voice_settings
-from daemon.core.files import file_sha256, link_or_copy, reject_file
+from daemon.core.files import file_sha256, file_signature, link_or_copy, reject_file
 from daemon.core.jobs import ClipAnalysis, ImportData, Job, JobKind, Outcome
 from daemon.core.ledger import Ledger
 from daemon.core.paths import VoicePaths, free_name
@@ -42,9 +42,19 @@ class ImportStage(Stage):
             )
             return
         rules = self.voice_rules(voice)
-        mono, analysis = self.decode_and_check(original, rules)
+        kept = file_signature(original)
+        try:
+            mono, analysis = self.decode_and_check(original, rules)
+        except Rejected:
+            if file_signature(original) != kept:
+                self.still_written(job, ledger, original)
+                return
+            raise
         clip = job.data.clip
         clips.write_clip(clip, mono, CLIP_RATE)
+        if file_signature(original) != kept:
+            self.still_written(job, ledger, original)
+            return
         self.leave_inbox(job.input_path, original)
         ledger.enqueue(JobKind.TRANSCRIBE, voice.name, clip, job.content_hash)
         ledger.finish(
@@ -75,6 +85,15 @@ class ImportStage(Stage):
             original.unlink()
             return None
         return original
+
+    def still_written(self, job: Job, ledger: Ledger, original: Path) -> None:
+        """A copy that paused longer than `watch.stable_for` and went on while it was being
+        imported: nothing made from the partial file is kept, and the file is queued again
+        once it is stable."""
+        job.data.clip.unlink(missing_ok=True)
+        original.unlink()
+        ledger.finish(job.id, ImportData(outcome=Outcome.SUPERSEDED))
+        logger.info("{} was still being written; it is imported once complete", job.input_path)
 
     @staticmethod
     def leave_inbox(dropped: Path, original: Path) -> None:

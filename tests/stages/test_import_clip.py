@@ -284,3 +284,31 @@ def test_a_file_replaced_during_its_import_loses_neither_file(root, monkeypatch)
     for clip in imported_clips(root, "swap"):  # each clip is made from its own original
         assert abs(sf.info(clip).duration - sf.info(originals / clip.name).duration) < 0.01
     assert list((root / "inbox" / "swap").glob("*.wav")) == []
+
+
+def test_a_copy_that_paused_and_goes_on_mid_import_is_imported_whole_once(root, monkeypatch):
+    """A copier that stalled longer than watch.stable_for writes the rest while the file is
+    imported. The copier's second half is made to land inside the decoder (a stand-in for
+    timing): the partial file must be neither imported nor rejected."""
+    whole = write_wav(root / "whole.wav", 3.0, seed=3).read_bytes()
+    dropped = root / "inbox" / "stall" / "talk.wav"
+    dropped.parent.mkdir(parents=True)
+    dropped.write_bytes(whole[: len(whole) // 2])
+    real_decode = clips.decode
+
+    def decode_while_the_copy_goes_on(path):
+        try:
+            return real_decode(path)  # the half file: "cut short"
+        finally:
+            if dropped.exists() and dropped.stat().st_size < len(whole):
+                with open(dropped, "r+b") as handle:  # the copier's open file: same inode
+                    handle.seek(0, os.SEEK_END)
+                    handle.write(whole[len(whole) // 2 :])
+
+    monkeypatch.setattr(clips, "decode", decode_while_the_copy_goes_on)
+    run_until_idle(root)
+    (original,) = (root / "voices" / "stall" / "originals").iterdir()
+    assert original.read_bytes() == whole
+    (clip,) = imported_clips(root, "stall")
+    assert abs(sf.info(clip).duration - 3.0) < 0.01
+    assert not (root / "inbox" / "stall" / "rejected").exists()
