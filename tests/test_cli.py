@@ -90,3 +90,11 @@ def test_a_mistyped_root_is_refused_and_nothing_is_created(tmp_path, capsys):
         assert cli_main([*command, "--root", str(typo)]) == 2
         assert "is not a voicedrop root" in capsys.readouterr().err
     assert not typo.exists()
+
+
+def test_a_bad_log_rotation_is_a_one_line_error_not_a_traceback(root, capsys):
+    configure(root, {"logging": {"rotation": "whenever it feels right"}})
+    assert cli_main(["run", "--until-idle", "--root", str(root)]) == 2
+    error = capsys.readouterr().err
+    assert "logging.rotation: 'whenever it feels right' is neither a size" in error
+    assert "Traceback" not in error
