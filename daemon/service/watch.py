@@ -175,9 +175,15 @@ class DropFolderHandler(FileSystemEventHandler):
         self.tracker.touch(path)
 
     def output_deleted(self, path: Path) -> None:
-        """Deleting a rendered wav or its sidecar asks for the text to be rendered again."""
-        text = path.with_suffix(".txt")
-        if path.suffix in (".wav", ".json") and text.is_file():
+        """Deleting a rendered wav or its sidecar asks for the text to be rendered again, and
+        deleting a text's .error.txt asks for another try, at once (not at the next rescan)."""
+        if path.name.endswith(".error.txt"):
+            text = path.with_name(path.name.removesuffix(".error.txt") + ".txt")
+        elif path.suffix in (".wav", ".json"):
+            text = path.with_suffix(".txt")
+        else:
+            return
+        if text.is_file():
             self.tracker.touch(text)
 
 

@@ -15,7 +15,7 @@ from daemon.service.watch import (
     is_ignored,
     needs_polling,
 )
-from tests.conftest import imported_clips, status, voiced_signal, wait_for, write_wav
+from tests.conftest import configure, imported_clips, status, voiced_signal, wait_for, write_wav
 
 
 @pytest.mark.parametrize(
@@ -152,3 +152,16 @@ def test_part_file_renamed_when_complete_is_taken_once(root, daemon):
     time.sleep(1.0)
     assert [p.name for p in imported_clips(root, "dl")] == ["clip.wav"]
     assert status(root)["jobs"]["done"] == 1
+
+
+def test_deleting_an_error_file_tries_the_text_again_at_once(root, daemon):
+    configure(root, {"watch": {"rescan_every": 600}})  # no rescan can be what brings it back
+    text = root / "outbox" / "tom" / "bad.txt"
+    text.parent.mkdir(parents=True)
+    text.write_text("---\ntemperature: 0\n---\nHello.")
+    daemon.start()
+    error = text.with_suffix(".error.txt")
+    wait_for(error.exists, timeout=30)
+    error.unlink()
+    wait_for(error.exists, timeout=15)
+    assert "temperature" in error.read_text()
