@@ -28,7 +28,7 @@ from daemon.service.lock import InstanceLock
 from daemon.service.rebuild import rebuild_ledger
 from daemon.service.schedule import TrainingSchedule
 from daemon.service.systemd import Notifier
-from daemon.service.watch import StabilityTracker, Watcher, classify
+from daemon.service.watch import StabilityTracker, Watcher, classify, misplaced_reason
 from daemon.stages import STAGES, build_stages
 from daemon.stages.train import queue_changed_voices
 from daemon.weights.fetch import (
@@ -59,6 +59,7 @@ class Daemon:
         self.stop_requested = threading.Event()
         self.wake = threading.Event()
         self.tracker = StabilityTracker(settings.watch.stable_for, on_change=self.wake.set)
+        self.misplaced: set[Path] = set()
         self.notifier = Notifier()
         self.stop_signal: str | None = None
 
@@ -244,6 +245,7 @@ class Daemon:
     def take(self, intake: Intake, path: Path) -> bool:
         drop = classify(self.root, path, self.settings)
         if drop is None:
+            self.say_if_misplaced(path)
             return False
         try:
             return intake.take(drop)
@@ -251,6 +253,13 @@ class Daemon:
             logger.error("could not take {}: {}; will look again", path, exc)
             self.tracker.touch(path)
             return False
+
+    def say_if_misplaced(self, path: Path) -> None:
+        """Once per file: a clip or text in the wrong folder is not silently ignored."""
+        reason = misplaced_reason(self.root, path)
+        if reason is not None and path not in self.misplaced:
+            self.misplaced.add(path)
+            logger.warning("{}", reason)
 
     def sleep_time(self, next_rescan: float, next_probe: float, until_idle: bool) -> float:
         now = time.monotonic()

@@ -99,6 +99,20 @@ def classify(root: Root, path: Path, settings: Settings) -> Drop | None:
     return None
 
 
+def misplaced_reason(root: Root, path: Path) -> str | None:
+    """Why a file a user clearly meant for voicedrop is not taken where it lies."""
+    if path.parent == root.inbox and not path.name.startswith("."):
+        return (
+            f"{path.name} lies directly in inbox/: clips go into inbox/<voice>/ (make a folder "
+            "named after the voice and move it there)"
+        )
+    if path.suffix.lower() == ".txt" and path.is_relative_to(root.outbox):
+        depth = len(path.relative_to(root.outbox).parts)
+        if depth != 2 and not path.name.startswith("."):
+            return f"{path} is not taken: texts go directly into outbox/<voice>/"
+    return None
+
+
 class StabilityTracker:
     """Paths seen recently, each with the time it may be taken if nothing changes."""
 

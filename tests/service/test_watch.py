@@ -15,7 +15,15 @@ from daemon.service.watch import (
     is_ignored,
     needs_polling,
 )
-from tests.conftest import configure, imported_clips, status, voiced_signal, wait_for, write_wav
+from tests.conftest import (
+    configure,
+    imported_clips,
+    run_until_idle,
+    status,
+    voiced_signal,
+    wait_for,
+    write_wav,
+)
 
 
 @pytest.mark.parametrize(
@@ -165,3 +173,14 @@ def test_deleting_an_error_file_tries_the_text_again_at_once(root, daemon):
     error.unlink()
     wait_for(error.exists, timeout=15)
     assert "temperature" in error.read_text()
+
+
+def test_clips_and_texts_in_the_wrong_folder_are_named_in_the_log_once(root):
+    write_wav(root / "inbox" / "loose.wav", 1.0)
+    (root / "outbox" / "tom" / "drafts").mkdir(parents=True)
+    (root / "outbox" / "tom" / "drafts" / "deep.txt").write_text("Hello.")
+    (root / "outbox" / "top.txt").write_text("Hello.")
+    log = run_until_idle(root).stderr
+    assert "loose.wav lies directly in inbox/: clips go into inbox/<voice>/" in log
+    assert log.count("deep.txt is not taken: texts go directly into outbox/<voice>/") == 1
+    assert "top.txt is not taken" in log
