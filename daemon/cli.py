@@ -10,7 +10,7 @@ from pathlib import Path
 
 from daemon import __version__
 from daemon.core.config import TEMPLATE, ConfigError, Settings, load_settings
-from daemon.core.paths import Root, VoiceNameError
+from daemon.core.paths import Root, VoiceNameError, VoicePaths
 
 EXIT_USAGE = 2
 
@@ -224,31 +224,39 @@ def cmd_render(args: argparse.Namespace) -> int:
     """The daemon's render path for one text, in the foreground."""
     import tempfile
 
+    root, settings = open_root(args.root)
+    voice = root.voice(args.voice)
+    if args.file is not None:
+        return render_file(root, settings, voice, args.file.resolve(), args.output)
+    with tempfile.TemporaryDirectory(prefix="voicedrop-render-") as scratch:
+        source = Path(scratch) / "text.txt"
+        source.write_text(args.text, encoding="utf-8")
+        return render_file(root, settings, voice, source, args.output)
+
+
+def render_file(
+    root: Root, settings: Settings, voice: VoicePaths, source: Path, output: Path | None
+) -> int:
+    """Without -o the wav goes beside the current folder's files under a free name: an
+    earlier render is never overwritten unless -o names it."""
     from daemon.core.files import file_sha256
     from daemon.core.logs import setup_logging
+    from daemon.core.paths import free_name
     from daemon.core.worker import Blocked, Rejected, StageContext
     from daemon.stages.render import RenderStage
 
-    root, settings = open_root(args.root)
     setup_logging(settings.logging, None)
-    voice = root.voice(args.voice)
-    if args.file is not None:
-        source = args.file.resolve()
-    else:
-        scratch = Path(tempfile.mkdtemp(prefix="voicedrop-render-"))
-        source = scratch / "text.txt"
-        source.write_text(args.text, encoding="utf-8")
-    output = (args.output or Path(f"{source.stem}.wav")).resolve()
+    target = output.resolve() if output else free_name(Path.cwd(), f"{source.stem}.wav")
     stage = RenderStage(StageContext(root, settings))
     try:
         body, text_settings, tts = stage.prepare(voice, source)
         stage.renderer.check_ready(voice, tts, text_settings.decoder)
         text_hash = file_sha256(source)
-        sidecar = stage.renderer.render(voice, body, text_settings, tts, output, text_hash)
+        sidecar = stage.renderer.render(voice, body, text_settings, tts, target, text_hash)
     except (Blocked, Rejected) as exc:
         print(f"voicedrop: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {output} ({sidecar['audio_seconds']:.1f} s of speech)")
+    print(f"wrote {target} ({sidecar['audio_seconds']:.1f} s of speech)")
     return 0
 
 

@@ -4,6 +4,7 @@ import hashlib
 import json
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -437,3 +438,15 @@ def test_a_long_render_steps_aside_between_chunks_and_resumes_where_it_stopped(
     assert done.state == JobState.DONE and done.data.progress is None and done.data.work is None
     assert not kept.exists() and sidecar(text)["chunks"] == under_way["chunks"]
     assert status(tts_root)["voices"]["tom"]["rendering"] == []
+
+
+def test_render_without_o_never_overwrites_and_leaves_no_temp_folder(
+    tts_root, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    scratch = Path(tempfile.gettempdir())
+    before = set(scratch.glob("voicedrop-render-*"))
+    for _ in range(2):
+        voicedrop("render", "--root", str(tts_root), "tom", FAST + "Twice, please.")
+    assert sorted(p.name for p in tmp_path.glob("*.wav")) == ["text-2.wav", "text.wav"]
+    assert set(scratch.glob("voicedrop-render-*")) == before
