@@ -65,6 +65,11 @@ class Root:
         return self.path / STATE_DIR
 
     @property
+    def running_config(self) -> Path:
+        """The sha256 of the config.yaml the running daemon read: a later edit needs a restart."""
+        return self.state / "running-config.sha256"
+
+    @property
     def ledger_file(self) -> Path:
         return self.state / "ledger.sqlite3"
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import soundfile as sf
 
+from daemon.core.files import file_sha256
 from daemon.core.jobs import JobKind, JobState, Outcome
 from daemon.core.ledger import Ledger, open_checked
 from daemon.core.paths import Root, VoicePaths
@@ -33,7 +34,11 @@ def collect(root: Root, only_voice: str | None = None) -> dict[str, Any]:
         pid = running_pid(root)
         return {
             "root": str(root.path),
-            "daemon": {"running": pid is not None, "pid": pid},
+            "daemon": {
+                "running": pid is not None,
+                "pid": pid,
+                "config_changed": pid is not None and config_changed(root),
+            },
             "fetch": fetch_report(root),
             "jobs": ledger.counts(),
             "voices": {name: voice_report(root.voice(name), ledger) for name in names},
@@ -224,10 +229,21 @@ def rendering_line(render: dict[str, Any]) -> str:
     return f"  rendering {render['file']}: chunk {render['chunk']}/{render['chunks']}{eta}{paused}"
 
 
+def config_changed(root: Root) -> bool:
+    """config.yaml differs from the one the running daemon read (it needs a restart)."""
+    try:
+        running = root.running_config.read_text(encoding="utf-8").strip()
+        return bool(running) and running != file_sha256(root.config_file)
+    except OSError:
+        return False
+
+
 def render_text(report: dict[str, Any]) -> str:
     daemon = report["daemon"]
     jobs = report["jobs"]
     state = f"running (pid {daemon['pid']})" if daemon["running"] else "stopped"
+    if daemon["config_changed"]:
+        state += "; config.yaml changed since it started: restart it to use the change"
     lines = [
         f"root:    {report['root']}",
         f"daemon:  {state}",

@@ -19,6 +19,7 @@ from loguru import logger
 from daemon.core import atomic
 from daemon.core.clock import Clock, now_local
 from daemon.core.config import Settings
+from daemon.core.files import file_sha256
 from daemon.core.jobs import JobKind
 from daemon.core.ledger import Ledger, ledger_problem, set_aside
 from daemon.core.paths import Root
@@ -60,6 +61,7 @@ class Daemon:
         self.wake = threading.Event()
         self.tracker = StabilityTracker(settings.watch.stable_for, on_change=self.wake.set)
         self.misplaced: set[Path] = set()
+        self.config_read: str | None = None  # sha256 of the config.yaml this run uses
         self.notifier = Notifier()
         self.stop_signal: str | None = None
 
@@ -78,6 +80,7 @@ class Daemon:
         signal.signal(signal.SIGINT, self.request_stop)
         ledger = self.open_ledger()
         try:
+            self.config_read = self.note_config()
             context = StageContext(self.root, self.settings, self.stop_requested, self.now)
             worker = Worker(self.root.ledger_file, self.settings, build_stages(context))
             self.recover(ledger, worker)
@@ -226,6 +229,7 @@ class Daemon:
                 if self.take(intake, path):
                     worker.wake.set()
             if time.monotonic() >= next_rescan:
+                self.say_if_config_changed()
                 watcher.scan()
                 intake.check_voice_folders()
                 if self.reconcile(ledger):
@@ -254,6 +258,23 @@ class Daemon:
             self.tracker.touch(path)
             return False
 
+    def note_config(self) -> str | None:
+        """Remember which config.yaml this daemon runs with, for `status` and the log."""
+        digest = config_digest(self.root)
+        atomic.write_text(self.root.running_config, f"{digest or ''}\n")
+        return digest
+
+    def say_if_config_changed(self) -> None:
+        if self.config_read is not None and config_digest(self.root) not in (
+            None,
+            self.config_read,
+        ):
+            logger.warning(
+                "config.yaml changed since voicedrop started: restart it to use the change "
+                "(systemctl restart voicedrop)"
+            )
+            self.config_read = None  # said once
+
     def say_if_misplaced(self, path: Path) -> None:
         """Once per file: a clip or text in the wrong folder is not silently ignored."""
         reason = misplaced_reason(self.root, path)
@@ -273,3 +294,10 @@ class Daemon:
         if until_idle:
             deadlines.append(IDLE_TICK)
         return max(0.01, min(deadlines))
+
+
+def config_digest(root: Root) -> str | None:
+    try:
+        return file_sha256(root.config_file)
+    except OSError:
+        return None

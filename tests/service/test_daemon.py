@@ -16,6 +16,7 @@ from daemon.core.ledger import Ledger
 from daemon.core.paths import Root
 from tests.conftest import (
     DaemonProcess,
+    configure,
     imported_clips,
     run_until_idle,
     status,
@@ -164,3 +165,13 @@ def test_a_file_that_killed_the_daemon_every_time_is_filed_away_and_not_queued_a
     run_until_idle(root)
     assert rejected.exists() and imported_clips(root, "tom") == []
     assert [j["kind"] for j in status(root)["failed"]] == ["import"]
+
+
+def test_an_edited_config_says_a_restart_is_needed_in_status_and_the_log(root, daemon):
+    daemon.start()
+    wait_for(lambda: status(root)["daemon"]["running"])
+    assert status(root)["daemon"]["config_changed"] is False
+    configure(root, {"import": {"min_seconds": 0.5}})
+    assert status(root)["daemon"]["config_changed"] is True
+    assert "config.yaml changed since it started" in voicedrop("status", "--root", str(root)).stdout
+    wait_for(lambda: "config.yaml changed since voicedrop started" in daemon.output(), timeout=30)
