@@ -39,6 +39,9 @@ AUDIO_EXTENSIONS = (
 )
 
 
+MAX_YAML_BYTES = 64 << 10  # config.yaml, voice.yaml, a text's front matter
+
+
 class ConfigError(Exception):
     """A setting a user must fix; the message names the file and the key."""
 
@@ -294,12 +297,14 @@ def yaml_section_names() -> list[str]:
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES >> 10} KiB; settings never are")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        data = load_small_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc})") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -334,7 +339,7 @@ def override_section(
     names = list(allowed or (f.name for f in dataclasses.fields(current)))
     changes = {}
     for key, value in values.items():
-        where = f"{section}.{key}"
+        where = f"{section}.{shorten(str(key), 60)}"
         if where in RETIRED_SETTINGS:
             logger.warning("{}: {} is no longer used: {}", source, where, RETIRED_SETTINGS[where])
             continue
@@ -342,6 +347,26 @@ def override_section(
             raise ConfigError(unknown_key_message(source, where, names))
         changes[key] = coerce(value, hints[key], source, where)
     return dataclasses.replace(current, **changes)
+
+
+def load_small_yaml(text: str) -> Any:
+    """YAML for settings: at most MAX_YAML_BYTES, and no anchors or aliases, with which a few
+    hundred bytes expand into gigabytes (the "billion laughs"). ValueError says what is
+    wrong, briefly."""
+    if len(text.encode("utf-8")) > MAX_YAML_BYTES:
+        raise ValueError(f"larger than {MAX_YAML_BYTES >> 10} KiB; settings never are")
+    try:
+        for token in yaml.scan(text):
+            if isinstance(token, yaml.AnchorToken | yaml.AliasToken):
+                raise ValueError("YAML anchors and aliases (& and *) are not accepted here")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not valid YAML: {shorten(str(exc), 300)}") from None
+
+
+def shorten(text: str, limit: int = 120) -> str:
+    """User data quoted in a message (a log line, a reason file) is cut to `limit`."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def unknown_key_message(source: Path, where: str, allowed: list[str]) -> str:
@@ -356,7 +381,7 @@ def coerce(value: Any, hint: Any, source: Path, where: str) -> Any:
     try:
         checked = coerce_value(value, hint)
     except ValueError as exc:
-        raise ConfigError(f"{source}: {where}: {exc}, got {value!r}") from None
+        raise ConfigError(f"{source}: {where}: {exc}, got {shorten(repr(value))}") from None
     if where == "import.extensions":
         return tuple(ext.lower().lstrip(".") for ext in checked)
     return checked

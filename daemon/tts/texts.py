@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
+from daemon.core.config import load_small_yaml
 
 DESIRED_CHARACTERS = 200
 SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n\s*\n|\n")
@@ -93,9 +93,9 @@ def split_front_matter(text: str, name: str) -> tuple[dict[str, Any], str]:
     else:
         raise BadText(f"{name}: front matter starts with --- but has no closing --- line")
     try:
-        values = yaml.safe_load(header) or {}
-    except yaml.YAMLError as exc:
-        raise BadText(f"{name}: front matter is not valid YAML: {exc}") from None
+        values = load_small_yaml(header) or {}
+    except ValueError as exc:
+        raise BadText(f"{name}: front matter: {exc}") from None
     if not isinstance(values, dict):
         raise BadText(f"{name}: front matter must be 'key: value' lines")
     return values, body

@@ -198,3 +198,21 @@ def test_a_bad_knob_in_voice_yaml_names_the_file_and_key(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_voice_settings(Settings(), voice)
     assert str(caught.value) == f"{voice}: tts.diffusion_temperature: must be more than 0"
+
+
+def test_a_yaml_alias_bomb_in_config_is_refused_and_the_message_stays_short(tmp_path):
+    from tests.tts.test_texts import BILLION_LAUGHS
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"watch:\n  ignore: {BILLION_LAUGHS.splitlines()[0][3:]}\n{BILLION_LAUGHS}")
+    with pytest.raises(ConfigError, match="anchors and aliases") as caught:
+        load_settings(config)
+    assert len(str(caught.value)) < 300
+
+
+def test_a_huge_value_is_quoted_short_in_the_error(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"watch": {"stable_for": "x" * 50_000}}))
+    with pytest.raises(ConfigError, match=r"watch\.stable_for") as caught:
+        load_settings(config)
+    assert len(str(caught.value)) < 400

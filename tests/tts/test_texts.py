@@ -100,3 +100,22 @@ def test_long_sentences_split_at_the_released_text_limit():
     chunks = chunk_text(sentence + ".", count, max_tokens=398)
     assert len(chunks) > 1 and all(count(c) <= 398 for c in chunks)
     assert " ".join(chunks).split() == (sentence + ".").split()
+
+
+BILLION_LAUGHS = (
+    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    "b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+    "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"
+    "f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n"
+)
+
+
+def test_a_yaml_alias_bomb_in_front_matter_is_refused_before_it_expands():
+    with pytest.raises(BadText, match=r"anchors and aliases \(& and \*\) are not accepted"):
+        split_front_matter(f"---\n{BILLION_LAUGHS}---\nHello.", "bomb.txt")
+
+
+def test_front_matter_over_64_kib_is_refused():
+    header = "".join(f"# {'x' * 70}\n" for _ in range(1000))
+    with pytest.raises(BadText, match="larger than 64 KiB"):
+        split_front_matter(f"---\n{header}seed: 1\n---\nHello.", "big.txt")
