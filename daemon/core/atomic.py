@@ -11,6 +11,16 @@ from pathlib import Path
 TEMP_PREFIX = ".voicedrop-tmp-"
 
 
+def current_umask() -> int:
+    """Read once at import, before any thread runs: os.umask can only be read by setting it."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = current_umask()
+
+
 def fsync_directory(directory: Path) -> None:
     """Persist a rename: without this the new name can vanish on power loss."""
     fd = os.open(directory, os.O_RDONLY)
@@ -31,6 +41,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; outputs follow the umask
         yield tmp
         with open(tmp, "rb+") as written:
             os.fsync(written.fileno())

@@ -12,7 +12,7 @@ from pathlib import Path
 from loguru import logger
 
 from daemon.core import atomic
-from daemon.core.paths import VoicePaths, free_name
+from daemon.core.paths import NAME_MAX, VoicePaths, free_name, safe_name
 
 BLOCK = 1 << 20
 _cache: dict[tuple[str, int, int], str] = {}
@@ -83,7 +83,8 @@ def reject_file(voice: VoicePaths, path: Path, reason: str) -> Path:
     The reason is written first: if the daemon dies in between, the file is still in the
     inbox and is simply looked at again.
     """
-    target = free_name(voice.rejected, path.name)
+    fits = len(f"{path.name}.reason.txt".encode()) <= NAME_MAX
+    target = free_name(voice.rejected, path.name if fits else safe_name(path.name))
     atomic.write_text(target.with_name(target.name + ".reason.txt"), reason.rstrip() + "\n")
     move_file(path, target)
     logger.warning("rejected {}: {}", path.name, reason)

@@ -98,6 +98,7 @@ class ImportData(JobData):
     original: Path | None = None  # where the dropped file goes; chosen once, kept on retries
     clip: Path | None = None  # the normalised clip written from it
     analysis: ClipAnalysis | None = None
+    dropped_name: str | None = None  # as dropped (originals/ may hold it under a safe name)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,11 @@ REJECTED_DIR = "rejected"
 
 class VoiceNameError(ValueError):
     """A voice name that could escape the root or confuse the folder layout."""
+
+
+SAFE_STEM_BYTES = 120
+NAME_MAX = 255  # bytes in one file name on ext4, xfs, btrfs, tmpfs
+UNSAFE_CHARACTERS = re.compile(r"[\x00-\x1f\x7f|]")
 
 
 def check_voice_name(name: str) -> str:
@@ -183,3 +190,19 @@ def free_name(directory: Path, name: str) -> Path:
         candidate = directory / f"{stem}-{number}{suffix}"
         number += 1
     return candidate
+
+
+def safe_name(name: str, max_stem_bytes: int = SAFE_STEM_BYTES) -> str:
+    """A file name that is safe everywhere voicedrop writes it: no control characters and no
+    `|` (the dataset lists' field separator), and a stem short enough for the longest name
+    made from it (`<stem>_00000.wav`, `<stem>.error.txt`). A shortened stem ends in a piece
+    of the original name's hash, so two long names stay apart."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    if not suffix.isascii() or len(suffix) > 8 or UNSAFE_CHARACTERS.search(suffix):
+        stem, suffix = name, ""
+    stem = UNSAFE_CHARACTERS.sub("_", stem).strip() or "clip"
+    if len(stem.encode("utf-8")) > max_stem_bytes:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        cut = stem.encode("utf-8")[: max_stem_bytes - 9].decode("utf-8", "ignore")
+        stem = f"{cut}-{digest}"
+    return stem + suffix

@@ -11,9 +11,9 @@ from daemon.core.config import Settings
 from daemon.core.files import file_sha256, reject_file
 from daemon.core.jobs import JobKind, JobState
 from daemon.core.ledger import Ledger
-from daemon.core.paths import Root, VoicePaths
+from daemon.core.paths import NAME_MAX, Root, VoicePaths
 from daemon.service.watch import Drop
-from daemon.tts.outputs import error_file, is_rendered
+from daemon.tts.outputs import Outputs, error_file, is_rendered
 
 
 class Intake:
@@ -24,6 +24,7 @@ class Intake:
         self.settings = settings
         self.ledger = ledger
         self.warned_voices: set[str] = set()
+        self.refused: set[Path] = set()  # texts said once not to be rendered
 
     def take(self, drop: Drop) -> bool:
         """Returns whether a new job was queued."""
@@ -69,6 +70,10 @@ class Intake:
         that failed waits for an edit, or for its .error.txt to be deleted."""
         if text.is_symlink() or not text.is_file():
             return False
+        problem = output_name_problem(text)
+        if problem is not None:
+            self.refuse_once(text, problem)
+            return False
         content_hash = file_sha256(text)
         if is_rendered(text, content_hash):
             return False
@@ -83,6 +88,11 @@ class Intake:
             logger.info("queued {} for rendering again", text.name)
             return True
         return False
+
+    def refuse_once(self, path: Path, problem: str) -> None:
+        if path not in self.refused:
+            self.refused.add(path)
+            logger.error("not rendering {}: {}", path, problem)
 
     def check_voice_folders(self) -> None:
         """Say once why a voice folder is refused; its files are never even listed."""
@@ -117,3 +127,26 @@ def duplicate_reason(root: Root, first: Path) -> str:
     except ValueError:
         shown = first
     return f"the same audio (identical content) was already imported as {shown}; nothing to do."
+
+
+def output_name_problem(text: Path) -> str | None:
+    """A text whose outputs cannot get names of their own: too long for the filesystem, or
+    the same as another text's when case is ignored (same.txt and same.TXT both make
+    same.wav). The one that sorts first keeps the names."""
+    outputs = Outputs.of(text)
+    longest = max(len(path.name.encode("utf-8")) for path in (outputs.wav, outputs.error))
+    if longest > NAME_MAX:
+        return f"its outputs' names would be {longest} bytes, over {NAME_MAX}: shorten its name"
+    clashes = sorted(
+        other
+        for other in text.parent.glob("*")
+        if other != text
+        and other.suffix.lower() == ".txt"
+        and other.stem.lower() == text.stem.lower()
+    )
+    if clashes and clashes[0] < text:
+        return (
+            f"{clashes[0].name} already makes {outputs.wav.name} (names differ only in case): "
+            "rename one of them"
+        )
+    return None

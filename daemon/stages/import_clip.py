@@ -21,7 +21,7 @@ from daemon.core.config import ConfigError, ImportSettings, load_voice_settings
 from daemon.core.files import file_sha256, file_signature, link_or_copy, reject_file
 from daemon.core.jobs import ClipAnalysis, ImportData, Job, JobKind, Outcome
 from daemon.core.ledger import Ledger
-from daemon.core.paths import VoicePaths, free_name
+from daemon.core.paths import VoicePaths, free_name, safe_name
 from daemon.core.worker import Blocked, Rejected, Stage
 
 CLIP_RATE = 22050
@@ -126,9 +126,9 @@ class ImportStage(Stage):
         """Never overwrite: a clash gets a numbered name, chosen once and kept across retries."""
         voice.originals.mkdir(parents=True, exist_ok=True)
         voice.clips.mkdir(parents=True, exist_ok=True)
-        original = free_name(voice.originals, dropped.name)
+        original = free_name(voice.originals, safe_name(dropped.name))
         clip = free_name(voice.clips, f"{original.stem}.wav")
-        return ImportData(original=original, clip=clip)
+        return ImportData(original=original, clip=clip, dropped_name=dropped.name)
 
     def decode_and_check(
         self, source: Path, rules: ImportSettings
