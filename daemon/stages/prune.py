@@ -16,7 +16,8 @@ from daemon.dataset.lists import Transcripts, remove_piece_files, removed_clips,
 
 
 class PruneStage(Stage):
-    """Drops the lines and pieces of clips whose original was removed from originals/."""
+    """Drops the lines, pieces and clip of every clip whose original was removed from
+    originals/: the voice's latents and `status` no longer count it either."""
 
     kind = JobKind.PRUNE
     foreground = "transcribe"
@@ -28,12 +29,14 @@ class PruneStage(Stage):
         for name in removed:
             remove_piece_files(voice, transcripts.entries.pop(name))
         transcripts.save()
+        for name in removed:
+            (voice.clips / name).unlink(missing_ok=True)
         counts = write_lists(
             voice, transcripts, load_voice_settings(self.settings, voice.config_file)
         )
         ledger.finish(job.id, PruneData(Outcome.PRUNED, removed=tuple(removed)))
         logger.info(
-            "voice {}: removed the lines of {} (originals deleted); {} train lines left",
+            "voice {}: removed {} and its lines (originals deleted); {} train lines left",
             voice.name,
             ", ".join(removed),
             counts["train"],

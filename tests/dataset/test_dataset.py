@@ -15,6 +15,7 @@ from tests.conftest import (
     WHISPER_BASE,
     configure,
     espeak,
+    imported_clips,
     run_until_idle,
     status,
     tortoise_clips,
@@ -159,6 +160,8 @@ def test_reruns_are_incremental_and_removed_originals_lose_their_lines(root):
     assert sorted(transcripts(root, "inc")) == ["b.wav", "c.wav"]
     assert not any(line.startswith("audio/a_") for line in all_lines(root, "inc"))
     assert not list((dataset(root, "inc") / "audio").glob("a_*.wav"))
+    assert [c.name for c in imported_clips(root, "inc")] == ["b.wav", "c.wav"]
+    assert status(root)["voices"]["inc"]["clips"] == 2
 
 
 def test_a_configured_language_is_used_instead_of_detection(root):
