@@ -76,8 +76,10 @@ class Decoded:
 # --- decoding -------------------------------------------------------------------------------
 
 
-def decode(path: Path) -> Decoded:
-    """Decode any format ffmpeg reads, refusing files that are empty, damaged or cut short."""
+def decode(path: Path, max_seconds: float | None = None) -> Decoded:
+    """Decode any format ffmpeg reads, refusing files that are empty, damaged or cut short,
+    and files longer than `max_seconds` (from their header when it says, else as soon as
+    decoding passes it), so memory stays bounded."""
     path = Path(path)
     if path.stat().st_size == 0:
         raise BadAudio("empty", f"{path.name} is empty (0 bytes); copy the file again")
@@ -85,8 +87,10 @@ def decode(path: Path) -> Decoded:
         container = _open(path, messages)
         with container:
             stream = _audio_stream(container, path)
-            collected = _decode_stream(container, stream, messages)
             announced = _announced_seconds(path, container, stream)
+            if max_seconds is not None and announced is not None and announced > max_seconds:
+                raise _too_long(path, max_seconds)
+            collected = _decode_stream(container, stream, messages, path, max_seconds)
             codec = stream.codec_context
             samples = collected.samples(codec.channels)
             decoded = Decoded(
@@ -226,17 +230,32 @@ class _Collector:
         return np.concatenate(self.chunks, axis=1)
 
 
+def _too_long(path: Path, max_seconds: float) -> BadAudio:
+    return BadAudio(
+        "too_long",
+        f"{path.name} is longer than import.max_duration ({max_seconds:.0f} s): cut it into "
+        "shorter clips, or raise import.max_duration in config.yaml",
+    )
+
+
 def _decode_stream(
-    container: av.container.InputContainer, stream: av.AudioStream, messages: Messages
+    container: av.container.InputContainer,
+    stream: av.AudioStream,
+    messages: Messages,
+    path: Path,
+    max_seconds: float | None,
 ) -> _Collector:
     """Decode packet by packet, so a bad packet is recorded with its position, not fatal."""
     codec = stream.codec_context
     collected = _Collector(messages)
+    limit = None if max_seconds is None else max_seconds * (codec.sample_rate or 192000)
     try:
         for packet in container.demux(stream):
             try:
                 for frame in codec.decode(packet):
                     collected.add(frame)
+                    if limit is not None and collected.decoded > limit:
+                        raise _too_long(path, max_seconds)
             except av.FFmpegError as error:
                 collected.note(error.strerror)
             else:

@@ -62,6 +62,8 @@ class ImportSettings:
     min_sample_rate: int = 8000
     warn_short_seconds: float = 3.0
     warn_long_seconds: float = 15.0
+    max_duration: float = 1200.0  # bounds the memory an import takes
+    max_bytes: int = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "watch.poll_interval": (above_zero, "must be more than 0 seconds"),
     "watch.rescan_every": (at_least_one, "must be at least 1 second"),
     "jobs.max_attempts": (at_least_one, "must be at least 1"),
+    "import.max_duration": (at_least_one, "must be at least 1 second"),
+    "import.max_bytes": (at_least_one, "must be at least 1 byte"),
     "dataset.validation_share": (lambda share: share < 1, "must be below 1"),
     "tts.max_mel_tokens": (
         lambda tokens: 1 <= tokens <= MAX_MEL_TOKENS,

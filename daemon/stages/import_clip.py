@@ -133,8 +133,15 @@ class ImportStage(Stage):
     def decode_and_check(
         self, source: Path, rules: ImportSettings
     ) -> tuple[np.ndarray, ClipAnalysis]:
+        size = source.stat().st_size
+        if size > rules.max_bytes:
+            raise Rejected(
+                f"{source.name} is {size / 1e6:.0f} MB, more than import.max_bytes "
+                f"({rules.max_bytes / 1e6:.0f} MB): cut it into shorter clips, or raise "
+                "import.max_bytes in config.yaml"
+            )
         try:
-            decoded = clips.decode(source)
+            decoded = clips.decode(source, rules.max_duration)
             clips.check_usable(
                 decoded, min_seconds=rules.min_seconds, min_sample_rate=rules.min_sample_rate
             )
