@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -145,6 +146,11 @@ class ModelsSettings:
 
 
 @dataclass(frozen=True)
+class RenderSettings:
+    max_chars: int = 200_000  # bounds a text's chunks, its render time and its memory
+
+
+@dataclass(frozen=True)
 class Settings:
     watch: WatchSettings = field(default_factory=WatchSettings)
     imports: ImportSettings = field(default_factory=ImportSettings)
@@ -153,6 +159,7 @@ class Settings:
     whisper: WhisperSettings = field(default_factory=WhisperSettings)
     dataset: DatasetSettings = field(default_factory=DatasetSettings)
     tts: TtsSettings = field(default_factory=TtsSettings)
+    render: RenderSettings = field(default_factory=RenderSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
 
@@ -212,6 +219,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "jobs.max_attempts": (at_least_one, "must be at least 1"),
     "import.max_duration": (at_least_one, "must be at least 1 second"),
     "import.max_bytes": (at_least_one, "must be at least 1 byte"),
+    "render.max_chars": (at_least_one, "must be at least 1"),
+    "tts.seed": (lambda seed: seed < 2**32, "must be below 4294967296 (2**32)"),
     "dataset.validation_share": (lambda share: share < 1, "must be below 1"),
     "tts.max_mel_tokens": (
         lambda tokens: 1 <= tokens <= MAX_MEL_TOKENS,
@@ -433,7 +442,8 @@ def coerce_scalar(value: Any, hint: type) -> Any:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
     elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and math.isfinite(value):
             return float(value)
     elif hint is str and isinstance(value, str) and value:
         return value

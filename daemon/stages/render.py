@@ -25,6 +25,7 @@ from loguru import logger
 from daemon import __version__
 from daemon.core import atomic
 from daemon.core.config import (
+    MAX_YAML_BYTES,
     ConfigError,
     Settings,
     TtsSettings,
@@ -315,18 +316,28 @@ class RenderStage(Stage):
 
     def prepare(self, voice: VoicePaths, text: Path) -> tuple[str, TtsSettings, TtsSettings]:
         try:
-            tts = load_voice_settings(self.settings, voice.config_file).tts
+            voice_settings = load_voice_settings(self.settings, voice.config_file)
         except ConfigError as exc:
             raise Blocked(str(exc)) from exc
+        tts, max_chars = voice_settings.tts, voice_settings.render.max_chars
+        if text.stat().st_size > 4 * max_chars + MAX_YAML_BYTES:  # not even read: too long
+            raise Rejected(too_long(text, text.stat().st_size, max_chars, "bytes"))
         try:
             front_matter, body = split_front_matter(read_text(text), text.name)
             settings = text_settings(tts, front_matter, text)
             check_brackets(body)
         except (BadText, ConfigError) as exc:
             raise Rejected(str(exc)) from exc
+        if len(body) > max_chars:
+            raise Rejected(too_long(text, len(body), max_chars, "characters"))
         if not body.strip():
             raise Rejected(
                 f"{text.name} has no text to speak; write something below the front matter"
+            )
+        if not any(character.isalnum() for character in body):
+            raise Rejected(
+                f"{text.name} has nothing a voice can speak (only punctuation, symbols or "
+                "emoji); write words"
             )
         return body, settings, tts
 
@@ -349,6 +360,13 @@ class RenderStage(Stage):
             if work not in kept:
                 shutil.rmtree(work, ignore_errors=True)
         return 0
+
+
+def too_long(text: Path, size: int, max_chars: int, unit: str) -> str:
+    return (
+        f"{text.name} has {size} {unit}, more than render.max_chars ({max_chars} characters): "
+        "split it into several texts, or raise render.max_chars in config.yaml"
+    )
 
 
 class ChunkCheck:

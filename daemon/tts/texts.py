@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -65,9 +66,26 @@ class BadText(Exception):
     """A text that cannot be rendered as it is; the message says how to fix it."""
 
 
+# Longest first: UTF-32-LE's BOM begins with UTF-16-LE's.
+UNICODE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
 def read_text(path: Path) -> str:
-    """UTF-8 (a BOM is fine); anything else is refused with the offending byte."""
+    """UTF-8 (a BOM is fine), or UTF-16/32 with their BOM (what Windows Notepad saves as
+    "Unicode"); anything else is refused with the offending byte."""
     data = path.read_bytes()
+    for bom, encoding in UNICODE_BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom) :].decode(encoding)
+            except UnicodeDecodeError:
+                message = f"{path.name} starts as {encoding} but is not; save it as UTF-8"
+                raise BadText(message) from None
     if b"\0" in data:
         raise BadText(f"{path.name} is a binary file, not text; save it as plain UTF-8 text")
     try:

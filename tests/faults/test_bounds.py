@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import codecs
 import resource
 
+import pytest
+
+from daemon.tts.texts import read_text
 from tests.conftest import configure, ffmpeg_encode, imported_clips, run_until_idle, write_wav
+from tests.tts.test_texts import BILLION_LAUGHS
 
 
 def reason(root, voice: str, name: str) -> str:
@@ -35,3 +40,29 @@ def test_a_clip_longer_than_max_duration_is_rejected_before_or_while_decoding(ro
     for name in ("long.wav", "long.flac", "long.aac"):
         assert "is longer than import.max_duration (5 s)" in reason(root, "tom", name)
     assert [clip.name for clip in imported_clips(root, "tom")] == ["short.wav"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("book.txt", "A sentence to say. " * 11_000, "more than render.max_chars (200000"),
+        ("emoji.txt", "🎉🎉 🙂!!", "nothing a voice can speak"),
+        ("inf.txt", "---\ntemperature: .inf\n---\nHello.", "temperature: expected a number"),
+        ("seed.txt", "---\nseed: 99999999999999999999999\n---\nHi.", "must be below 4294967296"),
+        ("bomb.txt", f"---\n{BILLION_LAUGHS}---\nHello.", "anchors and aliases"),
+    ],
+)
+def test_hostile_texts_are_refused_at_once_with_a_short_reason(root, name, content, message):
+    text = root / "outbox" / "tom" / name
+    text.parent.mkdir(parents=True)
+    text.write_text(content)
+    log = run_until_idle(root).stderr
+    error = text.with_suffix(".error.txt").read_text()
+    assert message in error and len(error) < 1000
+    assert "retrying in" not in log
+
+
+def test_a_utf16_text_with_a_bom_is_read(tmp_path):
+    text = tmp_path / "notepad.txt"
+    text.write_bytes(codecs.BOM_UTF16_LE + "Hello from Notepad.".encode("utf-16-le"))
+    assert read_text(text) == "Hello from Notepad."
