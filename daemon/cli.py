@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -130,6 +131,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return Daemon(root, settings).run(until_idle=args.until_idle)
     except AlreadyRunning as exc:
         print(f"voicedrop: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, sqlite3.OperationalError) as exc:  # before the worker could take it
+        free = shutil.disk_usage(root.path).free >> 20
+        print(
+            f"voicedrop: cannot start on {root.path}: {exc} ({free} MiB free on its disk); "
+            "it starts once the disk has room and its folders are writable",
+            file=sys.stderr,
+        )
         return 1
 
 

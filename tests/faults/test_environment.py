@@ -97,3 +97,15 @@ def test_a_read_only_voices_folder_makes_imports_wait_not_reject(tmp_path):
         assert "may not write" in waiting["reason"] and clip.exists()
     run_until_idle(root)
     assert [p.name for p in imported_clips(root, "tom")] == ["c.wav"] and not clip.exists()
+
+
+def test_a_disk_too_full_to_start_on_gives_one_line_not_a_traceback(small_disk, capsys):
+    root = small_disk / "root"
+    assert cli_main(["init", str(root)]) == 0
+    configure(root)
+    capsys.readouterr()
+    fill(small_disk, leave=0)
+    assert cli_main(["run", "--until-idle", "--root", str(root)]) == 1
+    error = capsys.readouterr().err
+    assert "voicedrop: cannot start on" in error and "MiB free on its disk" in error
+    assert "Traceback" not in error
