@@ -295,8 +295,10 @@ class Worker:
         self.give_up(stage, job, ledger, reason)
 
     def give_up(self, stage: Stage, job: Job, ledger: Ledger, reason: str) -> None:
+        """The stage files the input away as the job's record stands now (the run may have
+        recorded where it put things since the job was claimed)."""
         try:
-            stage.give_up(job, reason)
+            stage.give_up(ledger.get(job.id), reason)
         except Exception as exc:
             logger.error("{} job {}: could not file the input away: {}", job.kind, job.id, exc)
         ledger.fail(job.id, reason)
