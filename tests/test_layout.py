@@ -81,3 +81,13 @@ def test_the_daemon_starts_without_torch():
     code = "import sys, daemon.service.daemon, daemon.cli; print('torch' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert loaded.stdout.strip() == "False", loaded.stderr
+
+
+def test_asking_for_the_device_does_not_import_torch():
+    """Whisper runs in a daemon that may never render: it must not pay torch's 500 MB."""
+    code = (
+        "import sys; from daemon.core.device import resolve_device; "
+        "print(resolve_device('auto'), 'torch' in sys.modules)"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert loaded.stdout.split()[1:] == ["False"], loaded.stderr
