@@ -29,13 +29,14 @@ from typing import ClassVar
 from loguru import logger
 
 from daemon.core.clock import Clock, now_local
-from daemon.core.config import Settings
+from daemon.core.config import Settings, shorten
 from daemon.core.jobs import Job, JobKind
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root
 
 IDLE_POLL = 5.0  # jobs queued by another process (`voicedrop transcribe`) start this soon
 LOOP_BACKOFF_FIRST, LOOP_BACKOFF_MAX = 0.5, 30.0  # pauses after errors outside a job
+MAX_REASON = 2000  # characters of a reason kept in a file, the ledger and the log
 
 
 class Rejected(Exception):
@@ -253,6 +254,7 @@ class Worker:
                 ledger.release_waiting(job.kind, job.last_error)
 
     def wait(self, job: Job, ledger: Ledger, reason: str) -> None:
+        reason = shorten(reason, MAX_REASON)
         ledger.wait(job.id, reason)
         level = "DEBUG" if job.last_error == reason else "WARNING"
         logger.log(level, "{} job {} waits: {}", job.kind, job.id, reason)
@@ -264,7 +266,7 @@ class Worker:
                 stage.release()
 
     def retry_or_give_up(self, stage: Stage, job: Job, ledger: Ledger, exc: Exception) -> None:
-        error = f"{type(exc).__name__}: {exc}"
+        error = shorten(f"{type(exc).__name__}: {exc}", MAX_REASON)
         logger.debug("{} job {} raised:\n{}", job.kind, job.id, traceback.format_exc())
         if job.attempts >= self.settings.jobs.max_attempts:
             reason = f"failed {job.attempts} times; last error: {error}"
@@ -296,7 +298,9 @@ class Worker:
 
     def give_up(self, stage: Stage, job: Job, ledger: Ledger, reason: str) -> None:
         """The stage files the input away as the job's record stands now (the run may have
-        recorded where it put things since the job was claimed)."""
+        recorded where it put things since the job was claimed); the reason is bounded,
+        whatever it quotes."""
+        reason = shorten(reason, MAX_REASON)
         try:
             stage.give_up(ledger.get(job.id), reason)
         except Exception as exc:

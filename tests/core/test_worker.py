@@ -284,3 +284,10 @@ def test_a_blocked_job_waits_without_spending_an_attempt(tmp_path) -> None:
     assert stage.runs == 1 and stage.given_up == []
     assert job.state == "waiting" and job.attempts == 0
     assert job.last_error == "the Whisper model is missing"
+
+
+def test_a_reason_that_quotes_a_huge_input_is_kept_short_everywhere(tmp_path, logs):
+    stage = RaisingStage(Rejected("bad value: " + "x" * 1_000_000))
+    job = run_one_job(tmp_path, stage)
+    assert len(job.last_error) <= 2000 and len(stage.reasons[0]) <= 2000
+    assert max(len(line) for line in logs) < 3000
