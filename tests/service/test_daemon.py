@@ -103,7 +103,11 @@ def test_a_second_daemon_on_the_same_root_refuses(root, daemon):
     assert second.returncode == 1
     assert f"already running on {root}" in second.stderr
     assert f"(pid {daemon.process.pid})" in second.stderr
-    assert status(root)["daemon"] == {"running": True, "pid": daemon.process.pid}
+    assert status(root)["daemon"] == {
+        "running": True,
+        "pid": daemon.process.pid,
+        "config_changed": False,
+    }
 
 
 def test_sigterm_lets_the_current_job_finish_and_exits_0(root, daemon, tmp_path):

@@ -270,10 +270,10 @@ def test_a_file_replaced_during_its_import_loses_neither_file(root, monkeypatch)
     other = write_wav(root / "other.wav", 1.5, seed=2)
     real_decode = clips.decode
 
-    def decode_while_replaced(path):
+    def decode_while_replaced(path, *limits):
         if other.exists():
             os.replace(other, first)  # the user's mv, mid-import
-        return real_decode(path)
+        return real_decode(path, *limits)
 
     monkeypatch.setattr(clips, "decode", decode_while_replaced)
     run_until_idle(root)
@@ -296,9 +296,9 @@ def test_a_copy_that_paused_and_goes_on_mid_import_is_imported_whole_once(root, 
     dropped.write_bytes(whole[: len(whole) // 2])
     real_decode = clips.decode
 
-    def decode_while_the_copy_goes_on(path):
+    def decode_while_the_copy_goes_on(path, *limits):
         try:
-            return real_decode(path)  # the half file: "cut short"
+            return real_decode(path, *limits)  # the half file: "cut short"
         finally:
             if dropped.exists() and dropped.stat().st_size < len(whole):
                 with open(dropped, "r+b") as handle:  # the copier's open file: same inode
