@@ -11,6 +11,7 @@ from pathlib import Path
 
 from daemon import __version__
 from daemon.core.config import TEMPLATE, ConfigError, Settings, load_settings
+from daemon.core.ledger import LedgerDamaged, open_checked
 from daemon.core.paths import Root, VoiceNameError, VoicePaths
 
 EXIT_USAGE = 2
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, VoiceNameError) as exc:
         print(f"voicedrop: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except LedgerDamaged as exc:
+        print(f"voicedrop: {exc}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,28 +147,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from daemon.core.ledger import LedgerDamaged
     from daemon.report.status import collect, render_text
 
     root, _ = open_root(args.root)
-    try:
-        report = collect(root, args.voice)
-    except LedgerDamaged as exc:
-        print(f"voicedrop: {exc}", file=sys.stderr)
-        return 1
+    report = collect(root, args.voice)
     print(json.dumps(report, indent=2) if args.json else render_text(report))
     return 0
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     """Queue a rebuild; run it here unless a daemon already serves the root."""
-    from daemon.core.ledger import Ledger
     from daemon.service.lock import running_pid
     from daemon.stages.transcribe import queue_rebuild
 
     root, settings = open_root(args.root)
     voice = root.voice(args.voice)
-    ledger = Ledger(root.ledger_file)
+    ledger = open_checked(root.ledger_file)
     queued = queue_rebuild(ledger, voice)
     ledger.close()
     pid = running_pid(root)
@@ -203,14 +201,13 @@ def run_in_foreground(root: Root, settings: Settings, command: str) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Queue a fine-tune; with --now and no daemon running, run it here."""
     from daemon.core.clock import now_local
-    from daemon.core.ledger import Ledger
     from daemon.service.lock import running_pid
     from daemon.service.schedule import next_start
     from daemon.stages.train import queue_training
 
     root, settings = open_root(args.root)
     voice = root.voice(args.voice)
-    ledger = Ledger(root.ledger_file)
+    ledger = open_checked(root.ledger_file)
     queued = queue_training(root, ledger, voice.name, now=args.now)
     ledger.close()
     if not queued and not args.now:

@@ -83,10 +83,11 @@ def assert_rebuilt(root: Path, before: dict) -> None:
 def test_status_and_doctor_report_a_damaged_ledger(root):
     imported_root(root)
     damage(ledger_file(root))
-    result = voicedrop("status", "--root", str(root), check=False)
-    assert result.returncode == 1
-    assert "damaged" in result.stderr and "rebuilds it" in result.stderr
-    assert "Traceback" not in result.stderr
+    for command in (["status"], ["transcribe", VOICE], ["train", VOICE, "--now"]):
+        result = voicedrop(*command, "--root", str(root), check=False)
+        assert result.returncode == 1
+        assert "damaged" in result.stderr and "rebuilds it" in result.stderr
+        assert "Traceback" not in result.stderr
     doctor = voicedrop("doctor", "--root", str(root), check=False)
     assert doctor.returncode == 1
     line = next(line for line in doctor.stdout.splitlines() if "job ledger" in line)
