@@ -28,6 +28,7 @@ from typing import ClassVar
 
 from loguru import logger
 
+from daemon.core.atomic import TEMP_PREFIX
 from daemon.core.clock import Clock, now_local
 from daemon.core.config import Settings, shorten
 from daemon.core.jobs import Job, JobKind
@@ -119,7 +120,9 @@ class Stage:
         Some libraries hide the errno (libsndfile's "System error"), so free space is checked
         too."""
         error = getattr(exc, "errno", None)
-        where = getattr(exc, "filename", None) or self.root.path
+        where = Path(getattr(exc, "filename", None) or self.root.path)
+        if where.name.startswith(TEMP_PREFIX):  # the output being written: name its folder
+            where = where.parent
         if error in NO_SPACE or free_bytes(self.root.path) < LOW_DISK_BYTES:
             return (
                 f"the disk holding {self.root.path} is full ({free_bytes(self.root.path) >> 20}"

@@ -4,6 +4,7 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from tests.conftest import (
     wait_for,
     write_wav,
 )
+from tests.faults.test_environment import mounted
 
 FAST = "---\ncandidates: 2\ndiffusion_iterations: 4\n---\n"
 WHISPER = WHISPER_BASE
@@ -450,3 +452,18 @@ def test_render_without_o_never_overwrites_and_leaves_no_temp_folder(
         voicedrop("render", "--root", str(tts_root), "tom", FAST + "Twice, please.")
     assert sorted(p.name for p in tmp_path.glob("*.wav")) == ["text-2.wav", "text.wav"]
     assert set(scratch.glob("voicedrop-render-*")) == before
+
+
+def test_a_read_only_outbox_folder_makes_the_render_wait_and_it_resumes(tts_root):
+    """A read-only bind mount (needs root; skipped elsewhere, saying why)."""
+    text = tts_root / "outbox" / "tom" / "locked.txt"
+    text.write_text(FAST + "Nobody may write here.")
+    with mounted("--bind", str(text.parent), str(text.parent)):
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(text.parent)], check=True)
+        run_until_idle(tts_root)
+        waiting = status(tts_root)["voices"]["tom"]["waiting"]
+        (locked,) = [w for w in waiting if w["file"] == "locked.txt"]
+        assert f"may not write {text.parent} (Read-only" in locked["reason"]
+        assert not text.with_suffix(".wav").exists()
+    run_until_idle(tts_root)
+    assert text.with_suffix(".wav").exists() and status(tts_root)["failed"] == []
