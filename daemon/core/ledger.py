@@ -282,13 +282,15 @@ class Ledger:
                 (JobState.WAITING, reason, time.time(), job_id),
             )
 
-    def pause(self, job_id: int, reason: str) -> None:
-        """Put a running job back to pending without spending its attempt (it yielded)."""
+    def pause(self, job_id: int, reason: str, delay: float = 0.0) -> None:
+        """Put a running job back to pending without spending its attempt (it yielded);
+        `delay` lets the jobs it yielded to be claimed before it even when it is older."""
+        now = time.time()
         with self.transaction():
             self.db.execute(
-                "UPDATE jobs SET state = ?, last_error = ?,"
+                "UPDATE jobs SET state = ?, last_error = ?, not_before = ?,"
                 " attempts = MAX(attempts - 1, 0), updated_at = ? WHERE id = ?",
-                (JobState.PENDING, reason, time.time(), job_id),
+                (JobState.PENDING, reason, now + delay, now, job_id),
             )
 
     def release_waiting(self, kind: JobKind | None = None, reason: str | None = None) -> int:

@@ -38,6 +38,7 @@ from daemon.core.paths import Root
 IDLE_POLL = 5.0  # jobs queued by another process (`voicedrop transcribe`) start this soon
 LOOP_BACKOFF_FIRST, LOOP_BACKOFF_MAX = 0.5, 30.0  # pauses after errors outside a job
 MAX_REASON = 2000  # characters of a reason kept in a file, the ledger and the log
+YIELD_FOR = 0.5  # a job that stepped aside waits this long, so what it yielded to goes first
 
 
 class Rejected(Exception):
@@ -240,7 +241,7 @@ class Worker:
         except Blocked as exc:
             self.wait(job, ledger, str(exc))
         except Yielded as exc:
-            ledger.pause(job.id, f"paused: {exc}")
+            ledger.pause(job.id, f"paused: {exc}", delay=YIELD_FOR)
             logger.info("{} job {} paused: {}", job.kind, job.id, exc)
         except Exception as exc:
             problem = stage.environment_problem(exc)

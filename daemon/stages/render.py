@@ -273,7 +273,7 @@ class RenderStage(Stage):
     kind = JobKind.RENDER
     priority = 1  # after imports, which are quick and must never wait behind a long text
     device = Device.SHARED
-    preempted_by = (JobKind.IMPORT,)
+    preempted_by = (JobKind.IMPORT, JobKind.RENDER)  # a long text takes turns, chunk by chunk
 
     def __init__(self, context: StageContext) -> None:
         super().__init__(context)
@@ -371,7 +371,8 @@ def too_long(text: Path, size: int, max_chars: int, unit: str) -> str:
 
 class ChunkCheck:
     """Between chunks: record progress for `status`, and step aside (the chunks are kept)
-    when the daemon stops or work that goes first (imports) is queued."""
+    when the daemon stops, a clip is to be imported or another text waits: a book never
+    holds up a short text for hours, and texts queued together take turns."""
 
     def __init__(self, stage: RenderStage, ledger: Ledger, job: Job) -> None:
         self.stage, self.ledger, self.job = stage, ledger, job
@@ -383,4 +384,4 @@ class ChunkCheck:
         if self.stage.stopping.is_set():
             raise Yielded(f"the daemon is stopping; {done} of {total} chunks kept")
         if self.ledger.has_pending(self.stage.preempted_by):
-            raise Yielded(f"clips to import go first; {done} of {total} chunks kept")
+            raise Yielded(f"other work goes first; {done} of {total} chunks kept")

@@ -19,7 +19,7 @@ from daemon.core.config import load_settings
 from daemon.core.jobs import ImportData, JobKind, JobState
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root
-from daemon.core.worker import StageContext, Worker
+from daemon.core.worker import YIELD_FOR, StageContext, Worker
 from daemon.report.status import collect
 from daemon.service.intake import Intake
 from daemon.stages.render import RenderStage
@@ -435,6 +435,7 @@ def test_a_long_render_steps_aside_between_chunks_and_resumes_where_it_stopped(
     if why == "import":
         ledger.finish(ledger.claim({JobKind.IMPORT: 0}).id, ImportData())
     context.stopping.clear()
+    time.sleep(YIELD_FOR)  # it let the others go first
     worker.run_one(ledger.claim({JobKind.RENDER: 0}), ledger)
     done = ledger.get(job.id)
     assert done.state == JobState.DONE and done.data.progress is None and done.data.work is None
@@ -467,3 +468,28 @@ def test_a_read_only_outbox_folder_makes_the_render_wait_and_it_resumes(tts_root
         assert not text.with_suffix(".wav").exists()
     run_until_idle(tts_root)
     assert text.with_suffix(".wav").exists() and status(tts_root)["failed"] == []
+
+
+def test_texts_queued_together_take_turns_so_a_short_one_is_not_held_up_by_a_long_one(
+    tts_root, tiny_models
+):
+    configure(tts_root, {"tts": {"models_dir": str(tiny_models)}})
+    root, settings = Root.at(tts_root), load_settings(tts_root / "config.yaml")
+    long, short = (tts_root / "outbox" / "tom" / name for name in ("long.txt", "short.txt"))
+    long.write_text(LONG_TEXT)
+    short.write_text(FAST + "Just this.")
+    ledger = Ledger(root.ledger_file)
+    intake = Intake(root, settings, ledger)
+    assert intake.queue_render(long) and intake.queue_render(short)
+    worker = Worker(root.ledger_file, settings, [RenderStage(StageContext(root, settings))])
+    finished = []
+    while ledger.busy():
+        job = ledger.claim(worker.priorities)
+        if job is None:
+            time.sleep(0.05)
+            continue
+        worker.run_one(job, ledger)
+        if ledger.get(job.id).state == JobState.DONE:
+            finished.append(job.input_path.name)
+    assert finished == ["short.txt", "long.txt"]
+    assert sidecar(long)["chunks"] >= 3
