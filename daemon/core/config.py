@@ -375,6 +375,8 @@ def load_small_yaml(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"not valid YAML: {shorten(str(exc), 300)}") from None
+    except RecursionError:  # [[[[…]]]] a few thousand deep
+        raise ValueError("nested too deeply to be settings") from None
 
 
 def shorten(text: str, limit: int = 120) -> str:

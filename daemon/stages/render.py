@@ -175,7 +175,8 @@ class Renderer:
             "device": str(getattr(engine, "device", "")),
             "voicedrop": __version__,
         }
-        atomic.write_text(output.with_suffix(".json"), json.dumps(sidecar, indent=1))
+        sidecar_text = json.dumps(sidecar, indent=1, allow_nan=False)  # standard JSON only
+        atomic.write_text(output.with_suffix(".json"), sidecar_text)
         shutil.rmtree(work, ignore_errors=True)
         self.last_used = time.monotonic()
         return sidecar

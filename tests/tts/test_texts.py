@@ -119,3 +119,15 @@ def test_front_matter_over_64_kib_is_refused():
     header = "".join(f"# {'x' * 70}\n" for _ in range(1000))
     with pytest.raises(BadText, match="larger than 64 KiB"):
         split_front_matter(f"---\n{header}seed: 1\n---\nHello.", "big.txt")
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+        ("a: 1" + "0" * 5000, "digits"),
+    ],
+)
+def test_front_matter_that_would_crash_the_parser_is_refused(header, message):
+    with pytest.raises(BadText, match=message):
+        split_front_matter(f"---\n{header}\n---\nHello.", "deep.txt")
