@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,38 +27,12 @@ from pathlib import Path
 
 import yaml
 
-from bench.common import text_table
-from daemon.core.paths import Root
-from daemon.report.status import collect
+from bench.common import describe_machine, text_table
+from tests.conftest import DaemonProcess, wait_for
 from tests.faults import corpus
 
 OUT_FILE = Path(__file__).with_name("out") / "attack.json"
 SETTINGS = {"watch": {"stable_for": 0.5}, "tts": {"fetch": "never"}, "whisper": {"model": "absent"}}
-
-
-def start(root: Path, log: Path) -> subprocess.Popen:
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "run", "--root", str(root)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    wait(lambda: "voicedrop ready" in log.read_text(errors="replace"), 60)
-    return process
-
-
-def wait(predicate, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the daemon did not settle")
-        time.sleep(0.1)
-
-
-def settled(root: Path) -> bool:
-    left = [p for p in (root / "inbox" / corpus.VOICE).iterdir() if p.is_file()]
-    jobs = collect(Root.at(root))["jobs"]
-    return not left and jobs["pending"] == jobs["running"] == 0
 
 
 def one_round(base: Path, kill_after: float) -> dict[str, float]:
@@ -69,19 +41,17 @@ def one_round(base: Path, kill_after: float) -> dict[str, float]:
         [sys.executable, "-m", "daemon", "init", str(root)], check=True, capture_output=True
     )
     (root / "config.yaml").write_text(yaml.safe_dump(SETTINGS), encoding="utf-8")
-    first = start(root, base / "first.log")
+    first = DaemonProcess(root, base / "first.log").start()
     started = time.monotonic()
     dropped, texts = corpus.drop(root, base / "staging")
     time.sleep(kill_after)
-    first_peak = corpus.peak_rss_mib(first.pid)
+    first_peak = corpus.peak_rss_mib(first.process.pid)
     first.kill()
-    first.wait()
-    second = start(root, base / "second.log")
-    wait(lambda: settled(root), 300)
+    second = DaemonProcess(root, base / "second.log").start()
+    wait_for(lambda: corpus.settled(root), timeout=300, every=0.5)
     seconds = time.monotonic() - started
-    second_peak = corpus.peak_rss_mib(second.pid)
-    second.terminate()
-    assert second.wait(timeout=60) == 0
+    second_peak = corpus.peak_rss_mib(second.process.pid)
+    assert second.stop() == 0
     assert corpus.kept_clips(root) == dropped, "a dropped clip was lost or doubled"
     assert {p: p.read_bytes() for p in texts} == texts, "a text was changed"
     assert corpus.temp_files(root) == [], "temp files were left"
@@ -101,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     peaks = [r["peak_rss_mib"] for r in rounds]
     results = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": describe_machine(),
         "kill_after_s": args.kill_after,
         "rounds": rounds,
         "median_seconds": statistics.median(seconds),

@@ -124,10 +124,11 @@ class Stage:
         where = Path(getattr(exc, "filename", None) or self.root.path)
         if where.name.startswith(TEMP_PREFIX):  # the output being written: name its folder
             where = where.parent
-        if error in NO_SPACE or free_bytes(self.root.path) < LOW_DISK_BYTES:
+        free = free_bytes(self.root.path)
+        if error in NO_SPACE or free < LOW_DISK_BYTES:
             return (
-                f"the disk holding {self.root.path} is full ({free_bytes(self.root.path) >> 20}"
-                " MiB free): free some space; this resumes by itself"
+                f"the disk holding {self.root.path} is full ({free >> 20} MiB free): free some "
+                "space; this resumes by itself"
             )
         if error in NO_PERMISSION:
             return (

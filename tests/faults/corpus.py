@@ -9,7 +9,7 @@ import hashlib
 from collections import Counter
 from pathlib import Path
 
-from tests.conftest import write_wav
+from tests.conftest import status, write_wav
 from tests.tts.test_texts import BILLION_LAUGHS
 
 VOICE = "tom"
@@ -97,3 +97,10 @@ def peak_rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     line = next(line for line in status.splitlines() if line.startswith("VmHWM"))
     return int(line.split()[1]) / 1024
+
+
+def settled(root: Path) -> bool:
+    """Every clip taken from the inbox, and nothing left to run."""
+    left = [p for p in (root / "inbox" / VOICE).iterdir() if p.is_file()]
+    jobs = status(root)["jobs"]
+    return not left and jobs["pending"] == jobs["running"] == 0

@@ -10,13 +10,6 @@ from tests.conftest import DaemonProcess, status, wait_for
 from tests.faults import corpus
 
 
-def settled(root) -> bool:
-    """Every clip taken from the inbox, and nothing left to run."""
-    left = [p for p in (root / "inbox" / corpus.VOICE).iterdir() if p.is_file()]
-    jobs = status(root)["jobs"]
-    return not left and jobs["pending"] == jobs["running"] == 0
-
-
 def test_the_attack_corpus_with_a_kill_9_loses_nothing(root, tmp_path):
     daemon = DaemonProcess(root, tmp_path / "first.log").start()
     dropped, texts = corpus.drop(root, tmp_path / "staging")
@@ -24,7 +17,7 @@ def test_the_attack_corpus_with_a_kill_9_loses_nothing(root, tmp_path):
     daemon.kill()
     daemon = DaemonProcess(root, tmp_path / "second.log").start()
     try:
-        wait_for(lambda: settled(root), timeout=120, every=0.5)
+        wait_for(lambda: corpus.settled(root), timeout=120, every=0.5)
         peak_mib = corpus.peak_rss_mib(daemon.process.pid)
     finally:
         assert daemon.stop() == 0, daemon.output()
