@@ -20,7 +20,6 @@ import shutil
 import sqlite3
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -33,6 +32,7 @@ from daemon.core.clock import Clock, now_local
 from daemon.core.config import Settings, shorten
 from daemon.core.jobs import Job, JobKind
 from daemon.core.ledger import Ledger
+from daemon.core.logs import bounded_traceback
 from daemon.core.paths import Root
 
 IDLE_POLL = 5.0  # jobs queued by another process (`voicedrop transcribe`) start this soon
@@ -183,13 +183,15 @@ class Worker:
                     ledger.requeue_running()
                 self.step(ledger)
                 failures = 0
-            except Exception:
+            except Exception as exc:
                 failures += 1
                 pause = min(LOOP_BACKOFF_MAX, LOOP_BACKOFF_FIRST * 2 ** (failures - 1))
-                logger.opt(exception=True).error(
-                    "worker: unexpected error outside a job ({} in a row); going on in {:.1f} s",
+                logger.error(
+                    "worker: unexpected error outside a job ({} in a row); "
+                    "going on in {:.1f} s:\n{}",
                     failures,
                     pause,
+                    bounded_traceback(exc),
                 )
                 ledger = self.reopen(ledger)
                 self.wake.wait(timeout=pause)
@@ -247,7 +249,7 @@ class Worker:
         except Exception as exc:
             problem = stage.environment_problem(exc)
             if problem is not None:
-                logger.opt(exception=exc).debug("{} job {} raised", job.kind, job.id)
+                logger.debug("{} job {} raised:\n{}", job.kind, job.id, bounded_traceback(exc))
                 self.wait(job, ledger, f"{problem} ({type(exc).__name__}: {exc})")
             elif is_transient(exc):
                 self.retry_or_give_up(stage, job, ledger, exc)
@@ -272,7 +274,7 @@ class Worker:
 
     def retry_or_give_up(self, stage: Stage, job: Job, ledger: Ledger, exc: Exception) -> None:
         error = shorten(f"{type(exc).__name__}: {exc}", MAX_REASON)
-        logger.debug("{} job {} raised:\n{}", job.kind, job.id, traceback.format_exc())
+        logger.debug("{} job {} raised:\n{}", job.kind, job.id, bounded_traceback(exc))
         if job.attempts >= self.settings.jobs.max_attempts:
             reason = f"failed {job.attempts} times; last error: {error}"
             self.give_up(stage, job, ledger, reason)
@@ -291,8 +293,11 @@ class Worker:
 
     def fail_on_bug(self, stage: Stage, job: Job, ledger: Ledger, exc: Exception) -> None:
         """A bug does not pass by retrying and is never the input's fault: say so."""
-        logger.opt(exception=exc).error(
-            "{} job {}: internal error (a bug in voicedrop); traceback follows", job.kind, job.id
+        logger.error(
+            "{} job {}: internal error (a bug in voicedrop):\n{}",
+            job.kind,
+            job.id,
+            bounded_traceback(exc),
         )
         reason = (
             f"voicedrop hit an internal error ({type(exc).__name__}: {exc}); this is a bug in "

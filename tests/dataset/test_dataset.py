@@ -221,3 +221,26 @@ def test_a_missing_whisper_model_makes_transcription_wait(root):
     report = status(root)
     assert report["jobs"]["waiting"] == 1
     assert "models/not-there does not exist" in report["voices"]["wait"]["waiting"][0]["reason"]
+
+
+def test_lists_never_carry_a_field_separator_or_a_line_break(root):
+    """A whisper.json written before names were made safe may still hold `pipe|name_00000`;
+    Whisper may hear a `|`. The list format has no escaping, so neither may reach a line."""
+    from daemon.core.config import Settings
+    from daemon.core.paths import Root
+    from daemon.dataset.lists import Transcripts, dataset_lines
+
+    transcripts = Transcripts(Root.at(root).voice("tom"))
+    transcripts.entries = {
+        "old|name.wav": {
+            "clip": "old|name.wav",
+            "pieces": [{"file": "old|name_00000.wav", "text": "Lost.", "duration": 3.0}],
+        },
+        "fine.wav": {
+            "clip": "fine.wav",
+            "pieces": [{"file": "fine_00000.wav", "text": "A | B\nC.", "duration": 3.0}],
+        },
+    }
+    lines = dataset_lines(transcripts, Settings())
+    every = lines["train"] + lines["validation"]
+    assert every == ["audio/fine_00000.wav|A B C."]
