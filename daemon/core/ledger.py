@@ -190,10 +190,6 @@ class Ledger:
                 ).rowcount
         return added
 
-    def is_empty(self) -> bool:
-        """No job at all: a new, deleted or set-aside ledger, which start-up rebuilds."""
-        return self.db.execute("SELECT 1 FROM jobs LIMIT 1").fetchone() is None
-
     def requeue(self, job_id: int, input_path: Path, data: JobData | None = None) -> None:
         """Give a finished job a fresh start, e.g. when a rejected file is dropped again;
         `data` replaces its record (to carry a request such as `force`)."""

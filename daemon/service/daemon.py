@@ -121,8 +121,9 @@ class Daemon:
 
     def open_ledger(self) -> Ledger:
         """The ledger is a cache of the folders: a damaged one would stop every start with a
-        sqlite3 error, so it is set aside; an empty one (new, deleted, set aside) is filled
-        from voices/ before recovery and reconciliation queue what is missing."""
+        sqlite3 error, so it is set aside; what it does not know of voices/ (all of it when
+        new, deleted or set aside) is filled in before recovery and reconciliation queue what
+        is missing."""
         path = self.root.ledger_file
         problem = ledger_problem(path)
         if problem is not None:
@@ -135,21 +136,19 @@ class Daemon:
                 kept.name,
             )
         ledger = Ledger(path)
-        if ledger.is_empty():
-            rebuilt = rebuild_ledger(self.root, ledger)
-            if rebuilt.clips or rebuilt.orphans:
-                logger.warning(
-                    "rebuilt the job ledger from the folders: {} imported clips, {} of them "
-                    "transcribed; the others are queued for transcription",
-                    rebuilt.clips,
-                    rebuilt.transcribed,
-                )
-            if rebuilt.orphans:
-                logger.warning(
-                    "clips without their original in originals/ (left as they are, not "
-                    "counted): {}",
-                    ", ".join(rebuilt.orphans),
-                )
+        rebuilt = rebuild_ledger(self.root, ledger)
+        if rebuilt.clips:
+            logger.warning(
+                "rebuilt the job ledger from the folders: {} imported clips, {} of them "
+                "transcribed; the others are queued for transcription",
+                rebuilt.clips,
+                rebuilt.transcribed,
+            )
+        if rebuilt.orphans:
+            logger.warning(
+                "clips without their original in originals/ (left as they are, not counted): {}",
+                ", ".join(rebuilt.orphans),
+            )
         return ledger
 
     def start_fetching(self, worker: Worker) -> BackgroundFetch | None:
