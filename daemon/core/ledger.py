@@ -10,6 +10,7 @@ The ledger is a cache of what the folders show: a damaged one is set aside (`led
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import time
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from daemon.core.jobs import DATA_OF, FoundJob, Job, JobData, JobKind, JobState
+from daemon.core.jobs import DATA_OF, FoundJob, Job, JobData, JobKind, JobState, Outcome
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -255,13 +256,16 @@ class Ledger:
             data=data.ended().to_json(),
         )
 
-    def fail(self, job_id: int, error: str) -> None:
+    def fail(self, job_id: int, error: str, outcome: Outcome | None = None) -> None:
+        data = self.get(job_id).data.ended()
+        if outcome is not None:
+            data = dataclasses.replace(data, outcome=outcome)
         self._update(
             job_id,
             state=JobState.FAILED,
             last_error=error,
             finished_at=time.time(),
-            data=self.get(job_id).data.ended().to_json(),
+            data=data.to_json(),
         )
 
     def retry_later(self, job_id: int, error: str, delay: float) -> None:

@@ -30,7 +30,7 @@ from loguru import logger
 from daemon.core.atomic import TEMP_PREFIX
 from daemon.core.clock import Clock, now_local
 from daemon.core.config import Settings, shorten
-from daemon.core.jobs import Job, JobKind
+from daemon.core.jobs import Job, JobKind, Outcome
 from daemon.core.ledger import Ledger
 from daemon.core.logs import bounded_traceback
 from daemon.core.paths import Root
@@ -95,6 +95,7 @@ class Stage:
     device: ClassVar[Device] = Device.NONE
     preempted_by: ClassVar[tuple[JobKind, ...]] = ()  # queued jobs of these kinds make it yield
     foreground: ClassVar[str | None] = None  # the CLI command that runs it without a daemon
+    retry_after_crash: ClassVar[float | None] = None  # s; None: given up until the user acts
 
     def __init__(self, context: StageContext) -> None:
         self.root = context.root
@@ -306,7 +307,9 @@ class Worker:
         )
         self.give_up(stage, job, ledger, reason)
 
-    def give_up(self, stage: Stage, job: Job, ledger: Ledger, reason: str) -> None:
+    def give_up(
+        self, stage: Stage, job: Job, ledger: Ledger, reason: str, outcome: Outcome | None = None
+    ) -> None:
         """The stage files the input away as the job's record stands now (the run may have
         recorded where it put things since the job was claimed); the reason is bounded,
         whatever it quotes."""
@@ -315,7 +318,7 @@ class Worker:
             stage.give_up(ledger.get(job.id), reason)
         except Exception as exc:
             logger.error("{} job {}: could not file the input away: {}", job.kind, job.id, exc)
-        ledger.fail(job.id, reason)
+        ledger.fail(job.id, reason, outcome)
         logger.error("{} job {} failed for good: {}", job.kind, job.id, reason)
 
 
