@@ -46,7 +46,8 @@ def bounded_traceback(exc: BaseException) -> str:
     """The traceback of `exc` for the log, its middle cut when an exception's text is huge
     (a message quoting a whole input): the frames at both ends are what a bug report needs."""
     text = "".join(traceback.format_exception(exc)).rstrip()
-    if len(text) <= MAX_MESSAGE:
+    budget = MAX_MESSAGE - 2000  # the rest of the line fits beside it under the cap
+    if len(text) <= budget:
         return text
-    half = MAX_MESSAGE // 2
+    half = budget // 2
     return f"{text[:half]}\n… ({len(text) - 2 * half} characters cut) …\n{text[-half:]}"
