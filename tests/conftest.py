@@ -39,6 +39,9 @@ TEST_SETTINGS = {
     # Random weights never emit the stop code: every candidate runs to this limit. The daemon
     # goes online only in tests that ask for it (against a local stand-in).
     "tts": {"max_mel_tokens": 46, "fetch": "never"},
+    # Tiny random weights babble, so the render check would fail and retry every chunk; the
+    # tests of the check (tests/quality/test_render_check.py) turn it on.
+    "render": {"check": False},
     # No training window opens while tests run, unless a test asks for one.
     "training": {"schedule": "0 0 1 1 *", "catch_up": 0},
     "models": {"store": EMPTY_STORE},

@@ -106,3 +106,14 @@ def removed_clips(voice: VoicePaths, transcripts: Transcripts) -> list[str]:
         for name, entry in transcripts.entries.items()
         if not (voice.originals / entry["original"]).exists()
     )
+
+
+def known_language(voice: VoicePaths, settings: Settings) -> str | None:
+    """The configured language, else the one detected once for the voice; None before its
+    first transcription."""
+    if settings.whisper.language:
+        return settings.whisper.language
+    detected = voice.dataset / "language.json"
+    if detected.exists():
+        return json.loads(detected.read_text(encoding="utf-8"))["language"]
+    return None

@@ -3,6 +3,7 @@ and timed transcription (segments with word timings) per clip."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -135,6 +136,13 @@ class Whisper:
             segments=collected,
             seconds=time.monotonic() - started,
         )
+
+
+@functools.cache
+def shared_whisper() -> Whisper:
+    """The process's one Whisper: transcription, cutting [bracketed] prompts and the render
+    check share the loaded model rather than each holding a copy."""
+    return Whisper()
 
 
 def segment_dict(segment: Any) -> dict[str, Any]:

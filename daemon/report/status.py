@@ -17,7 +17,7 @@ from daemon.core.ledger import Ledger, open_checked
 from daemon.core.paths import Root, VoicePaths
 from daemon.dataset.lists import Transcripts
 from daemon.service.lock import running_pid
-from daemon.tts.outputs import ERROR_SUFFIX, name_problem
+from daemon.tts.outputs import CHECK_SUFFIX, ERROR_SUFFIX, name_problem
 
 DEFAULT_REAL_TIME_FACTOR = 0.3  # Whisper's speed on a CPU until a voice's own is measured
 ACTIVE = (JobState.PENDING, JobState.RUNNING, JobState.WAITING)
@@ -90,6 +90,7 @@ def voice_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
         "training": training_report(voice, ledger),
         "rejected": rejected_files(voice),
         "refused_texts": refused_texts(voice),
+        "flagged_renders": flagged_renders(voice),
         "waiting": [
             {"file": job.input_path.name, "kind": job.kind, "reason": job.last_error}
             for job in ledger.jobs(voice=voice.name, state=JobState.WAITING)
@@ -189,13 +190,28 @@ def refused_texts(voice: VoicePaths) -> list[dict[str, str]]:
     texts = sorted(
         path
         for path in voice.outbox.iterdir()
-        if path.suffix.lower() == ".txt" and not path.name.endswith(ERROR_SUFFIX)
+        if path.suffix.lower() == ".txt" and not path.name.endswith((ERROR_SUFFIX, CHECK_SUFFIX))
     )
     return [
         {"file": text.name, "reason": problem}
         for text in texts
         if text.is_file() and (problem := name_problem(text))
     ]
+
+
+def flagged_renders(voice: VoicePaths) -> list[dict[str, str]]:
+    """Renders written with chunks that still failed the render check: the `.check.txt`
+    beside them is the truth, so listening and deleting it clears the flag."""
+    if not voice.outbox.is_dir():
+        return []
+    flagged = []
+    for note in sorted(voice.outbox.glob(f"*{CHECK_SUFFIX}")):
+        try:
+            summary = note.read_text(encoding="utf-8").partition("\n")[0]
+        except (OSError, UnicodeDecodeError):
+            continue
+        flagged.append({"file": note.name.removesuffix(CHECK_SUFFIX) + ".wav", "check": summary})
+    return flagged
 
 
 def rejected_files(voice: VoicePaths) -> list[dict[str, str]]:
@@ -281,6 +297,7 @@ def render_text(report: dict[str, Any]) -> str:
         lines += [f"  dataset  {u}" for u in voice["dataset"]["unknown_tokens"]]
         lines += [f"  rejected {r['file']}: {r['reason']}" for r in voice["rejected"]]
         lines += [f"  refused  {r['file']!r}: {r['reason']}" for r in voice["refused_texts"]]
+        lines += [f"  flagged  {f['file']}: {f['check']}" for f in voice["flagged_renders"]]
         lines += [f"  waiting  {w['file']}: {w['reason']}" for w in voice["waiting"]]
         lines += [rendering_line(r) for r in voice["rendering"]]
     for name, why in report["refused_voices"].items():

@@ -22,11 +22,12 @@ from watchdog.observers.polling import PollingObserver
 
 from daemon.core.config import Settings
 from daemon.core.paths import REJECTED_DIR, Root
+from daemon.tts.outputs import CHECK_SUFFIX, ERROR_SUFFIX
 
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "9p", "afs", "ceph")
 IGNORED_NAMES = ("Thumbs.db", "desktop.ini", "@eaDir", "$RECYCLE.BIN", "lost+found")
 IGNORED_PATTERNS = ("*.part", "*.tmp", "*.crdownload", "*.partial", "*.download", "*~")
-SIDECAR_SUFFIXES = (".reason.txt", ".error.txt")
+SIDECAR_SUFFIXES = (".reason.txt", ERROR_SUFFIX, CHECK_SUFFIX)  # notes the daemon writes
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from daemon.core.config import (
     TtsSettings,
     load_settings,
     load_voice_settings,
+    shorten,
     text_settings,
 )
 from daemon.core.files import cached_sha256, file_sha256
@@ -38,6 +39,21 @@ from daemon.core.jobs import Job, JobKind, JobState, Outcome, RenderData, Render
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoicePaths
 from daemon.core.worker import Blocked, Device, Rejected, Stage, StageContext, Yielded
+from daemon.dataset.lists import known_language
+from daemon.dataset.whisper import shared_whisper
+from daemon.quality.render_check import (
+    Attempt,
+    CheckLimits,
+    ChunkVerdict,
+    RenderCheck,
+    check_report,
+    flag_text,
+    keep_best,
+    next_seed,
+    read_verdict,
+    spoken_text,
+)
+from daemon.quality.speaker import shared_encoder
 from daemon.tts.latents import NoClips, cached_latents, voice_clips
 from daemon.tts.outputs import Outputs
 from daemon.tts.redact import Redaction, check_brackets, redact
@@ -55,7 +71,8 @@ class Renderer:
     def __init__(self, root: Root, settings: Settings | None = None) -> None:
         self.root = root
         self.settings = settings if settings is not None else load_settings(root.config_file)
-        self.whisper = None  # loaded for the first chunk with a [bracketed] prompt
+        self.whisper = shared_whisper()  # for [bracketed] prompts and the render check
+        self.encoder = shared_encoder()  # for the render check
         self.engine = None
         self.engine_key: tuple | None = None
         self.last_used = time.monotonic()
@@ -78,9 +95,8 @@ class Renderer:
     def release(self) -> None:
         if self.engine is not None:
             self.engine.release()
-        if self.whisper is not None:
-            self.whisper.release()
-        self.whisper = None
+        self.whisper.release()
+        self.encoder.release()
         self.engine = None
         self.engine_key = None
 
@@ -140,10 +156,13 @@ class Renderer:
         generation = settings.generation()
         chunks = chunk_text(body, engine.text_token_count, engine.max_text_tokens)
         work = self.work_dir(text_hash, generation, hashes, latents_key)
+        check = self.render_check(voice)
         rendered = self.render_chunks(
-            engine, chunks, latents, generation, autoregressive, work, output.name, before_chunk
+            engine, chunks, latents, generation, autoregressive, work, output.name, before_chunk,
+            check,
         )
-        audio_parts = [audio for audio, _ in rendered]
+        audio_parts = [chunk.audio for chunk in rendered]
+        verdicts = [chunk.verdict for chunk in rendered]
         audio = join_chunks(audio_parts, engine.SAMPLE_RATE, settings.output_sample_rate)
         write_wav(output, audio, settings.output_sample_rate)
         total = time.monotonic() - started
@@ -164,18 +183,21 @@ class Renderer:
                 "generated_mel_tokens": engine.generation_length(generation),
             },
             "chunks": len(chunks),
-            "redaction": [str(status) for _, status in rendered],
+            "redaction": [str(chunk.redaction) for chunk in rendered],
             "latents": latents_key,
             "timings": {
                 "latents_seconds": round(latent_seconds, 3),
+                "check_seconds": None if check is None else round(check.seconds, 3),
                 "total_seconds": round(total, 3),
             },
             "audio_seconds": round(audio_seconds, 3),
+            "check": None if check is None else check_report(verdicts, check.limits),
             "real_time_factor": round(total / max(audio_seconds, 1e-9), 4),
             "device": str(getattr(engine, "device", "")),
             "voicedrop": __version__,
         }
         sidecar_text = json.dumps(sidecar, indent=1, allow_nan=False)  # standard JSON only
+        write_flag(output, verdicts, check)
         atomic.write_text(output.with_suffix(".json"), sidecar_text)
         shutil.rmtree(work, ignore_errors=True)
         self.last_used = time.monotonic()
@@ -194,16 +216,82 @@ class Renderer:
         """Cut the chunk's [bracketed] prompt, finding it with the Whisper model."""
         if "[" not in chunk:
             return audio, Redaction.NONE
-        from daemon.dataset.whisper import Whisper, WhisperOptions
+        from daemon.dataset.whisper import WhisperOptions
         from daemon.weights.store import ModelMissing
 
-        if self.whisper is None:
-            self.whisper = Whisper()
         try:
             options = WhisperOptions.from_settings(self.settings, self.root)
         except ModelMissing as exc:
             raise Blocked(f"cutting [bracketed] prompts needs the Whisper model: {exc}") from exc
         return redact(audio, rate, chunk, self.whisper, options, self.settings.whisper.language)
+
+    def render_checked(
+        self,
+        engine,
+        index: int,
+        chunk: str,
+        latents,
+        generation,
+        autoregressive: Path | None,
+        check: RenderCheck | None,
+    ) -> RenderedChunk:
+        """One chunk, listened to when the check is on: rendered again with the next seed
+        while it fails, up to the retries, and the best attempt kept."""
+        tries: list[tuple[np.ndarray, Redaction]] = []
+        attempts: list[Attempt] = []
+        for attempt in range(1 + (check.limits.retries if check is not None else 0)):
+            seeded = replace(generation, seed=next_seed(generation.seed, attempt))
+            audio = engine.render(chunk, latents, seeded, autoregressive=autoregressive)
+            audio, redaction = self.redact(audio, engine.SAMPLE_RATE, chunk)
+            if check is None:
+                return RenderedChunk(audio, redaction, None)
+            tries.append((audio, redaction))
+            heard = check.judge(
+                audio, engine.SAMPLE_RATE, spoken_text(chunk, redaction), seeded.seed
+            )
+            attempts.append(heard)
+            if heard.passes(check.limits):
+                break
+            logger.info(
+                "chunk {} heard as {!r} (character error rate {:.2f}, speaker similarity {}){}",
+                index + 1,
+                shorten(heard.heard, 120),
+                heard.cer,
+                "-" if heard.similarity is None else f"{heard.similarity:.2f}",
+                "; rendering it again with the next seed"
+                if attempt < check.limits.retries
+                else "; keeping the best attempt",
+            )
+        best = keep_best(attempts, check.limits)
+        verdict = ChunkVerdict(
+            index, chunk, tuple(attempts), best, attempts[best].passes(check.limits)
+        )
+        return RenderedChunk(*tries[best], verdict)
+
+    def render_check(self, voice: VoicePaths) -> RenderCheck | None:
+        """The listeners for one text in `voice` (None with `render.check: off`): the voice's
+        reference embedding and Whisper with the dataset's options and the voice's language."""
+        rules = self.settings.render
+        if not rules.check:
+            return None
+        from daemon.dataset.whisper import WhisperOptions
+        from daemon.quality.speaker import NotEnoughSpeech, voice_embedding
+        from daemon.weights.store import ModelMissing
+
+        try:
+            options = WhisperOptions.from_settings(self.settings, self.root)
+        except ModelMissing as exc:
+            raise Blocked(
+                f"the render check needs the Whisper model: {exc} (or set render.check: off)"
+            ) from exc
+        self.whisper.load(options)
+        try:
+            reference = voice_embedding(voice, self.encoder)
+        except (NoClips, NotEnoughSpeech):
+            reference = None  # no clip with enough speech: only the words are checked
+        limits = CheckLimits(rules.max_cer, rules.min_similarity, rules.retries)
+        language = known_language(voice, self.settings)
+        return RenderCheck(self.whisper, language, self.encoder, reference, limits)
 
     def render_chunks(
         self,
@@ -215,28 +303,29 @@ class Renderer:
         work: Path,
         name: str,
         before_chunk: Callable[[Path, int, int, float | None], None] | None = None,
-    ) -> list[tuple[np.ndarray, Redaction]]:
-        """Each chunk's audio, [bracketed] prompts cut, and what the cut did. Each finished
-        chunk is kept in `work`; `before_chunk(work, done, total, eta)` runs before every
-        chunk but the first this call renders, and may raise to stop there (Yielded)."""
+        check: RenderCheck | None = None,
+    ) -> list[RenderedChunk]:
+        """Each chunk's audio, [bracketed] prompts cut, what the cut did and what the check
+        heard. Each finished chunk is kept in `work`; `before_chunk(work, done, total, eta)`
+        runs before every chunk but the first this call renders, and may raise to stop there
+        (Yielded)."""
         parts = []
         started = time.monotonic()
         reused = 0
         eta: float | None = None
         for index, chunk in enumerate(chunks):
-            part, status_file = work / f"{index:05d}.npy", work / f"{index:05d}.redaction"
-            if part.exists() and status_file.exists():
-                parts.append((np.load(part), Redaction(status_file.read_text().strip())))
+            kept = RenderedChunk.load(work, index)
+            if kept is not None:
+                parts.append(kept)
                 reused += 1
                 continue
             if before_chunk is not None and index > reused:
                 before_chunk(work, index, len(chunks), eta)
-            audio = engine.render(chunk, latents, generation, autoregressive=autoregressive)
-            audio, status = self.redact(audio, engine.SAMPLE_RATE, chunk)
-            with atomic.atomic_path(part) as tmp:
-                np.save(tmp, audio)
-            atomic.write_text(status_file, f"{status}\n")
-            parts.append((audio, status))
+            rendered = self.render_checked(
+                engine, index, chunk, latents, generation, autoregressive, check
+            )
+            rendered.save(work, index)
+            parts.append(rendered)
             done = index + 1 - reused
             eta = (time.monotonic() - started) / done * (len(chunks) - index - 1)
             logger.info(
@@ -252,6 +341,49 @@ class Renderer:
                 "rendering {}: reused {} chunks finished before an interruption", name, reused
             )
         return parts
+
+
+@dataclass(frozen=True)
+class RenderedChunk:
+    """A finished chunk: its audio, what cutting [brackets] did, and what the check heard."""
+
+    audio: np.ndarray
+    redaction: Redaction
+    verdict: ChunkVerdict | None
+
+    @staticmethod
+    def files(work: Path, index: int) -> tuple[Path, Path, Path]:
+        stem = f"{index:05d}"
+        return work / f"{stem}.npy", work / f"{stem}.redaction", work / f"{stem}.check.json"
+
+    @classmethod
+    def load(cls, work: Path, index: int) -> RenderedChunk | None:
+        """The chunk as a render killed later left it; None if it was not finished."""
+        audio, redaction, verdict = cls.files(work, index)
+        if not (audio.exists() and redaction.exists()):
+            return None
+        checked = read_verdict(verdict) if verdict.exists() else None
+        return cls(np.load(audio), Redaction(redaction.read_text().strip()), checked)
+
+    def save(self, work: Path, index: int) -> None:
+        """The verdict first, the audio and its redaction last: those mark it finished."""
+        audio, redaction, verdict = self.files(work, index)
+        if self.verdict is not None:
+            atomic.write_text(verdict, self.verdict.to_json())
+        with atomic.atomic_path(audio) as tmp:
+            np.save(tmp, self.audio)
+        atomic.write_text(redaction, f"{self.redaction}\n")
+
+
+def write_flag(output: Path, verdicts: list[ChunkVerdict | None], check: RenderCheck | None):
+    """`<name>.check.txt` beside a render whose chunks still failed the check; a render that
+    passed removes the flag of an earlier one."""
+    flag = Outputs.of(output).check
+    failed = check is not None and any(v is not None and not v.passed for v in verdicts)
+    if failed:
+        atomic.write_text(flag, flag_text(output.name, verdicts, check.limits))
+    else:
+        flag.unlink(missing_ok=True)
 
 
 def join_chunks(parts: list[np.ndarray], rate: int, output_rate: int) -> np.ndarray:
@@ -299,7 +431,7 @@ class RenderStage(Stage):
                 tts,
                 outputs.wav,
                 job.content_hash,
-                ChunkCheck(self, ledger, job),
+                BetweenChunks(self, ledger, job),
             )
         except Blocked as exc:
             atomic.write_text(outputs.error, f"{exc}\n")
@@ -370,7 +502,7 @@ def too_long(text: Path, size: int, max_chars: int, unit: str) -> str:
     )
 
 
-class ChunkCheck:
+class BetweenChunks:
     """Between chunks: record progress for `status`, and step aside (the chunks are kept)
     when the daemon stops, a clip is to be imported or another text waits: a book never
     holds up a short text for hours, and texts queued together take turns."""

@@ -8,7 +8,6 @@ device), when the window closes (it waits for the next night) and when the daemo
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import replace
 
@@ -19,6 +18,7 @@ from daemon.core.jobs import Job, JobKind, JobState, Outcome, TrainData, TrainPr
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoicePaths
 from daemon.core.worker import Blocked, Device, Rejected, Stage
+from daemon.dataset.lists import known_language
 from daemon.service.schedule import in_window, next_start
 
 PROGRESS_EVERY = 5.0
@@ -132,12 +132,7 @@ class TrainStage(Stage):
             raise Blocked(str(exc)) from exc
 
     def language(self, voice: VoicePaths, settings: Settings) -> str:
-        if settings.whisper.language:
-            return settings.whisper.language
-        detected = voice.dataset / "language.json"
-        if detected.exists():
-            return json.loads(detected.read_text(encoding="utf-8"))["language"]
-        return "en"
+        return known_language(voice, settings) or "en"
 
     def give_up(self, job: Job, reason: str) -> None:
         logger.error("voice {}: fine-tuning failed: {}", job.voice, reason)

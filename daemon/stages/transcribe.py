@@ -24,12 +24,13 @@ from daemon.dataset.lists import (
     CLIP_RATE,
     Transcripts,
     clean_text,
+    known_language,
     remove_piece_files,
     unknown_characters,
     write_lists,
 )
 from daemon.dataset.slicing import Piece, adjust, plan_pieces
-from daemon.dataset.whisper import Whisper, WhisperOptions, load_for_whisper
+from daemon.dataset.whisper import WhisperOptions, load_for_whisper, shared_whisper
 from daemon.weights.store import ModelMissing
 
 CRASH_RETRY_AFTER = 24 * 3600.0  # s before a transcription given up by the crash guard runs again
@@ -46,7 +47,7 @@ class TranscribeStage(Stage):
 
     def __init__(self, context: StageContext) -> None:
         super().__init__(context)
-        self.whisper = Whisper()
+        self.whisper = shared_whisper()
 
     def run(self, job: Job, ledger: Ledger) -> None:
         voice = self.root.voice(job.voice)
@@ -156,11 +157,10 @@ class TranscribeStage(Stage):
 
     def language(self, voice: VoicePaths, settings: Settings, options: WhisperOptions) -> str:
         """The configured language, else the one detected once for this voice and stored."""
-        if settings.whisper.language:
-            return settings.whisper.language
+        known = known_language(voice, settings)
+        if known is not None:
+            return known
         stored = voice.dataset / "language.json"
-        if stored.exists():
-            return json.loads(stored.read_text(encoding="utf-8"))["language"]
         clips = longest_clips(voice)
         language, probability = self.whisper.detect_language(
             options, [load_for_whisper(c) for c in clips]

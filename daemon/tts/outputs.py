@@ -1,6 +1,6 @@
 """What a rendered text leaves beside itself: <name>.wav, the <name>.json sidecar saying how
-it was made, and <name>.error.txt while it cannot be rendered. A new output format is named
-here."""
+it was made, <name>.error.txt while it cannot be rendered and <name>.check.txt while chunks
+fail the render check. A new output format is named here."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from daemon.core.files import file_sha256
 from daemon.core.paths import NAME_MAX
 
 ERROR_SUFFIX = ".error.txt"
+CHECK_SUFFIX = ".check.txt"
 
 
 @dataclass(frozen=True)
@@ -19,13 +20,19 @@ class Outputs:
     wav: Path
     sidecar: Path
     error: Path
+    check: Path  # written while chunks fail the render check after their retries
 
     def files(self) -> tuple[Path, ...]:
-        return (self.wav, self.sidecar, self.error)
+        return (self.wav, self.sidecar, self.error, self.check)
 
     @classmethod
     def of(cls, text: Path) -> Outputs:
-        return cls(text.with_suffix(".wav"), text.with_suffix(".json"), error_file(text))
+        return cls(
+            text.with_suffix(".wav"),
+            text.with_suffix(".json"),
+            error_file(text),
+            text.with_suffix(CHECK_SUFFIX),
+        )
 
 
 def error_file(text: Path) -> Path:
