@@ -18,6 +18,7 @@ from typing import Any
 from daemon.core import atomic
 from daemon.core.config import Settings
 from daemon.core.paths import VoicePaths
+from daemon.quality.held import held_clips
 
 CLIP_RATE = 22050
 UNKNOWN_TOKEN = 1
@@ -36,10 +37,15 @@ class Transcripts:
         atomic.write_text(self.path, json.dumps(self.entries, indent=1, ensure_ascii=False))
 
 
-def dataset_lines(transcripts: Transcripts, settings: Settings) -> dict[str, list[str]]:
-    """Every piece of every clip, split deterministically into train and validation."""
+def dataset_lines(
+    transcripts: Transcripts, settings: Settings, held: set[str]
+) -> dict[str, list[str]]:
+    """Every piece of every clip but the `held` ones (another speaker, until kept), split
+    deterministically into train and validation."""
     lines: dict[str, list[str]] = {"train": [], "validation": []}
     for clip in sorted(transcripts.entries.values(), key=lambda e: e["clip"]):
+        if clip["clip"] in held:
+            continue
         for piece in clip["pieces"]:
             line = f"audio/{piece['file']}|{piece['text']}"
             split = "validation" if is_validation(piece, settings) else "train"
@@ -60,7 +66,7 @@ def is_validation(piece: dict[str, Any], settings: Settings) -> bool:
 
 
 def write_lists(voice: VoicePaths, transcripts: Transcripts, settings: Settings) -> dict[str, int]:
-    lines = dataset_lines(transcripts, settings)
+    lines = dataset_lines(transcripts, settings, held_clips(voice))
     for split, rows in lines.items():
         atomic.write_text(voice.dataset / f"{split}.txt", "".join(f"{row}\n" for row in rows))
     return {split: len(rows) for split, rows in lines.items()}
