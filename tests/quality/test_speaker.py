@@ -57,7 +57,7 @@ def test_the_sample_rate_does_not_change_who_speaks(encoder):
 
 def test_too_little_speech_is_refused_not_guessed(encoder):
     audio, rate = sf.read(tortoise_clips("tom")[0], dtype="float32")
-    with pytest.raises(NotEnoughSpeech, match="0.5 s needed"):
+    with pytest.raises(NotEnoughSpeech, match=r"0\.5 s needed"):
         encoder.embed(audio[: int(0.3 * rate)], rate)
     with pytest.raises(NotEnoughSpeech):
         encoder.embed(np.zeros(2 * rate, np.float32), rate)
