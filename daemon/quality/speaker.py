@@ -191,11 +191,15 @@ def check_clip(
                 continue
     if len(others) < min_clips:
         return None
+    return judge(clip_embedding(voice, clip, encoder), others, min_similarity)
+
+
+def judge(embedding: np.ndarray, others: list[np.ndarray], min_similarity: float) -> SpeakerCheck:
+    """The rule on embeddings alone (bench/speaker_bench.py runs it on TorToiSe's voices)."""
     typical = [
         similarity(one, np.mean(others[:i] + others[i + 1 :], axis=0))
         for i, one in enumerate(others)
     ]
-    embedding = clip_embedding(voice, clip, encoder)
     return SpeakerCheck(
         similarity=round(similarity(embedding, np.mean(others, axis=0)), 4),
         typical_low=round(min(typical), 4),
