@@ -3,6 +3,8 @@ reference embedding, cached beside its latents."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from itertools import combinations
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from daemon.core.jobs import SpeakerCheck
+from daemon.core.jobs import ImportData, SpeakerCheck
 from daemon.core.paths import Root, VoicePaths
 from daemon.quality.held import SpeakerDecisions
 from daemon.quality.speaker import (
@@ -96,3 +98,30 @@ def test_a_voice_with_too_few_clips_is_not_compared(encoder, tmp_path):
     check = check_clip(voice, voice.clips / tom[0].name, encoder, 0.8, 3)
     assert isinstance(check, SpeakerCheck) and not check.mismatch
     assert check.compared_with == 3, "the clip itself and no other is left out"
+
+
+def test_import_records_from_before_the_check_still_read():
+    """A ledger written before the speaker check: its clips read as not compared."""
+    analysis = {
+        "duration": 8.0,
+        "peak_dbfs": -1.0,
+        "clipping_share": 0.0,
+        "rms_dbfs": -20.0,
+        "lufs": -19.0,
+        "noise_floor_dbfs": -70.0,
+        "snr_db": 45.0,
+        "silence_share": 0.1,
+        "sample_rate": 22050,
+        "channels": 1,
+        "codec": "pcm_s16le",
+        "warnings": [],
+    }
+    old = ImportData.from_json(
+        json.dumps({"version": 1, "outcome": "imported", "analysis": analysis})
+    )
+    assert old.analysis is not None and old.analysis.duration == 8.0
+    assert old.analysis.speaker is None
+    check = SpeakerCheck(0.5, 0.85, 0.95, 0.8, 4)
+    checked = dataclasses.replace(old, analysis=dataclasses.replace(old.analysis, speaker=check))
+    again = ImportData.from_json(checked.to_json())
+    assert again.analysis.speaker == check and again.analysis.speaker.mismatch
