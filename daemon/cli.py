@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--now", action="store_true", help="start now instead of in the window")
     train.set_defaults(handler=cmd_train)
 
+    keep = commands.add_parser(
+        "keep", help="use a clip the import held back as another speaker (see status)"
+    )
+    add_root(keep)
+    keep.add_argument("voice")
+    keep.add_argument("clip", help="the clip's name, as status shows it (grace.wav)")
+    keep.set_defaults(handler=cmd_keep)
+
     render = commands.add_parser("render", help="render one text with a voice, now")
     add_root(render)
     render.add_argument("voice")
@@ -224,6 +232,33 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"queued fine-tuning of {voice.name}; {who} runs it {when}")
         return 0
     return run_in_foreground(root, settings, "train")
+
+
+def cmd_keep(args: argparse.Namespace) -> int:
+    """Record the decision in the voice's folder and rewrite the dataset lists with the clip's
+    lines; the latents follow by themselves (their key covers the clips they are made from)."""
+    from daemon.core.config import load_voice_settings
+    from daemon.dataset.lists import Transcripts, write_lists
+    from daemon.quality.held import NotHeld, SpeakerDecisions
+
+    root, settings = open_root(args.root)
+    voice = root.voice(args.voice)
+    decisions = SpeakerDecisions(voice)
+    name = args.clip if args.clip in decisions.clips else f"{Path(args.clip).stem}.wav"
+    try:
+        kept = decisions.keep(name)
+    except NotHeld as exc:
+        print(f"voicedrop: {exc}", file=sys.stderr)
+        return 1
+    transcripts = Transcripts(voice)
+    if transcripts.entries:
+        write_lists(voice, transcripts, load_voice_settings(settings, voice.config_file))
+    pieces = len(transcripts.entries.get(name, {}).get("pieces", []))
+    print(
+        f"voice {voice.name} keeps {name} (similarity {kept.check.similarity:.2f}): its "
+        f"{pieces} dataset lines are in the lists, and the next render's latents use it"
+    )
+    return 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:

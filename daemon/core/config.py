@@ -65,6 +65,9 @@ class ImportSettings:
     warn_long_seconds: float = 15.0
     max_duration: float = 1200.0  # bounds the memory an import takes
     max_bytes: int = 1 << 30
+    # The speaker check (daemon.quality.speaker); bench/speaker_bench.py justifies both.
+    min_speaker_similarity: float = 0.8
+    speaker_reference_clips: int = 3
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,14 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "jobs.max_attempts": (at_least_one, "must be at least 1"),
     "import.max_duration": (at_least_one, "must be at least 1 second"),
     "import.max_bytes": (at_least_one, "must be at least 1 byte"),
+    "import.min_speaker_similarity": (
+        lambda similarity: similarity <= 1,
+        "must be 0-1 (a cosine similarity; 0 turns the speaker check off)",
+    ),
+    "import.speaker_reference_clips": (
+        lambda clips: clips >= 2,
+        "must be at least 2 (their spread is measured clip against clip)",
+    ),
     "render.max_chars": (at_least_one, "must be at least 1"),
     "tts.seed": (lambda seed: seed < 2**32, "must be below 4294967296 (2**32)"),
     "dataset.validation_share": (lambda share: share < 1, "must be below 1"),

@@ -78,8 +78,27 @@ class JobData:
 
 
 @dataclass(frozen=True)
+class SpeakerCheck:
+    """A new clip's speaker embedding against the voice's other clips (daemon.quality): its
+    cosine similarity to their mean, the range the other clips themselves score (each against
+    the rest), and the threshold it had to reach."""
+
+    similarity: float
+    typical_low: float
+    typical_high: float
+    threshold: float
+    compared_with: int  # clips in the reference
+
+    @property
+    def mismatch(self) -> bool:
+        return self.similarity < self.threshold
+
+
+@dataclass(frozen=True)
 class ClipAnalysis:
-    """What a user needs to judge a clip for TorToiSe; levels floored at -120 dB."""
+    """What a user needs to judge a clip for TorToiSe; levels floored at -120 dB. `speaker` is
+    None when the clip was not compared (too few other clips, no speech, a record from before
+    the check): such records read as they were written."""
 
     duration: float
     peak_dbfs: float
@@ -93,6 +112,7 @@ class ClipAnalysis:
     channels: int
     codec: str
     warnings: tuple[str, ...]
+    speaker: SpeakerCheck | None = None
 
 
 @dataclass(frozen=True)

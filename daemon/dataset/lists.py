@@ -20,6 +20,7 @@ from loguru import logger
 from daemon.core import atomic
 from daemon.core.config import Settings
 from daemon.core.paths import UNSAFE_CHARACTERS, VoicePaths
+from daemon.quality.held import held_clips
 
 CLIP_RATE = 22050
 UNKNOWN_TOKEN = 1
@@ -38,13 +39,17 @@ class Transcripts:
         atomic.write_text(self.path, json.dumps(self.entries, indent=1, ensure_ascii=False))
 
 
-def dataset_lines(transcripts: Transcripts, settings: Settings) -> dict[str, list[str]]:
-    """Every piece of every clip, split deterministically into train and validation. The
-    format has no escaping: a piece whose file name holds `|` or a line break (cut before
-    names were made safe) is left out rather than corrupting the list, and such characters in
-    a transcript become spaces."""
+def dataset_lines(
+    transcripts: Transcripts, settings: Settings, held: set[str]
+) -> dict[str, list[str]]:
+    """Every piece of every clip but the `held` ones (another speaker, until kept), split
+    deterministically into train and validation. The format has no escaping: a piece whose
+    file name holds `|` or a line break (cut before names were made safe) is left out rather
+    than corrupting the list, and such characters in a transcript become spaces."""
     lines: dict[str, list[str]] = {"train": [], "validation": []}
     for clip in sorted(transcripts.entries.values(), key=lambda e: e["clip"]):
+        if clip["clip"] in held:
+            continue
         for piece in clip["pieces"]:
             if UNSAFE_CHARACTERS.search(piece["file"]):
                 logger.warning("left out of the dataset lists: piece {!r}", piece["file"])
@@ -69,7 +74,7 @@ def is_validation(piece: dict[str, Any], settings: Settings) -> bool:
 
 
 def write_lists(voice: VoicePaths, transcripts: Transcripts, settings: Settings) -> dict[str, int]:
-    lines = dataset_lines(transcripts, settings)
+    lines = dataset_lines(transcripts, settings, held_clips(voice))
     for split, rows in lines.items():
         atomic.write_text(voice.dataset / f"{split}.txt", "".join(f"{row}\n" for row in rows))
     return {split: len(rows) for split, rows in lines.items()}

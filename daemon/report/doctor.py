@@ -30,6 +30,7 @@ PACKAGES = (
     "transformers",
     "faster-whisper",
     "ctranslate2",
+    "resemblyzer",
     "av",
     "soundfile",
     "soxr",
@@ -57,6 +58,7 @@ def run_checks(root: Root, settings: Settings) -> list[Check]:
         Check("ok", "python", sys.version.split()[0]),
         *package_checks(),
         decoder_check(),
+        vad_check(),
         store_check(root, settings),
         whisper_check(root, settings),
         tts_check(root, settings),
@@ -77,6 +79,16 @@ def package_checks() -> list[Check]:
         except metadata.PackageNotFoundError:
             checks.append(Check("fail", name, "not installed; run `make setup`"))
     return checks
+
+
+def vad_check() -> Check:
+    """Resemblyzer's voice activity detector: PyPI's webrtcvad imports pkg_resources, which
+    setuptools 81 and later lack; `make setup` puts webrtcvad-wheels' module in its place."""
+    try:
+        import webrtcvad
+    except ImportError as exc:
+        return Check("fail", "speaker check", f"webrtcvad does not load ({exc}); run `make setup`")
+    return Check("ok", "speaker check", f"webrtcvad {getattr(webrtcvad, '__version__', '?')}")
 
 
 def decoder_check() -> Check:

@@ -16,6 +16,7 @@ from daemon.core.jobs import JobKind, JobState, Outcome
 from daemon.core.ledger import Ledger, open_checked
 from daemon.core.paths import Root, VoicePaths
 from daemon.dataset.lists import Transcripts
+from daemon.quality.held import MISMATCH, SpeakerDecisions, held_clips, mismatch_warning
 from daemon.service.lock import running_pid
 from daemon.tts.outputs import CHECK_SUFFIX, ERROR_SUFFIX, name_problem
 
@@ -81,11 +82,18 @@ def voice_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
             duration += sf.info(clip).duration
             continue
         duration += analysis.duration
-        warnings += [f"{clip.name}: {warning}" for warning in analysis.warnings]
+        warnings += [
+            f"{clip.name}: {warning}"
+            for warning in analysis.warnings
+            if not warning.startswith(MISMATCH)  # speaker.json says whether it still holds
+        ]
+    held = held_report(voice)
+    warnings += [f"{entry['clip']}: {entry['warning']}" for entry in held]
     return {
         "clips": clips,
         "duration": round(duration, 2),
         "warnings": warnings,
+        "held": held,
         "dataset": dataset_report(voice, ledger),
         "training": training_report(voice, ledger),
         "rejected": rejected_files(voice),
@@ -97,6 +105,20 @@ def voice_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
         ],
         "rendering": render_progress(voice, ledger),
     }
+
+
+def held_report(voice: VoicePaths) -> list[dict[str, Any]]:
+    """Clips held back as another speaker (voices/<voice>/speaker.json), with the numbers."""
+    decisions = SpeakerDecisions(voice)
+    return [
+        {
+            "clip": name,
+            **asdict(decisions.clips[name].check),
+            "warning": mismatch_warning(voice.name, name, decisions.clips[name].check),
+        }
+        for name in sorted(decisions.held())
+        if (voice.clips / name).exists()
+    ]
 
 
 def render_progress(voice: VoicePaths, ledger: Ledger) -> list[dict[str, Any]]:
@@ -111,7 +133,8 @@ def render_progress(voice: VoicePaths, ledger: Ledger) -> list[dict[str, Any]]:
 
 def dataset_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
     entries = Transcripts(voice).entries
-    pieces = [piece for entry in entries.values() for piece in entry["pieces"]]
+    held = held_clips(voice)
+    pieces = [p for name, entry in entries.items() if name not in held for p in entry["pieces"]]
     language_file = voice.dataset / "language.json"
     languages = {entry["language"] for entry in entries.values()}
     if language_file.exists():
@@ -288,7 +311,8 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(f"models:  {report['fetch']['message']}")
     for name, voice in report["voices"].items():
         minutes = voice["duration"] / 60
-        lines.append(f"\nvoice {name}: {voice['clips']} clips, {minutes:.1f} min of audio")
+        held = f" ({len(voice['held'])} held back)" if voice["held"] else ""
+        lines.append(f"\nvoice {name}: {voice['clips']} clips{held}, {minutes:.1f} min of audio")
         lines.append(dataset_line(voice["dataset"]))
         lines.append(training_line(voice["training"]))
         lines += [f"  warning  {w}" for w in voice["warnings"]]

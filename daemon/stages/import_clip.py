@@ -2,13 +2,15 @@
 
 Steps, each safe to repeat after kill -9: pick the output names (recorded in the job), give
 the queued bytes a second name in originals/ (a hard link, checked against the queued hash),
-decode and check that file, write clips/<name>.wav atomically, remove the dropped name if it
-still is the same file, mark the job done with its analysis.
+decode and check that file, write clips/<name>.wav atomically, compare its speaker with the
+voice's other clips (a mismatch is held back in voices/<voice>/speaker.json), remove the
+dropped name if it still is the same file, mark the job done with its analysis.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from pathlib import Path
 
@@ -22,13 +24,20 @@ from daemon.core.files import file_sha256, file_signature, link_or_copy, reject_
 from daemon.core.jobs import ClipAnalysis, ImportData, Job, JobKind, Outcome
 from daemon.core.ledger import Ledger
 from daemon.core.paths import VoicePaths, free_name, safe_name
-from daemon.core.worker import Blocked, Rejected, Stage
+from daemon.core.worker import Blocked, Device, Rejected, Stage, StageContext
+from daemon.quality.held import SpeakerDecisions, mismatch_warning
+from daemon.quality.speaker import NotEnoughSpeech, SpeakerEncoder, check_clip
 
 CLIP_RATE = 22050
 
 
 class ImportStage(Stage):
     kind = JobKind.IMPORT
+    device = Device.SHARED  # the speaker encoder (17 MB) stays loaded while clips come
+
+    def __init__(self, context: StageContext) -> None:
+        super().__init__(context)
+        self.encoder = SpeakerEncoder(self.settings.tts.device)
 
     def run(self, job: Job, ledger: Ledger) -> None:
         voice = self.root.voice(job.voice)
@@ -55,6 +64,7 @@ class ImportStage(Stage):
         if file_signature(original) != kept:
             self.still_written(job, ledger, original)
             return
+        analysis = self.check_speaker(voice, clip, analysis, rules)
         self.leave_inbox(job.input_path, original)
         ledger.enqueue(JobKind.TRANSCRIBE, voice.name, clip, job.content_hash)
         ledger.finish(
@@ -69,6 +79,36 @@ class ImportStage(Stage):
             analysis.duration,
             analysis.lufs,
         )
+
+    def on_idle(self) -> None:
+        """The encoder stays loaded while clips keep coming and is released when they stop."""
+        self.encoder.release()
+
+    def release(self) -> None:
+        self.encoder.release()
+
+    def check_speaker(
+        self, voice: VoicePaths, clip: Path, analysis: ClipAnalysis, rules: ImportSettings
+    ) -> ClipAnalysis:
+        """Compare the clip's speaker with the voice's other clips; a mismatch is held back
+        (out of the latents and the dataset) before the clip is transcribed or rendered with."""
+        check = None
+        if rules.min_speaker_similarity > 0:
+            try:
+                check = check_clip(
+                    voice,
+                    clip,
+                    self.encoder,
+                    rules.min_speaker_similarity,
+                    rules.speaker_reference_clips,
+                )
+            except NotEnoughSpeech as exc:
+                logger.info("{} ({}): no speaker check: {}", clip.name, voice.name, exc)
+        SpeakerDecisions(voice).settle(clip.name, check)
+        warnings = analysis.warnings
+        if check is not None and check.mismatch:
+            warnings = (*warnings, mismatch_warning(voice.name, clip.name, check))
+        return dataclasses.replace(analysis, speaker=check, warnings=warnings)
 
     def keep_original(self, job: Job) -> Path | None:
         """Put the very bytes that were queued into originals/ before any other work, so the

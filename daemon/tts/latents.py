@@ -1,8 +1,8 @@
 """Conditioning latents per voice, cached under voices/<voice>/latents/<key>.pth.
 
-The key covers the models that compute them, every clip of the voice and the method (with its
-seed), so a new clip, a new (fine-tuned) model or another tts.latents means new latents, and the
-second render of a voice reuses them.
+The key covers the models that compute them, every clip of the voice (but those held back as
+another speaker) and the method (with its seed), so a new or kept clip, a new (fine-tuned)
+model or another tts.latents means new latents, and the second render of a voice reuses them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import soundfile as sf
 from loguru import logger
 
 from daemon.core.paths import VoicePaths
+from daemon.quality.held import held_clips
 
 LATENT_MODELS = ("autoregressive.pth", "diffusion_decoder.pth")
 
@@ -34,7 +35,12 @@ def clip_set_hash(voice: VoicePaths) -> str:
 
 
 def voice_clips(voice: VoicePaths) -> list[Path]:
-    return sorted(voice.clips.glob("*.wav")) if voice.clips.is_dir() else []
+    """The clips the voice speaks from: all of clips/ but those the import held back as
+    another speaker (daemon.quality.held) until the user keeps them."""
+    if not voice.clips.is_dir():
+        return []
+    held = held_clips(voice)
+    return sorted(clip for clip in voice.clips.glob("*.wav") if clip.name not in held)
 
 
 def latents_key(

@@ -241,6 +241,6 @@ def test_lists_never_carry_a_field_separator_or_a_line_break(root):
             "pieces": [{"file": "fine_00000.wav", "text": "A | B\nC.", "duration": 3.0}],
         },
     }
-    lines = dataset_lines(transcripts, Settings())
+    lines = dataset_lines(transcripts, Settings(), held=set())
     every = lines["train"] + lines["validation"]
     assert every == ["audio/fine_00000.wav|A B C."]

@@ -3,13 +3,19 @@ explained in rejected/, originals never lost."""
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from daemon.audio import clips
+from daemon.core.jobs import JobKind, JobState, SpeakerCheck
+from daemon.core.ledger import Ledger
+from daemon.core.paths import Root
+from daemon.tts.latents import voice_clips
 from tests.conftest import (
+    WHISPER_BASE,
     configure,
     ffmpeg,
     ffmpeg_encode,
@@ -18,6 +24,7 @@ from tests.conftest import (
     status,
     tortoise_clips,
     voiced_signal,
+    voicedrop,
     wait_for,
     write_wav,
 )
@@ -312,3 +319,63 @@ def test_a_copy_that_paused_and_goes_on_mid_import_is_imported_whole_once(root, 
     (clip,) = imported_clips(root, "stall")
     assert abs(sf.info(clip).duration - 3.0) < 0.01
     assert not (root / "inbox" / "stall" / "rejected").exists()
+
+
+def dataset_lines(root: Path, voice: str) -> list[str]:
+    dataset = root / "voices" / voice / "dataset"
+    return [
+        line
+        for split in ("train.txt", "validation.txt")
+        for line in (dataset / split).read_text(encoding="utf-8").splitlines()
+    ]
+
+
+def speaker_checks(root: Path, voice: str) -> dict[str, SpeakerCheck | None]:
+    """Each imported clip's speaker check, as its import job recorded it."""
+    ledger = Ledger(root / ".voicedrop" / "ledger.sqlite3")
+    try:
+        jobs = ledger.jobs(kind=JobKind.IMPORT, voice=voice, state=JobState.DONE)
+        return {job.data.clip.name: job.data.analysis.speaker for job in jobs}
+    finally:
+        ledger.close()
+
+
+def test_a_clip_of_another_speaker_is_held_back_until_kept(root):
+    """tom's four clips, then one of train_grace: hers is flagged and left out of the latents'
+    clip set and the dataset lists (also after a lost ledger) until `voicedrop keep`."""
+    configure(root, {"whisper": {"model": str(WHISPER_BASE), "language": "en"}})
+    inbox = root / "inbox" / "tom"
+    inbox.mkdir(parents=True)
+    for clip in tortoise_clips("tom"):
+        shutil.copyfile(clip, inbox / clip.name)
+    run_until_idle(root)
+    shutil.copyfile(tortoise_clips("train_grace")[0], inbox / "grace.wav")
+    run_until_idle(root)
+
+    checks = speaker_checks(root, "tom")
+    assert checks["4.wav"] is not None and not checks["4.wav"].mismatch, "tom matches tom"
+    assert checks["grace.wav"].mismatch and checks["grace.wav"].compared_with == 4
+    voice = Root.at(root).voice("tom")
+    (root / ".voicedrop" / "ledger.sqlite3").unlink()  # the decision lives in the folders
+    run_until_idle(root)
+    report = status(root)["voices"]["tom"]
+    (held,) = report["held"]
+    assert held["clip"] == "grace.wav" and held["similarity"] < held["threshold"]
+    assert held["threshold"] <= held["typical_low"] <= held["typical_high"]
+    (warning,) = [w for w in report["warnings"] if "speaker_mismatch" in w]
+    assert warning.startswith("grace.wav: speaker_mismatch") and "voicedrop keep tom" in warning
+    text = voicedrop("status", "--root", str(root)).stdout
+    assert "5 clips (1 held back)" in text and "warning  grace.wav: speaker_mismatch" in text
+    assert [clip.name for clip in voice_clips(voice)] == ["1.wav", "2.wav", "3.wav", "4.wav"]
+    lines = dataset_lines(root, "tom")
+    assert any(line.startswith("audio/1_") for line in lines)
+    assert not any(line.startswith("audio/grace_") for line in lines)
+
+    kept = voicedrop("keep", "--root", str(root), "tom", "grace.wav")
+    assert "keeps grace.wav" in kept.stdout
+    assert "grace.wav" in [clip.name for clip in voice_clips(voice)]
+    assert any(line.startswith("audio/grace_") for line in dataset_lines(root, "tom"))
+    report = status(root)["voices"]["tom"]
+    assert report["held"] == [] and not any("speaker_mismatch" in w for w in report["warnings"])
+    again = voicedrop("keep", "--root", str(root), "tom", "grace.wav", check=False)
+    assert again.returncode == 1 and "holds no clip 'grace.wav' back" in again.stderr
