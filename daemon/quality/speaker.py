@@ -8,6 +8,7 @@ notice a clip of someone else, a tone or heavy noise dropped into a voice.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 from collections.abc import Callable
@@ -81,6 +82,13 @@ class SpeakerEncoder:
     def embed_file(self, clip: Path) -> np.ndarray:
         audio, rate = sf.read(clip, dtype="float32", always_2d=True)
         return self.embed(audio.mean(axis=1), rate)
+
+
+@functools.cache
+def shared_encoder(device: str = "auto") -> SpeakerEncoder:
+    """The process's one encoder per device setting: the import check and the render check
+    share the loaded model."""
+    return SpeakerEncoder(device)
 
 
 def load_voice_encoder(device: str) -> Any:

@@ -26,7 +26,7 @@ from daemon.core.ledger import Ledger
 from daemon.core.paths import VoicePaths, free_name, safe_name
 from daemon.core.worker import Blocked, Device, Rejected, Stage, StageContext
 from daemon.quality.held import SpeakerDecisions, mismatch_warning
-from daemon.quality.speaker import NotEnoughSpeech, SpeakerEncoder, check_clip
+from daemon.quality.speaker import NotEnoughSpeech, check_clip, shared_encoder
 
 CLIP_RATE = 22050
 
@@ -37,7 +37,7 @@ class ImportStage(Stage):
 
     def __init__(self, context: StageContext) -> None:
         super().__init__(context)
-        self.encoder = SpeakerEncoder(self.settings.tts.device)
+        self.encoder = shared_encoder(self.settings.tts.device)
 
     def run(self, job: Job, ledger: Ledger) -> None:
         voice = self.root.voice(job.voice)

@@ -72,7 +72,7 @@ class Renderer:
         self.root = root
         self.settings = settings if settings is not None else load_settings(root.config_file)
         self.whisper = shared_whisper()  # for [bracketed] prompts and the render check
-        self.encoder = shared_encoder()  # for the render check
+        self.encoder = shared_encoder(self.settings.tts.device)  # for the render check
         self.engine = None
         self.engine_key: tuple | None = None
         self.last_used = time.monotonic()
@@ -158,7 +158,14 @@ class Renderer:
         work = self.work_dir(text_hash, generation, hashes, latents_key)
         check = self.render_check(voice)
         rendered = self.render_chunks(
-            engine, chunks, latents, generation, autoregressive, work, output.name, before_chunk,
+            engine,
+            chunks,
+            latents,
+            generation,
+            autoregressive,
+            work,
+            output.name,
+            before_chunk,
             check,
         )
         audio_parts = [chunk.audio for chunk in rendered]

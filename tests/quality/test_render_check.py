@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -47,8 +48,8 @@ class EspeakEngine(Engine):
     "right" (the chunk's text), "wrong" (OTHER_TEXT) or "silence"; unscripted seeds are
     right. `seeds` records every seed rendered."""
 
-    script: dict[int, str] = {}
-    seeds: list[int] = []
+    script: ClassVar[dict[int, str]] = {}
+    seeds: ClassVar[list[int]] = []
 
     def render(self, text, latents, settings, autoregressive=None, *, on_progress=None):
         EspeakEngine.seeds.append(settings.seed)
@@ -126,7 +127,8 @@ def test_a_chunk_failing_every_retry_is_written_and_flagged(espeak_root, mode):
     assert note.startswith("1 of 1 chunks of day.wav did not pass the render check")
     assert "chunk 1: 'The weather was lovely today" in note and "seeds tried 0, 1, 2" in note
     if mode == "silence":
-        assert all(a["similarity"] == 0.0 and a["cer"] == 1.0 for a in check["chunks"][0]["attempts"])
+        attempts = check["chunks"][0]["attempts"]
+        assert all(a["similarity"] == 0.0 and a["cer"] == 1.0 for a in attempts)
     else:
         assert "elephants" in note.lower()
     (flagged,) = status(espeak_root)["voices"]["eve"]["flagged_renders"]
