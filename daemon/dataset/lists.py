@@ -4,6 +4,7 @@
     train.txt, validation.txt         lines "audio/<file>.wav|<text>"
     whisper.json                      raw segments and pieces, keyed by source clip
     language.json                     the language detected once for the voice
+    audit.json                        each piece heard again: its CER, suspect or not
 
 No torch, no audio decoding: `status` reads this module.
 """
@@ -18,6 +19,7 @@ from typing import Any
 from daemon.core import atomic
 from daemon.core.config import Settings
 from daemon.core.paths import VoicePaths
+from daemon.quality.audit import judge
 
 CLIP_RATE = 22050
 UNKNOWN_TOKEN = 1
@@ -36,11 +38,16 @@ class Transcripts:
         atomic.write_text(self.path, json.dumps(self.entries, indent=1, ensure_ascii=False))
 
 
-def dataset_lines(transcripts: Transcripts, settings: Settings) -> dict[str, list[str]]:
-    """Every piece of every clip, split deterministically into train and validation."""
+def dataset_lines(
+    transcripts: Transcripts, settings: Settings, left_out: frozenset[str] = frozenset()
+) -> dict[str, list[str]]:
+    """Every piece of every clip but those `left_out` (by file), split deterministically
+    into train and validation."""
     lines: dict[str, list[str]] = {"train": [], "validation": []}
     for clip in sorted(transcripts.entries.values(), key=lambda e: e["clip"]):
         for piece in clip["pieces"]:
+            if piece["file"] in left_out:
+                continue
             line = f"audio/{piece['file']}|{piece['text']}"
             split = "validation" if is_validation(piece, settings) else "train"
             lines[split].append(line)
@@ -60,7 +67,12 @@ def is_validation(piece: dict[str, Any], settings: Settings) -> bool:
 
 
 def write_lists(voice: VoicePaths, transcripts: Transcripts, settings: Settings) -> dict[str, int]:
-    lines = dataset_lines(transcripts, settings)
+    """train.txt and validation.txt, with audit.json's verdicts judged by the same settings;
+    suspect pieces are left out when dataset.drop_suspect asks."""
+    pieces = [piece for entry in transcripts.entries.values() for piece in entry["pieces"]]
+    audit = judge(voice, pieces, settings.dataset)
+    dropped = audit.suspects if settings.dataset.drop_suspect else []
+    lines = dataset_lines(transcripts, settings, frozenset(piece.file for piece in dropped))
     for split, rows in lines.items():
         atomic.write_text(voice.dataset / f"{split}.txt", "".join(f"{row}\n" for row in rows))
     return {split: len(rows) for split, rows in lines.items()}

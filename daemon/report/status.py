@@ -11,11 +11,13 @@ from typing import Any
 
 import soundfile as sf
 
+from daemon.core.config import shorten
 from daemon.core.files import file_sha256
 from daemon.core.jobs import JobKind, JobState, Outcome
 from daemon.core.ledger import Ledger, open_checked
 from daemon.core.paths import Root, VoicePaths
 from daemon.dataset.lists import Transcripts
+from daemon.quality.audit import read_audit
 from daemon.service.lock import running_pid
 
 DEFAULT_REAL_TIME_FACTOR = 0.3  # Whisper's speed on a CPU until a voice's own is measured
@@ -124,6 +126,20 @@ def dataset_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
             for p in pieces
             if p["unknown"]
         ],
+        **suspect_report(voice),
+    }
+
+
+def suspect_report(voice: VoicePaths) -> dict[str, Any]:
+    """Lines whose audio may not say their text (dataset/audit.json), and whether the lists
+    leave them out."""
+    audit = read_audit(voice)
+    return {
+        "suspect": [
+            {"file": f"audio/{p.file}", "text": p.text, "heard": p.heard, "cer": p.cer}
+            for p in audit.suspects
+        ],
+        "suspect_left_out": audit.drop_suspect,
     }
 
 
@@ -204,6 +220,19 @@ def dataset_line(dataset: dict[str, Any]) -> str:
     return line
 
 
+def suspect_lines(dataset: dict[str, Any]) -> list[str]:
+    fate = (
+        "left out of training"
+        if dataset["suspect_left_out"]
+        else "kept (dataset.drop_suspect: true leaves it out)"
+    )
+    return [
+        f"  suspect  {p['file']}: CER {p['cer']:.2f}, heard {shorten(p['heard'])!r} for "
+        f"{shorten(p['text'])!r}; {fate}"
+        for p in dataset["suspect"]
+    ]
+
+
 def training_line(training: dict[str, Any]) -> str:
     last = training["last"]
     line = "  training: " + (
@@ -260,6 +289,7 @@ def render_text(report: dict[str, Any]) -> str:
         lines += [f"  training {w}" for w in voice["training"]["warnings"]]
         lines += [f"  dataset  {p}" for p in voice["dataset"]["problems"]]
         lines += [f"  dataset  {u}" for u in voice["dataset"]["unknown_tokens"]]
+        lines += suspect_lines(voice["dataset"])
         lines += [f"  rejected {r['file']}: {r['reason']}" for r in voice["rejected"]]
         lines += [f"  waiting  {w['file']}: {w['reason']}" for w in voice["waiting"]]
         lines += [rendering_line(r) for r in voice["rendering"]]

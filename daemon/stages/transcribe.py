@@ -15,7 +15,7 @@ import soundfile as sf
 from loguru import logger
 
 from daemon.core import atomic
-from daemon.core.config import ConfigError, Settings, load_voice_settings
+from daemon.core.config import ConfigError, Settings, load_voice_settings, shorten
 from daemon.core.jobs import ImportData, Job, JobKind, JobState, Outcome, TranscribeData
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoicePaths
@@ -30,6 +30,7 @@ from daemon.dataset.lists import (
 )
 from daemon.dataset.slicing import Piece, adjust, plan_pieces
 from daemon.dataset.whisper import Whisper, WhisperOptions, load_for_whisper
+from daemon.quality.audit import hear_pieces, is_suspect, record_clip
 from daemon.weights.store import ModelMissing
 
 
@@ -66,6 +67,11 @@ class TranscribeStage(Stage):
         pieces = self.cut(audio, transcript.segments, settings)
         remove_piece_files(voice, previous)
         remove_unlisted_pieces(voice, clip)
+        written = self.write_pieces(voice, clip, audio, pieces)
+        started = time.monotonic()
+        heard = hear_pieces(self.whisper, voice, clip.name, written, transcript.language)
+        record_clip(voice, clip.name, heard)
+        seconds = transcript.seconds + time.monotonic() - started  # the ETA counts both
         entry = {
             "clip": clip.name,
             "original": original_name(ledger, job),
@@ -75,7 +81,7 @@ class TranscribeStage(Stage):
             "duration": transcript.duration,
             "text": transcript.text,
             "segments": transcript.segments,
-            "pieces": self.write_pieces(voice, clip, audio, pieces),
+            "pieces": written,
         }
         transcripts.entries[clip.name] = entry
         transcripts.save()
@@ -87,23 +93,34 @@ class TranscribeStage(Stage):
                 Outcome.NO_SPEECH if problem else Outcome.TRANSCRIBED,
                 problem=problem,
                 audio_seconds=transcript.duration,
-                seconds=transcript.seconds,
+                seconds=seconds,
                 pieces=len(pieces),
             ),
         )
         logger.info(
-            "transcribed {} ({}): {} pieces in {:.1f} s ({:.2f}x real time); dataset now {} "
-            "train / {} validation lines",
+            "transcribed {} ({}): {} pieces in {:.1f} s, heard again in {:.1f} s ({:.2f}x real "
+            "time); dataset now {} train / {} validation lines",
             clip.name,
             voice.name,
             len(pieces),
             transcript.seconds,
-            transcript.duration / max(transcript.seconds, 1e-6),
+            seconds - transcript.seconds,
+            transcript.duration / max(seconds, 1e-6),
             counts["train"],
             counts["validation"],
         )
         if problem:
             logger.warning("{} ({}): {}", clip.name, voice.name, problem)
+        for piece in [p for p in heard if is_suspect(p, settings.dataset)]:
+            logger.warning(
+                "audio/{} ({}) may not say its text: CER {:.2f} above dataset.max_cer; "
+                "heard {!r} for {!r}",
+                piece.file,
+                voice.name,
+                piece.cer,
+                shorten(piece.heard),
+                shorten(piece.text),
+            )
 
     def on_idle(self) -> None:
         """Whisper stays loaded while clips keep coming and is released when they stop."""
