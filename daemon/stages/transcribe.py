@@ -30,7 +30,7 @@ from daemon.dataset.lists import (
 )
 from daemon.dataset.slicing import Piece, adjust, plan_pieces
 from daemon.dataset.whisper import Whisper, WhisperOptions, load_for_whisper
-from daemon.quality.audit import hear_pieces, is_suspect, record_clip
+from daemon.quality.audit import PieceAudit, hear_pieces, is_suspect, record_clip
 from daemon.weights.store import ModelMissing
 
 
@@ -68,10 +68,7 @@ class TranscribeStage(Stage):
         remove_piece_files(voice, previous)
         remove_unlisted_pieces(voice, clip)
         written = self.write_pieces(voice, clip, audio, pieces)
-        started = time.monotonic()
-        heard = hear_pieces(self.whisper, voice, clip.name, written, transcript.language)
-        record_clip(voice, clip.name, heard)
-        seconds = transcript.seconds + time.monotonic() - started  # the ETA counts both
+        heard, heard_seconds = self.hear_again(voice, clip, written, transcript.language)
         entry = {
             "clip": clip.name,
             "original": original_name(ledger, job),
@@ -93,7 +90,8 @@ class TranscribeStage(Stage):
                 Outcome.NO_SPEECH if problem else Outcome.TRANSCRIBED,
                 problem=problem,
                 audio_seconds=transcript.duration,
-                seconds=seconds,
+                seconds=transcript.seconds + heard_seconds,  # the ETA counts both
+                heard_seconds=heard_seconds,
                 pieces=len(pieces),
             ),
         )
@@ -104,23 +102,24 @@ class TranscribeStage(Stage):
             voice.name,
             len(pieces),
             transcript.seconds,
-            seconds - transcript.seconds,
-            transcript.duration / max(seconds, 1e-6),
+            heard_seconds,
+            transcript.duration / max(transcript.seconds + heard_seconds, 1e-6),
             counts["train"],
             counts["validation"],
         )
         if problem:
             logger.warning("{} ({}): {}", clip.name, voice.name, problem)
-        for piece in [p for p in heard if is_suspect(p, settings.dataset)]:
-            logger.warning(
-                "audio/{} ({}) may not say its text: CER {:.2f} above dataset.max_cer; "
-                "heard {!r} for {!r}",
-                piece.file,
-                voice.name,
-                piece.cer,
-                shorten(piece.heard),
-                shorten(piece.text),
-            )
+        warn_suspects(voice, heard, settings)
+
+    def hear_again(
+        self, voice: VoicePaths, clip: Path, pieces: list[dict[str, Any]], language: str
+    ) -> tuple[list[PieceAudit], float]:
+        """The audit: every piece heard on its own by the model still loaded, recorded in
+        audit.json before whisper.json lists the pieces; with the seconds it took."""
+        started = time.monotonic()
+        heard = hear_pieces(self.whisper, voice, clip.name, pieces, language)
+        record_clip(voice, clip.name, heard)
+        return heard, time.monotonic() - started
 
     def on_idle(self) -> None:
         """Whisper stays loaded while clips keep coming and is released when they stop."""
@@ -226,6 +225,19 @@ class TranscribeStage(Stage):
                 }
             )
         return written
+
+
+def warn_suspects(voice: VoicePaths, heard: list[PieceAudit], settings: Settings) -> None:
+    for piece in (p for p in heard if is_suspect(p, settings.dataset)):
+        logger.warning(
+            "audio/{} ({}) may not say its text: CER {:.2f} above dataset.max_cer; "
+            "heard {!r} for {!r}",
+            piece.file,
+            voice.name,
+            piece.cer,
+            shorten(piece.heard),
+            shorten(piece.text),
+        )
 
 
 def original_name(ledger: Ledger, job: Job) -> str:

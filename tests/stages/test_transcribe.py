@@ -178,3 +178,5 @@ def test_every_piece_is_heard_again_and_a_cut_through_its_words_is_suspect(
         voice.dataset / "validation.txt"
     ).read_text()
     assert f"audio/{piece['file']}|" in lines  # listed, not dropped: drop_suspect is false
+    done = ledger.get(job.id).data
+    assert 0 < done.heard_seconds < done.seconds  # the voice's ETA counts the audit too
