@@ -126,20 +126,22 @@ def dataset_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
             for p in pieces
             if p["unknown"]
         ],
-        **suspect_report(voice),
+        **suspect_report(voice, pieces),
     }
 
 
-def suspect_report(voice: VoicePaths) -> dict[str, Any]:
-    """Lines whose audio may not say their text (dataset/audit.json), and whether the lists
-    leave them out."""
+def suspect_report(voice: VoicePaths, pieces: list[dict[str, Any]]) -> dict[str, Any]:
+    """Lines whose audio may not say their text (dataset/audit.json), whether the lists leave
+    them out, and how many lines were never heard again (transcribed before the audit)."""
     audit = read_audit(voice)
+    heard = {(p.file, p.text) for p in audit.pieces}
     return {
         "suspect": [
             {"file": f"audio/{p.file}", "text": p.text, "heard": p.heard, "cer": p.cer}
             for p in audit.suspects
         ],
         "suspect_left_out": audit.drop_suspect,
+        "unheard": sum((p["file"], p["text"]) not in heard for p in pieces),
     }
 
 
@@ -220,17 +222,23 @@ def dataset_line(dataset: dict[str, Any]) -> str:
     return line
 
 
-def suspect_lines(dataset: dict[str, Any]) -> list[str]:
+def suspect_lines(name: str, dataset: dict[str, Any]) -> list[str]:
     fate = (
         "left out of training"
         if dataset["suspect_left_out"]
         else "kept (dataset.drop_suspect: true leaves it out)"
     )
-    return [
+    lines = [
         f"  suspect  {p['file']}: CER {p['cer']:.2f}, heard {shorten(p['heard'])!r} for "
         f"{shorten(p['text'])!r}; {fate}"
         for p in dataset["suspect"]
     ]
+    if dataset["unheard"]:
+        lines.append(
+            f"  dataset  {dataset['unheard']} lines were transcribed before voicedrop heard "
+            f"pieces again; `voicedrop transcribe {name}` checks them"
+        )
+    return lines
 
 
 def training_line(training: dict[str, Any]) -> str:
@@ -289,7 +297,7 @@ def render_text(report: dict[str, Any]) -> str:
         lines += [f"  training {w}" for w in voice["training"]["warnings"]]
         lines += [f"  dataset  {p}" for p in voice["dataset"]["problems"]]
         lines += [f"  dataset  {u}" for u in voice["dataset"]["unknown_tokens"]]
-        lines += suspect_lines(voice["dataset"])
+        lines += suspect_lines(name, voice["dataset"])
         lines += [f"  rejected {r['file']}: {r['reason']}" for r in voice["rejected"]]
         lines += [f"  waiting  {w['file']}: {w['reason']}" for w in voice["waiting"]]
         lines += [rendering_line(r) for r in voice["rendering"]]

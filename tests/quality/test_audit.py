@@ -140,3 +140,16 @@ def test_a_voice_without_pieces_writes_no_audit(stage) -> None:
     rewrite_lists(stage, voice)
     assert (voice.dataset / "train.txt").exists()
     assert not (voice.dataset / "audit.json").exists()
+
+
+def test_lines_transcribed_before_the_audit_are_named_until_transcribed_again(voice) -> None:
+    (voice.dataset / "audit.json").unlink()  # as a dataset made by an earlier version
+    root = str(voice.root.path)
+    report = status(voice.root.path, "anna")["voices"]["anna"]["dataset"]
+    assert report["unheard"] == len(lines(voice)) and report["suspect"] == []
+    text = voicedrop("status", "--root", root, "anna").stdout
+    assert f"{len(lines(voice))} lines were transcribed before" in text
+    assert "`voicedrop transcribe anna` checks them" in text
+    voicedrop("transcribe", "--root", root, "anna")
+    assert status(voice.root.path, "anna")["voices"]["anna"]["dataset"]["unheard"] == 0
+    assert len(read_audit(voice).pieces) == len(lines(voice))
