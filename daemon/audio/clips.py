@@ -37,6 +37,9 @@ CLIPPED_AT = 0.999
 # damaged final frame, but nothing a listener would miss.
 TRUNCATION_TOLERANCE_S = 0.25
 FRAME_S = 0.050
+# Decoded float32 samples held at once: 20 min of 48 kHz stereo fit, 8 channels at 384 kHz
+# do not, however small their file (silence compresses to almost nothing).
+MAX_DECODED_BYTES = 512 << 20
 # A 50 ms frame is silence when it is this far below the clip's loud frames (95th percentile):
 # room tone between words counts as silence, quiet speech does not.
 SILENCE_BELOW_LOUD_DB = 35.0
@@ -90,8 +93,10 @@ def decode(path: Path, max_seconds: float | None = None) -> Decoded:
             announced = _announced_seconds(path, container, stream)
             if max_seconds is not None and announced is not None and announced > max_seconds:
                 raise _too_long(path, max_seconds)
-            collected = _decode_stream(container, stream, messages, path, max_seconds)
             codec = stream.codec_context
+            if announced is not None and decoded_bytes(codec, announced) > MAX_DECODED_BYTES:
+                raise _too_large(path, codec.channels, codec.sample_rate, announced)
+            collected = _decode_stream(container, stream, messages, path, max_seconds)
             samples = collected.samples(codec.channels)
             decoded = Decoded(
                 samples=samples,
@@ -230,6 +235,15 @@ class _Collector:
         return np.concatenate(self.chunks, axis=1)
 
 
+def _too_large(path: Path, channels: int, rate: int, seconds: float) -> BadAudio:
+    return BadAudio(
+        "too_large",
+        f"{path.name} would take {channels * rate * seconds * 4 / 2**20:.0f} MiB of memory to "
+        f"decode ({channels} channels at {rate} Hz for {seconds:.0f} s; at most "
+        f"{MAX_DECODED_BYTES >> 20} MiB): export it as mono or stereo at 48 kHz or less",
+    )
+
+
 def _too_long(path: Path, max_seconds: float) -> BadAudio:
     return BadAudio(
         "too_long",
@@ -256,6 +270,9 @@ def _decode_stream(
                     collected.add(frame)
                     if limit is not None and collected.decoded > limit:
                         raise _too_long(path, max_seconds)
+                    seconds = collected.decoded / collected.rate
+                    if decoded_bytes(codec, seconds) > MAX_DECODED_BYTES:
+                        raise _too_large(path, codec.channels, collected.rate, seconds)
             except av.FFmpegError as error:
                 collected.note(error.strerror)
             else:
@@ -263,6 +280,11 @@ def _decode_stream(
     except av.FFmpegError as error:  # the demuxer gave up; judge what decoded before
         collected.note(error.strerror)
     return collected
+
+
+def decoded_bytes(codec: av.AudioCodecContext, seconds: float) -> float:
+    """Memory the decoded float32 samples of `seconds` of this stream take."""
+    return codec.channels * (codec.sample_rate or 0) * seconds * 4
 
 
 def _frame_samples(frame: av.AudioFrame) -> np.ndarray:

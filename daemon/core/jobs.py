@@ -35,7 +35,8 @@ class JobState(StrEnum):
 
 
 class Outcome(StrEnum):
-    """How a job that is done ended; `superseded` means its input changed after queueing."""
+    """How a job ended; `superseded` means its input changed after queueing, `crashed` that
+    the crash-loop guard gave it up."""
 
     IMPORTED = "imported"
     SUPERSEDED = "superseded"
@@ -46,6 +47,7 @@ class Outcome(StrEnum):
     PRUNED = "pruned"
     RENDERED = "rendered"
     TRAINED = "trained"
+    CRASHED = "crashed"  # failed: the daemon died every time it ran (the crash-loop guard)
 
 
 @dataclass(frozen=True)

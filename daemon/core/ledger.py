@@ -10,6 +10,7 @@ The ledger is a cache of what the folders show: a damaged one is set aside (`led
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import time
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from daemon.core.jobs import DATA_OF, FoundJob, Job, JobData, JobKind, JobState
+from daemon.core.jobs import DATA_OF, FoundJob, Job, JobData, JobKind, JobState, Outcome
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -190,10 +191,6 @@ class Ledger:
                 ).rowcount
         return added
 
-    def is_empty(self) -> bool:
-        """No job at all: a new, deleted or set-aside ledger, which start-up rebuilds."""
-        return self.db.execute("SELECT 1 FROM jobs LIMIT 1").fetchone() is None
-
     def requeue(self, job_id: int, input_path: Path, data: JobData | None = None) -> None:
         """Give a finished job a fresh start, e.g. when a rejected file is dropped again;
         `data` replaces its record (to carry a request such as `force`)."""
@@ -259,13 +256,16 @@ class Ledger:
             data=data.ended().to_json(),
         )
 
-    def fail(self, job_id: int, error: str) -> None:
+    def fail(self, job_id: int, error: str, outcome: Outcome | None = None) -> None:
+        data = self.get(job_id).data.ended()
+        if outcome is not None:
+            data = dataclasses.replace(data, outcome=outcome)
         self._update(
             job_id,
             state=JobState.FAILED,
             last_error=error,
             finished_at=time.time(),
-            data=self.get(job_id).data.ended().to_json(),
+            data=data.to_json(),
         )
 
     def retry_later(self, job_id: int, error: str, delay: float) -> None:

@@ -20,7 +20,6 @@ import shutil
 import sqlite3
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -31,8 +30,9 @@ from loguru import logger
 from daemon.core.atomic import TEMP_PREFIX
 from daemon.core.clock import Clock, now_local
 from daemon.core.config import Settings, shorten
-from daemon.core.jobs import Job, JobKind
+from daemon.core.jobs import Job, JobKind, Outcome
 from daemon.core.ledger import Ledger
+from daemon.core.logs import bounded_traceback
 from daemon.core.paths import Root
 
 IDLE_POLL = 5.0  # jobs queued by another process (`voicedrop transcribe`) start this soon
@@ -95,6 +95,7 @@ class Stage:
     device: ClassVar[Device] = Device.NONE
     preempted_by: ClassVar[tuple[JobKind, ...]] = ()  # queued jobs of these kinds make it yield
     foreground: ClassVar[str | None] = None  # the CLI command that runs it without a daemon
+    retry_after_crash: ClassVar[float | None] = None  # s; None: given up until the user acts
 
     def __init__(self, context: StageContext) -> None:
         self.root = context.root
@@ -183,13 +184,15 @@ class Worker:
                     ledger.requeue_running()
                 self.step(ledger)
                 failures = 0
-            except Exception:
+            except Exception as exc:
                 failures += 1
                 pause = min(LOOP_BACKOFF_MAX, LOOP_BACKOFF_FIRST * 2 ** (failures - 1))
-                logger.opt(exception=True).error(
-                    "worker: unexpected error outside a job ({} in a row); going on in {:.1f} s",
+                logger.error(
+                    "worker: unexpected error outside a job ({} in a row); "
+                    "going on in {:.1f} s:\n{}",
                     failures,
                     pause,
+                    bounded_traceback(exc),
                 )
                 ledger = self.reopen(ledger)
                 self.wake.wait(timeout=pause)
@@ -247,7 +250,7 @@ class Worker:
         except Exception as exc:
             problem = stage.environment_problem(exc)
             if problem is not None:
-                logger.opt(exception=exc).debug("{} job {} raised", job.kind, job.id)
+                logger.debug("{} job {} raised:\n{}", job.kind, job.id, bounded_traceback(exc))
                 self.wait(job, ledger, f"{problem} ({type(exc).__name__}: {exc})")
             elif is_transient(exc):
                 self.retry_or_give_up(stage, job, ledger, exc)
@@ -272,7 +275,7 @@ class Worker:
 
     def retry_or_give_up(self, stage: Stage, job: Job, ledger: Ledger, exc: Exception) -> None:
         error = shorten(f"{type(exc).__name__}: {exc}", MAX_REASON)
-        logger.debug("{} job {} raised:\n{}", job.kind, job.id, traceback.format_exc())
+        logger.debug("{} job {} raised:\n{}", job.kind, job.id, bounded_traceback(exc))
         if job.attempts >= self.settings.jobs.max_attempts:
             reason = f"failed {job.attempts} times; last error: {error}"
             self.give_up(stage, job, ledger, reason)
@@ -291,8 +294,11 @@ class Worker:
 
     def fail_on_bug(self, stage: Stage, job: Job, ledger: Ledger, exc: Exception) -> None:
         """A bug does not pass by retrying and is never the input's fault: say so."""
-        logger.opt(exception=exc).error(
-            "{} job {}: internal error (a bug in voicedrop); traceback follows", job.kind, job.id
+        logger.error(
+            "{} job {}: internal error (a bug in voicedrop):\n{}",
+            job.kind,
+            job.id,
+            bounded_traceback(exc),
         )
         reason = (
             f"voicedrop hit an internal error ({type(exc).__name__}: {exc}); this is a bug in "
@@ -301,7 +307,9 @@ class Worker:
         )
         self.give_up(stage, job, ledger, reason)
 
-    def give_up(self, stage: Stage, job: Job, ledger: Ledger, reason: str) -> None:
+    def give_up(
+        self, stage: Stage, job: Job, ledger: Ledger, reason: str, outcome: Outcome | None = None
+    ) -> None:
         """The stage files the input away as the job's record stands now (the run may have
         recorded where it put things since the job was claimed); the reason is bounded,
         whatever it quotes."""
@@ -310,7 +318,7 @@ class Worker:
             stage.give_up(ledger.get(job.id), reason)
         except Exception as exc:
             logger.error("{} job {}: could not file the input away: {}", job.kind, job.id, exc)
-        ledger.fail(job.id, reason)
+        ledger.fail(job.id, reason, outcome)
         logger.error("{} job {} failed for good: {}", job.kind, job.id, reason)
 
 

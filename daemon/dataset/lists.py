@@ -16,9 +16,11 @@ import hashlib
 import json
 from typing import Any
 
+from loguru import logger
+
 from daemon.core import atomic
 from daemon.core.config import Settings
-from daemon.core.paths import VoicePaths
+from daemon.core.paths import UNSAFE_CHARACTERS, VoicePaths
 from daemon.quality.audit import judge
 
 CLIP_RATE = 22050
@@ -42,13 +44,19 @@ def dataset_lines(
     transcripts: Transcripts, settings: Settings, left_out: frozenset[str] = frozenset()
 ) -> dict[str, list[str]]:
     """Every piece of every clip but those `left_out` (by file), split deterministically
-    into train and validation."""
+    into train and validation. The format has no escaping: a piece whose file name holds `|`
+    or a line break (cut before names were made safe) is left out rather than corrupting the
+    list, and such characters in a transcript become spaces."""
     lines: dict[str, list[str]] = {"train": [], "validation": []}
     for clip in sorted(transcripts.entries.values(), key=lambda e: e["clip"]):
         for piece in clip["pieces"]:
             if piece["file"] in left_out:
                 continue
-            line = f"audio/{piece['file']}|{piece['text']}"
+            if UNSAFE_CHARACTERS.search(piece["file"]):
+                logger.warning("left out of the dataset lists: piece {!r}", piece["file"])
+                continue
+            text = " ".join(UNSAFE_CHARACTERS.sub(" ", piece["text"]).split())
+            line = f"audio/{piece['file']}|{text}"
             split = "validation" if is_validation(piece, settings) else "train"
             lines[split].append(line)
     return lines

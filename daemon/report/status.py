@@ -19,6 +19,7 @@ from daemon.core.paths import Root, VoicePaths
 from daemon.dataset.lists import Transcripts
 from daemon.quality.audit import read_audit
 from daemon.service.lock import running_pid
+from daemon.tts.outputs import ERROR_SUFFIX, name_problem
 
 DEFAULT_REAL_TIME_FACTOR = 0.3  # Whisper's speed on a CPU until a voice's own is measured
 ACTIVE = (JobState.PENDING, JobState.RUNNING, JobState.WAITING)
@@ -90,6 +91,7 @@ def voice_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
         "dataset": dataset_report(voice, ledger),
         "training": training_report(voice, ledger),
         "rejected": rejected_files(voice),
+        "refused_texts": refused_texts(voice),
         "waiting": [
             {"file": job.input_path.name, "kind": job.kind, "reason": job.last_error}
             for job in ledger.jobs(voice=voice.name, state=JobState.WAITING)
@@ -197,6 +199,23 @@ def count_lines(path: Path) -> int:
     return len(path.read_text(encoding="utf-8").splitlines()) if path.exists() else 0
 
 
+def refused_texts(voice: VoicePaths) -> list[dict[str, str]]:
+    """Texts in the outbox that are not rendered because of their names, by the rule intake
+    applies: read from the folder, as a note beside such a text cannot always be written."""
+    if not voice.outbox.is_dir():
+        return []
+    texts = sorted(
+        path
+        for path in voice.outbox.iterdir()
+        if path.suffix.lower() == ".txt" and not path.name.endswith(ERROR_SUFFIX)
+    )
+    return [
+        {"file": text.name, "reason": problem}
+        for text in texts
+        if text.is_file() and (problem := name_problem(text))
+    ]
+
+
 def rejected_files(voice: VoicePaths) -> list[dict[str, str]]:
     """What sits in rejected/ now: the folder is the truth, so a file the user removed is gone."""
     if not voice.rejected.is_dir():
@@ -299,6 +318,7 @@ def render_text(report: dict[str, Any]) -> str:
         lines += [f"  dataset  {u}" for u in voice["dataset"]["unknown_tokens"]]
         lines += suspect_lines(name, voice["dataset"])
         lines += [f"  rejected {r['file']}: {r['reason']}" for r in voice["rejected"]]
+        lines += [f"  refused  {r['file']!r}: {r['reason']}" for r in voice["refused_texts"]]
         lines += [f"  waiting  {w['file']}: {w['reason']}" for w in voice["waiting"]]
         lines += [rendering_line(r) for r in voice["rendering"]]
     for name, why in report["refused_voices"].items():

@@ -20,7 +20,7 @@ from daemon.core import atomic
 from daemon.core.clock import Clock, now_local
 from daemon.core.config import Settings
 from daemon.core.files import file_sha256
-from daemon.core.jobs import JobKind
+from daemon.core.jobs import JobKind, Outcome
 from daemon.core.ledger import Ledger, ledger_problem, set_aside
 from daemon.core.paths import Root
 from daemon.core.worker import StageContext, Worker
@@ -121,8 +121,9 @@ class Daemon:
 
     def open_ledger(self) -> Ledger:
         """The ledger is a cache of the folders: a damaged one would stop every start with a
-        sqlite3 error, so it is set aside; an empty one (new, deleted, set aside) is filled
-        from voices/ before recovery and reconciliation queue what is missing."""
+        sqlite3 error, so it is set aside; what it does not know of voices/ (all of it when
+        new, deleted or set aside) is filled in before recovery and reconciliation queue what
+        is missing."""
         path = self.root.ledger_file
         problem = ledger_problem(path)
         if problem is not None:
@@ -135,21 +136,19 @@ class Daemon:
                 kept.name,
             )
         ledger = Ledger(path)
-        if ledger.is_empty():
-            rebuilt = rebuild_ledger(self.root, ledger)
-            if rebuilt.clips or rebuilt.orphans:
-                logger.warning(
-                    "rebuilt the job ledger from the folders: {} imported clips, {} of them "
-                    "transcribed; the others are queued for transcription",
-                    rebuilt.clips,
-                    rebuilt.transcribed,
-                )
-            if rebuilt.orphans:
-                logger.warning(
-                    "clips without their original in originals/ (left as they are, not "
-                    "counted): {}",
-                    ", ".join(rebuilt.orphans),
-                )
+        rebuilt = rebuild_ledger(self.root, ledger)
+        if rebuilt.clips:
+            logger.warning(
+                "rebuilt the job ledger from the folders: {} imported clips, {} of them "
+                "transcribed; the others are queued for transcription",
+                rebuilt.clips,
+                rebuilt.transcribed,
+            )
+        if rebuilt.orphans:
+            logger.warning(
+                "clips without their original in originals/ (left as they are, not counted): {}",
+                ", ".join(rebuilt.orphans),
+            )
         return ledger
 
     def start_fetching(self, worker: Worker) -> BackgroundFetch | None:
@@ -198,11 +197,9 @@ class Daemon:
                 len(spent),
             )
         for job in spent:  # filed away (a clip into rejected/), so no scan queues it again
-            reason = (
-                f"the daemon stopped {job.attempts} times while this ran (killed, out of "
-                "memory or a crash); it is not tried again until you move it back"
-            )
-            worker.give_up(worker.stages[job.kind], job, ledger, reason)
+            stage = worker.stages[job.kind]
+            reason = crash_reason(job.attempts, stage.retry_after_crash)
+            worker.give_up(stage, job, ledger, reason, Outcome.CRASHED)
         for folder in (self.root.voices, self.root.inbox, self.root.outbox):
             atomic.remove_stale_temp_files(folder)
         ledger.release_waiting()
@@ -301,3 +298,16 @@ def config_digest(root: Root) -> str | None:
         return file_sha256(root.config_file)
     except OSError:
         return None
+
+
+def crash_reason(attempts: int, retry_after: float | None) -> str:
+    """Why the crash-loop guard gave a job up, and when (if ever) it is tried again."""
+    stopped = (
+        f"the daemon stopped {attempts} times while this ran (killed, out of memory or a crash)"
+    )
+    if retry_after is None:
+        return f"{stopped}; it is not tried again until you move it back"
+    return (
+        f"{stopped}; it is tried again by itself in {retry_after / 3600:g} h, in case the stops "
+        "had another cause (if it is the file, remove it to end the retries)"
+    )

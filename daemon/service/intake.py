@@ -7,13 +7,14 @@ from pathlib import Path
 
 from loguru import logger
 
+from daemon.core import atomic
 from daemon.core.config import Settings
 from daemon.core.files import file_sha256, reject_file
 from daemon.core.jobs import JobKind, JobState
 from daemon.core.ledger import Ledger
-from daemon.core.paths import NAME_MAX, Root, VoicePaths
+from daemon.core.paths import Root, VoicePaths
 from daemon.service.watch import Drop
-from daemon.tts.outputs import Outputs, error_file, is_rendered
+from daemon.tts.outputs import error_file, is_rendered, name_problem, refusal_note
 
 
 class Intake:
@@ -70,10 +71,11 @@ class Intake:
         that failed waits for an edit, or for its .error.txt to be deleted."""
         if text.is_symlink() or not text.is_file():
             return False
-        problem = output_name_problem(text)
+        problem = name_problem(text)
         if problem is not None:
             self.refuse_once(text, problem)
             return False
+        withdraw_refusal(text)
         content_hash = file_sha256(text)
         if is_rendered(text, content_hash):
             return False
@@ -89,10 +91,20 @@ class Intake:
             return True
         return False
 
-    def refuse_once(self, path: Path, problem: str) -> None:
-        if path not in self.refused:
-            self.refused.add(path)
-            logger.error("not rendering {}: {}", path, problem)
+    def refuse_once(self, text: Path, problem: str) -> None:
+        """Say once why a text is not rendered, in a note beside it where its name leaves room;
+        no job is queued, so it is not tried (and failed) again at every rescan."""
+        if text in self.refused:
+            return
+        self.refused.add(text)
+        logger.error("not rendering {}: {}", text, problem)
+        note = refusal_note(text)
+        if note is None:
+            return
+        try:
+            atomic.write_text(note, f"{problem}\n")
+        except OSError as exc:
+            logger.error("could not write {}: {} (`status` lists the text)", note.name, exc)
 
     def check_voice_folders(self) -> None:
         """Say once why a voice folder is refused; its files are never even listed."""
@@ -129,24 +141,8 @@ def duplicate_reason(root: Root, first: Path) -> str:
     return f"the same audio (identical content) was already imported as {shown}; nothing to do."
 
 
-def output_name_problem(text: Path) -> str | None:
-    """A text whose outputs cannot get names of their own: too long for the filesystem, or
-    the same as another text's when case is ignored (same.txt and same.TXT both make
-    same.wav). The one that sorts first keeps the names."""
-    outputs = Outputs.of(text)
-    longest = max(len(path.name.encode("utf-8")) for path in (outputs.wav, outputs.error))
-    if longest > NAME_MAX:
-        return f"its outputs' names would be {longest} bytes, over {NAME_MAX}: shorten its name"
-    clashes = sorted(
-        other
-        for other in text.parent.glob("*")
-        if other != text
-        and other.suffix.lower() == ".txt"
-        and other.stem.lower() == text.stem.lower()
-    )
-    if clashes and clashes[0] < text:
-        return (
-            f"{clashes[0].name} already makes {outputs.wav.name} (names differ only in case): "
-            "rename one of them"
-        )
-    return None
+def withdraw_refusal(text: Path) -> None:
+    """A refusal that no longer holds (the rival was renamed) leaves no note behind."""
+    note = refusal_note(text)
+    if note is not None:
+        note.unlink(missing_ok=True)

@@ -1,6 +1,8 @@
 """Rebuilding the job ledger from the folders: the folders are the truth, the ledger a cache.
 
-What a lost ledger knew that matters is on disk: each clip in voices/<voice>/clips/ beside its
+Run at every start: after a lost ledger every clip is recorded again, after a partial loss
+(a ledger restored from an older backup) only the clips it does not know. What a lost ledger
+knew that matters is on disk: each clip in voices/<voice>/clips/ beside its
 original in originals/ was imported (the content hash intake dedupes drops by is the
 original's sha256), and each clip with an entry in dataset/whisper.json was transcribed. Both
 are recorded as done jobs; the stages' `reconcile()` then queues what is missing (the
@@ -35,15 +37,29 @@ class Rebuilt:
 
 
 def rebuild_ledger(root: Root, ledger: Ledger) -> Rebuilt:
-    """Record every imported and transcribed clip of every voice as a done job."""
+    """Record each imported and transcribed clip the ledger does not know as a done job; a
+    voice whose clips are all known costs one query."""
     clips, transcribed, orphans = 0, 0, []
     for voice in voices_with_clips(root):
+        unknown = unknown_clips(voice, ledger)
+        if not unknown:
+            continue
         found, voice_orphans = voice_jobs(voice)
-        ledger.restore(found)
-        clips += sum(job.kind == JobKind.IMPORT for job in found)
-        transcribed += sum(job.kind == JobKind.TRANSCRIBE for job in found)
-        orphans += [f"{voice.name}/{name}" for name in voice_orphans]
+        found = [job for job in found if clip_of(job).name in unknown]
+        clips += ledger.restore(job for job in found if job.kind == JobKind.IMPORT)
+        transcribed += ledger.restore(job for job in found if job.kind == JobKind.TRANSCRIBE)
+        orphans += [f"{voice.name}/{name}" for name in voice_orphans if name in unknown]
     return Rebuilt(clips, transcribed, tuple(orphans))
+
+
+def unknown_clips(voice: VoicePaths, ledger: Ledger) -> set[str]:
+    """Names of the clips in clips/ that no import job of the ledger wrote."""
+    known = {job.data.clip for job in ledger.jobs(kind=JobKind.IMPORT, voice=voice.name)}
+    return {clip.name for clip in voice.clips.glob("*.wav") if clip not in known}
+
+
+def clip_of(job: FoundJob) -> Path:
+    return job.data.clip if isinstance(job.data, ImportData) else job.input_path
 
 
 def voices_with_clips(root: Root) -> list[VoicePaths]:

@@ -4,13 +4,14 @@ pieces cut from them leave the dataset."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from loguru import logger
 
 from daemon.core.config import load_voice_settings
-from daemon.core.jobs import Job, JobKind, Outcome, PruneData
+from daemon.core.jobs import ImportData, Job, JobKind, JobState, Outcome, PruneData
 from daemon.core.ledger import Ledger
-from daemon.core.paths import Root
+from daemon.core.paths import Root, VoicePaths
 from daemon.core.worker import Stage
 from daemon.dataset.lists import Transcripts, remove_piece_files, removed_clips, write_lists
 
@@ -29,16 +30,18 @@ class PruneStage(Stage):
         for name in removed:
             remove_piece_files(voice, transcripts.entries.pop(name))
         transcripts.save()
-        for name in removed:
-            (voice.clips / name).unlink(missing_ok=True)
+        clips = {voice.clips / name for name in removed} | set(orphaned_clips(voice, ledger))
+        for clip in clips:
+            clip.unlink(missing_ok=True)
         counts = write_lists(
             voice, transcripts, load_voice_settings(self.settings, voice.config_file)
         )
-        ledger.finish(job.id, PruneData(Outcome.PRUNED, removed=tuple(removed)))
+        names = tuple(sorted(clip.name for clip in clips))
+        ledger.finish(job.id, PruneData(Outcome.PRUNED, removed=names))
         logger.info(
             "voice {}: removed {} and its lines (originals deleted); {} train lines left",
             voice.name,
-            ", ".join(removed),
+            ", ".join(names),
             counts["train"],
         )
 
@@ -49,10 +52,25 @@ class PruneStage(Stage):
     def reconcile(cls, root: Root, ledger: Ledger) -> int:
         """A prune for every voice whose originals were deleted while the daemon was down."""
         queued = 0
-        for voice_dir in sorted(root.voices.glob("*/dataset/whisper.json")):
-            voice = root.voice(voice_dir.parents[1].name)
-            removed = removed_clips(voice, Transcripts(voice))
+        for originals in sorted(root.voices.glob("*/originals")):
+            voice = root.voice(originals.parent.name)
+            orphans = (clip.name for clip in orphaned_clips(voice, ledger))
+            removed = sorted({*removed_clips(voice, Transcripts(voice)), *orphans})
             if removed:
                 key = hashlib.sha256("\n".join(removed).encode()).hexdigest()
                 queued += ledger.enqueue(JobKind.PRUNE, voice.name, voice.dataset, key)[1]
         return queued
+
+
+def orphaned_clips(voice: VoicePaths, ledger: Ledger) -> list[Path]:
+    """Clips still in clips/ whose original was deleted, transcribed or not: latents come
+    from clips/, so a clip left there keeps a deleted recording in the voice. Only an import
+    record pairs a clip with its original for certain, so only it may delete a clip."""
+    orphans = []
+    for job in ledger.jobs(kind=JobKind.IMPORT, voice=voice.name, state=JobState.DONE):
+        data: ImportData = job.data
+        if data.outcome != Outcome.IMPORTED or data.clip is None or data.original is None:
+            continue
+        if data.clip.exists() and not data.original.exists():
+            orphans.append(data.clip)
+    return sorted(orphans)

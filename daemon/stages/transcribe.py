@@ -33,6 +33,8 @@ from daemon.dataset.whisper import Whisper, WhisperOptions, load_for_whisper
 from daemon.quality.audit import PieceAudit, hear_pieces, is_suspect, record_clip
 from daemon.weights.store import ModelMissing
 
+CRASH_RETRY_AFTER = 24 * 3600.0  # s before a transcription given up by the crash guard runs again
+
 
 class TranscribeStage(Stage):
     """The transcribe job: one per imported clip."""
@@ -41,6 +43,7 @@ class TranscribeStage(Stage):
     priority = 2  # after imports and renders: a burst of clips is imported before Whisper runs
     device = Device.SHARED
     foreground = "transcribe"
+    retry_after_crash = CRASH_RETRY_AFTER
 
     def __init__(self, context: StageContext) -> None:
         super().__init__(context)
@@ -130,8 +133,10 @@ class TranscribeStage(Stage):
 
     @classmethod
     def reconcile(cls, root: Root, ledger: Ledger) -> int:
-        """A transcription for every imported clip (one lost to kill -9 is queued again)."""
-        return queue_transcriptions(ledger)
+        """A transcription for every imported clip (one lost to kill -9 is queued again),
+        and another try for one the crash-loop guard gave up a day ago: a clip that is not
+        in the dataset is never given up for good."""
+        return queue_transcriptions(ledger) + retry_crashed(ledger, cls.retry_after_crash)
 
     def give_up(self, job: Job, reason: str) -> None:
         """A note beside the dataset, and no pieces of a transcription that never finished."""
@@ -293,6 +298,21 @@ def queue_transcriptions(ledger: Ledger) -> int:
         if data.outcome == Outcome.IMPORTED and data.clip is not None and data.clip.exists():
             queued += ledger.enqueue(JobKind.TRANSCRIBE, job.voice, data.clip, job.content_hash)[1]
     return queued
+
+
+def retry_crashed(ledger: Ledger, after: float) -> int:
+    """Transcriptions the crash-loop guard gave up at least `after` seconds ago, queued
+    again with fresh attempts."""
+    cutoff = time.time() - after
+    crashed = [
+        job
+        for job in ledger.jobs(kind=JobKind.TRANSCRIBE, state=JobState.FAILED)
+        if job.data.outcome == Outcome.CRASHED and (job.finished_at or 0) <= cutoff
+    ]
+    for job in crashed:
+        ledger.requeue(job.id, job.input_path)
+        logger.info("{}: transcribing {} again after its crashes", job.voice, job.input_path.name)
+    return len(crashed)
 
 
 def queue_rebuild(ledger: Ledger, voice: VoicePaths) -> int:

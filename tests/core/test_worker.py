@@ -15,8 +15,9 @@ from loguru import logger
 from daemon.core.config import JobSettings, Settings, load_settings
 from daemon.core.jobs import ImportData, Job, JobKind, JobState, Outcome
 from daemon.core.ledger import Ledger
+from daemon.core.logs import MAX_MESSAGE
 from daemon.core.paths import Root
-from daemon.core.worker import Blocked, Device, Rejected, Stage, StageContext, Worker
+from daemon.core.worker import MAX_REASON, Blocked, Device, Rejected, Stage, StageContext, Worker
 from daemon.service.daemon import EXIT_WORKER_DIED, Daemon
 from tests.conftest import configure, wait_for
 
@@ -199,6 +200,18 @@ def test_a_bug_fails_at_once_with_its_traceback_and_is_not_blamed_on_the_input(t
     assert "KeyError" in stage.reasons[0]
     text = "\n".join(logs)
     assert "Traceback" in text and "internal error" in text
+
+
+def test_a_bug_quoting_a_huge_input_logs_a_bounded_traceback(tmp_path, logs):
+    """The 318-byte YAML bomb once made a 351 MB log through an exception's text."""
+    stage = RaisingStage(ValueError("x" * 5_000_000))
+    job = run_one_job(tmp_path, stage)
+    assert job.state == JobState.FAILED
+    line = next(line for line in logs if "internal error" in line)
+    assert len(line) < 2 * MAX_MESSAGE
+    assert "Traceback" in line and "characters cut" in line
+    assert line.rstrip().endswith("x")  # the exception's line is kept at the end
+    assert len(stage.reasons[0]) <= MAX_REASON
 
 
 @pytest.mark.parametrize(("device", "released"), [(Device.EXCLUSIVE, 1), (Device.SHARED, 0)])

@@ -246,3 +246,26 @@ def test_lines_whose_audio_does_not_say_their_text_are_listed_and_can_be_left_ou
     assert report["train"] == report["validation"] == 0
     text = voicedrop("status", "--root", str(root), "clipped").stdout
     assert text.count("left out of training") == 2
+
+
+def test_lists_never_carry_a_field_separator_or_a_line_break(root):
+    """A whisper.json written before names were made safe may still hold `pipe|name_00000`;
+    Whisper may hear a `|`. The list format has no escaping, so neither may reach a line."""
+    from daemon.core.config import Settings
+    from daemon.core.paths import Root
+    from daemon.dataset.lists import Transcripts, dataset_lines
+
+    transcripts = Transcripts(Root.at(root).voice("tom"))
+    transcripts.entries = {
+        "old|name.wav": {
+            "clip": "old|name.wav",
+            "pieces": [{"file": "old|name_00000.wav", "text": "Lost.", "duration": 3.0}],
+        },
+        "fine.wav": {
+            "clip": "fine.wav",
+            "pieces": [{"file": "fine_00000.wav", "text": "A | B\nC.", "duration": 3.0}],
+        },
+    }
+    lines = dataset_lines(transcripts, Settings())
+    every = lines["train"] + lines["validation"]
+    assert every == ["audio/fine_00000.wav|A B C."]

@@ -8,7 +8,14 @@ import resource
 import pytest
 
 from daemon.tts.texts import read_text
-from tests.conftest import configure, ffmpeg_encode, imported_clips, run_until_idle, write_wav
+from tests.conftest import (
+    configure,
+    ffmpeg,
+    ffmpeg_encode,
+    imported_clips,
+    run_until_idle,
+    write_wav,
+)
 from tests.tts.test_texts import BILLION_LAUGHS
 
 
@@ -40,6 +47,23 @@ def test_a_clip_longer_than_max_duration_is_rejected_before_or_while_decoding(ro
     for name in ("long.wav", "long.flac", "long.aac"):
         assert "is longer than import.max_duration (5 s)" in reason(root, "tom", name)
     assert [clip.name for clip in imported_clips(root, "tom")] == ["short.wav"]
+
+
+def test_a_small_file_that_decodes_to_gigabytes_is_rejected_before_it_does(root):
+    """Silence in 8 channels at 384 kHz: a FLAC of a few MB that would decode to ~1.5 GB of
+    samples; as ADTS AAC (no length in its header) it is stopped while decoding."""
+    inbox = root / "inbox" / "tom"
+    inbox.mkdir(parents=True)
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=384000:cl=7.1", "-t", "120", str(inbox / "wide.flac"))
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=96000:cl=5.1", "-t", "300", str(inbox / "wide.aac"))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run_until_idle(root)
+    assert "would take 1406 MiB of memory to decode (8 channels at 384000 Hz for 120 s" in (
+        reason(root, "tom", "wide.flac")
+    )
+    assert "export it as mono or stereo at 48 kHz or less" in reason(root, "tom", "wide.aac")
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
+    assert grown_mib < 1100
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,15 @@
 """Faults of the machine, made for real: a full disk (a small tmpfs) and a read-only folder
-(a read-only bind mount). Both need root to mount; elsewhere the tests skip and say why."""
+(a read-only bind mount), and a folder an ordinary user may not write to (mode bits, checked
+for root too by dropping the capabilities that bypass them). Mounting needs root; elsewhere
+those tests skip and say why."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import (
+    REPO,
     DaemonProcess,
     cli_main,
     configure,
@@ -109,3 +114,62 @@ def test_a_disk_too_full_to_start_on_gives_one_line_not_a_traceback(small_disk, 
     error = capsys.readouterr().err
     assert "voicedrop: cannot start on" in error and "MiB free on its disk" in error
     assert "Traceback" not in error
+
+
+def as_unprivileged(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """`voicedrop ARGS` for which permission bits hold. Root ignores them through three
+    capabilities; run as root, the command runs without those (setpriv), so the kernel checks
+    mode bits as for any user. (Another user such as `nobody` could not run this checkout's
+    Python, which lives under /root here.)"""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root, and setpriv (util-linux) is not installed")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "daemon", *args, "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+
+
+def test_a_read_only_voices_folder_as_an_ordinary_user_makes_imports_wait(root):
+    """Permission denied by mode bits (EACCES), not by a read-only mount (EROFS)."""
+    clip = write_wav(root / "inbox" / "tom" / "c.wav", seconds=1.0)
+    kept = clip.read_bytes()
+    voices = root / "voices"
+    voices.chmod(0o555)
+    first = as_unprivileged(root, "run", "--until-idle")
+    assert first.returncode == 0, first.stderr
+    (waiting,) = status(root)["voices"]["tom"]["waiting"]
+    assert "may not write" in waiting["reason"], waiting
+    assert clip.read_bytes() == kept and not (clip.parent / "rejected").exists()
+    voices.chmod(0o755)
+    second = as_unprivileged(root, "run", "--until-idle")
+    assert second.returncode == 0, second.stderr
+    assert [p.name for p in imported_clips(root, "tom")] == ["c.wav"]
+    assert not clip.exists()
+
+
+def test_an_inbox_folder_the_daemon_may_not_change_keeps_the_clip_and_says_why(root):
+    """The clip can be read but not moved out of inbox/<voice>/: nothing is lost or doubled,
+    and once the folder is writable the import completes."""
+    clip = write_wav(root / "inbox" / "tom" / "c.wav", seconds=1.0)
+    kept = clip.read_bytes()
+    clip.parent.chmod(0o555)
+    try:
+        first = as_unprivileged(root, "run", "--until-idle")
+    finally:
+        clip.parent.chmod(0o755)
+    assert first.returncode == 0, first.stderr
+    report = status(root)["voices"]["tom"]
+    assert clip.read_bytes() == kept and not (clip.parent / "rejected").exists()
+    (waiting,) = report["waiting"]
+    assert "may not write" in waiting["reason"] and "c.wav" in waiting["reason"], waiting
+    second = as_unprivileged(root, "run", "--until-idle")
+    assert second.returncode == 0, second.stderr
+    assert [p.name for p in imported_clips(root, "tom")] == ["c.wav"] and not clip.exists()
+    (original,) = (root / "voices" / "tom" / "originals").iterdir()
+    assert original.read_bytes() == kept

@@ -44,8 +44,18 @@ def test_texts_whose_outputs_would_collide_or_be_too_long_are_refused_once(root)
     assert log.count("not rendering") == 2 * 2  # said once per run, for two texts
     assert "same.TXT already makes same.wav (names differ only in case)" in log
     assert "over 255: shorten its name" in log
-    rendering = [j["file"] for j in status(root)["voices"]["tom"]["waiting"]]
+    report = status(root)["voices"]["tom"]
+    rendering = [j["file"] for j in report["waiting"]]
     assert rendering == ["same.TXT"]  # the first by name keeps it (and waits for weights)
+    assert sorted(r["file"] for r in report["refused_texts"]) == sorted(
+        ["same.txt", "t" * 248 + ".txt"]
+    )
+    note = outbox / "same.txt.error.txt"  # same.error.txt would be same.TXT's
+    assert "rename or remove same.txt" in note.read_text()
+    (outbox / "same.TXT").unlink()  # the rival gone, the refusal goes too
+    run_until_idle(root)
+    assert not note.exists()
+    assert [j["file"] for j in status(root)["voices"]["tom"]["waiting"]] == ["same.txt"]
 
 
 def test_outputs_follow_the_umask(tmp_path):

@@ -171,6 +171,30 @@ def test_a_file_that_killed_the_daemon_every_time_is_filed_away_and_not_queued_a
     assert [j["kind"] for j in status(root)["failed"]] == ["import"]
 
 
+def test_a_transcription_the_daemon_died_in_is_given_up_then_tried_again_a_day_later(
+    root, monkeypatch
+):
+    """A clip is never left out of the dataset for good by the crash guard: three kills may
+    have had another cause. Stand-ins as above for the kills, and for the day (the delay)."""
+    from daemon.stages.transcribe import TranscribeStage
+
+    write_wav(root / "inbox" / "tom" / "unlucky.wav", seconds=1.0)
+    run_until_idle(root)  # imported; its transcription waits (no Whisper model in test roots)
+    ledger = Ledger(Root.at(root).ledger_file)
+    ledger.db.execute("UPDATE jobs SET state = 'running', attempts = 3 WHERE kind = 'transcribe'")
+    ledger.close()
+    log = run_until_idle(root).stderr
+    assert "stopped 3 times while this ran" in log and "tried again by itself in 24 h" in log
+    note = root / "voices" / "tom" / "dataset" / "unlucky.error.txt"
+    assert "tried again by itself" in note.read_text()
+    assert [j["kind"] for j in status(root)["failed"]] == ["transcribe"]
+    run_until_idle(root)
+    assert [j["kind"] for j in status(root)["failed"]] == ["transcribe"], "not before a day"
+    monkeypatch.setattr(TranscribeStage, "retry_after_crash", 0.0)
+    assert "transcribing unlucky.wav again after its crashes" in run_until_idle(root).stderr
+    assert status(root)["failed"] == []
+
+
 def test_an_edited_config_says_a_restart_is_needed_in_status_and_the_log(root, daemon):
     daemon.start()
     wait_for(lambda: status(root)["daemon"]["running"])

@@ -131,3 +131,24 @@ def test_each_clip_finds_its_own_original_after_name_clashes(root):
         clip.name: original.name for clip, original in pair_originals(voice, transcripts).items()
     }
     assert pairs == {"a-2.wav": "a.mp3", "a.wav": "a.wav", "b.wav": "b.flac"}
+
+
+def test_a_ledger_restored_from_an_older_backup_learns_the_clips_it_missed(root):
+    """A partial loss: the ledger knows two clips, the folders hold four."""
+    for index in range(2):
+        write_wav(root / "inbox" / VOICE / f"early{index}.wav", 1.0, seed=10 + index)
+    run_until_idle(root)
+    backup = ledger_file(root).read_bytes()
+    imported_root(root)
+    before = status(root)["voices"][VOICE]
+    for path in (root / ".voicedrop").glob("ledger.sqlite3*"):
+        path.unlink()
+    ledger_file(root).write_bytes(backup)
+    assert status(root)["voices"][VOICE]["clips"] == 2
+    log = run_until_idle(root).stderr
+    assert f"rebuilt the job ledger from the folders: {CLIPS} imported clips" in log
+    after = status(root)["voices"][VOICE]
+    assert after["clips"] == before["clips"] == CLIPS + 2
+    done = {n for n, s in jobs(root, JobKind.TRANSCRIBE).items() if s == JobState.DONE}
+    assert done == set(TRANSCRIBED)
+    assert "rebuilt the job ledger" not in run_until_idle(root).stderr, "rebuilt only once"
