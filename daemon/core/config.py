@@ -106,6 +106,8 @@ class DatasetSettings:
     trim_silence: bool = True
     start_offset: float = 0.0
     end_offset: float = 0.0
+    max_cer: float = 0.3  # espeak pieces: 0-0.08 said right, 0.71-0.86 another sentence
+    drop_suspect: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,10 @@ class ModelsSettings:
 @dataclass(frozen=True)
 class RenderSettings:
     max_chars: int = 200_000  # bounds a text's chunks, its render time and its memory
+    check: bool = True
+    max_cer: float = 0.3
+    min_similarity: float = 0.7
+    retries: int = 2
 
 
 @dataclass(frozen=True)
@@ -233,6 +239,13 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "render.max_chars": (at_least_one, "must be at least 1"),
     "tts.seed": (lambda seed: seed < 2**32, "must be below 4294967296 (2**32)"),
     "dataset.validation_share": (lambda share: share < 1, "must be below 1"),
+    "dataset.max_cer": (above_zero, "must be more than 0 (1 or more: no piece is suspect)"),
+    "render.max_cer": (above_zero, "must be more than 0 (1 or more: every render passes)"),
+    "render.min_similarity": (
+        lambda similarity: similarity <= 1,
+        "must be at most 1 (a cosine similarity; 0 or less: any speaker passes)",
+    ),
+    "render.retries": (lambda retries: retries >= 0, "must be 0 or more"),
     "tts.max_mel_tokens": (
         lambda tokens: 1 <= tokens <= MAX_MEL_TOKENS,
         f"must be 1-{MAX_MEL_TOKENS} (mel codes per chunk, 20 per second of speech)",

@@ -131,6 +131,7 @@ class TranscribeData(JobData):
     audio_seconds: float | None = None
     seconds: float | None = None  # time Whisper took: the ETA of the voice's next clips
     pieces: int | None = None
+    heard_seconds: float | None = None  # of `seconds`: hearing each piece again (the audit)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@
     train.txt, validation.txt         lines "audio/<file>.wav|<text>"
     whisper.json                      raw segments and pieces, keyed by source clip
     language.json                     the language detected once for the voice
+    audit.json                        each piece heard again: its CER, suspect or not
 
 No torch, no audio decoding: `status` reads this module.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Collection
 from typing import Any
 
 from loguru import logger
@@ -20,6 +22,7 @@ from loguru import logger
 from daemon.core import atomic
 from daemon.core.config import Settings
 from daemon.core.paths import UNSAFE_CHARACTERS, VoicePaths
+from daemon.quality.audit import judge
 from daemon.quality.held import held_clips
 
 CLIP_RATE = 22050
@@ -40,17 +43,23 @@ class Transcripts:
 
 
 def dataset_lines(
-    transcripts: Transcripts, settings: Settings, held: set[str]
+    transcripts: Transcripts,
+    settings: Settings,
+    held: Collection[str] = (),
+    left_out: frozenset[str] = frozenset(),
 ) -> dict[str, list[str]]:
-    """Every piece of every clip but the `held` ones (another speaker, until kept), split
-    deterministically into train and validation. The format has no escaping: a piece whose
-    file name holds `|` or a line break (cut before names were made safe) is left out rather
-    than corrupting the list, and such characters in a transcript become spaces."""
+    """Every piece of every clip but the `held` clips (another speaker, until kept) and the
+    pieces `left_out` (by file), split deterministically into train and validation. The
+    format has no escaping: a piece whose file name holds `|` or a line break (cut before
+    names were made safe) is left out rather than corrupting the list, and such characters in
+    a transcript become spaces."""
     lines: dict[str, list[str]] = {"train": [], "validation": []}
     for clip in sorted(transcripts.entries.values(), key=lambda e: e["clip"]):
         if clip["clip"] in held:
             continue
         for piece in clip["pieces"]:
+            if piece["file"] in left_out:
+                continue
             if UNSAFE_CHARACTERS.search(piece["file"]):
                 logger.warning("left out of the dataset lists: piece {!r}", piece["file"])
                 continue
@@ -74,7 +83,13 @@ def is_validation(piece: dict[str, Any], settings: Settings) -> bool:
 
 
 def write_lists(voice: VoicePaths, transcripts: Transcripts, settings: Settings) -> dict[str, int]:
-    lines = dataset_lines(transcripts, settings, held_clips(voice))
+    """train.txt and validation.txt, without held clips, and with audit.json's verdicts
+    judged by the same settings: suspect pieces are left out when dataset.drop_suspect asks."""
+    pieces = [piece for entry in transcripts.entries.values() for piece in entry["pieces"]]
+    audit = judge(voice, pieces, settings.dataset)
+    dropped = audit.suspects if settings.dataset.drop_suspect else []
+    left_out = frozenset(piece.file for piece in dropped)
+    lines = dataset_lines(transcripts, settings, held_clips(voice), left_out)
     for split, rows in lines.items():
         atomic.write_text(voice.dataset / f"{split}.txt", "".join(f"{row}\n" for row in rows))
     return {split: len(rows) for split, rows in lines.items()}

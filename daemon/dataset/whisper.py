@@ -113,7 +113,7 @@ class Whisper:
         self,
         options: WhisperOptions,
         audio: np.ndarray,
-        language: str,
+        language: str | None,
         on_progress: Callable[[float], None] = lambda done: None,
     ) -> Transcript:
         started = time.monotonic()
@@ -170,4 +170,11 @@ def load_for_whisper(clip: Path) -> np.ndarray:
     import soundfile as sf
 
     audio, rate = sf.read(clip, dtype="float32")
+    return to_whisper_rate(audio, rate)
+
+
+def to_whisper_rate(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Mono float audio at any rate as the 16 kHz float32 Whisper takes."""
+    if rate == WHISPER_RATE:
+        return audio.astype(np.float32, copy=False)
     return soxr.resample(audio, rate, WHISPER_RATE, quality="HQ").astype(np.float32)

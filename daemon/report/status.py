@@ -11,11 +11,13 @@ from typing import Any
 
 import soundfile as sf
 
+from daemon.core.config import shorten
 from daemon.core.files import file_sha256
 from daemon.core.jobs import JobKind, JobState, Outcome
 from daemon.core.ledger import Ledger, open_checked
 from daemon.core.paths import Root, VoicePaths
 from daemon.dataset.lists import Transcripts
+from daemon.quality.audit import read_audit
 from daemon.quality.held import MISMATCH, SpeakerDecisions, held_clips, mismatch_warning
 from daemon.service.lock import running_pid
 from daemon.tts.outputs import CHECK_SUFFIX, ERROR_SUFFIX, name_problem
@@ -150,6 +152,22 @@ def dataset_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
             for p in pieces
             if p["unknown"]
         ],
+        **suspect_report(voice, pieces),
+    }
+
+
+def suspect_report(voice: VoicePaths, pieces: list[dict[str, Any]]) -> dict[str, Any]:
+    """Lines whose audio may not say their text (dataset/audit.json), whether the lists leave
+    them out, and how many lines were never heard again (transcribed before the audit)."""
+    audit = read_audit(voice)
+    heard = {(p.file, p.text) for p in audit.pieces}
+    return {
+        "suspect": [
+            {"file": f"audio/{p.file}", "text": p.text, "heard": p.heard, "cer": p.cer}
+            for p in audit.suspects
+        ],
+        "suspect_left_out": audit.drop_suspect,
+        "unheard": sum((p["file"], p["text"]) not in heard for p in pieces),
     }
 
 
@@ -262,6 +280,25 @@ def dataset_line(dataset: dict[str, Any]) -> str:
     return line
 
 
+def suspect_lines(name: str, dataset: dict[str, Any]) -> list[str]:
+    fate = (
+        "left out of training"
+        if dataset["suspect_left_out"]
+        else "kept (dataset.drop_suspect: true leaves it out)"
+    )
+    lines = [
+        f"  suspect  {p['file']}: CER {p['cer']:.2f}, heard {shorten(p['heard'])!r} for "
+        f"{shorten(p['text'])!r}; {fate}"
+        for p in dataset["suspect"]
+    ]
+    if dataset["unheard"]:
+        lines.append(
+            f"  dataset  {dataset['unheard']} lines were transcribed before voicedrop heard "
+            f"pieces again; `voicedrop transcribe {name}` checks them"
+        )
+    return lines
+
+
 def training_line(training: dict[str, Any]) -> str:
     last = training["last"]
     line = "  training: " + (
@@ -319,6 +356,7 @@ def render_text(report: dict[str, Any]) -> str:
         lines += [f"  training {w}" for w in voice["training"]["warnings"]]
         lines += [f"  dataset  {p}" for p in voice["dataset"]["problems"]]
         lines += [f"  dataset  {u}" for u in voice["dataset"]["unknown_tokens"]]
+        lines += suspect_lines(name, voice["dataset"])
         lines += [f"  rejected {r['file']}: {r['reason']}" for r in voice["rejected"]]
         lines += [f"  refused  {r['file']!r}: {r['reason']}" for r in voice["refused_texts"]]
         lines += [f"  flagged  {f['file']}: {f['check']}" for f in voice["flagged_renders"]]

@@ -15,7 +15,7 @@ import soundfile as sf
 from loguru import logger
 
 from daemon.core import atomic
-from daemon.core.config import ConfigError, Settings, load_voice_settings
+from daemon.core.config import ConfigError, Settings, load_voice_settings, shorten
 from daemon.core.jobs import ImportData, Job, JobKind, JobState, Outcome, TranscribeData
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoicePaths
@@ -31,6 +31,7 @@ from daemon.dataset.lists import (
 )
 from daemon.dataset.slicing import Piece, adjust, plan_pieces
 from daemon.dataset.whisper import WhisperOptions, load_for_whisper, shared_whisper
+from daemon.quality.audit import PieceAudit, hear_pieces, is_suspect, record_clip
 from daemon.weights.store import ModelMissing
 
 CRASH_RETRY_AFTER = 24 * 3600.0  # s before a transcription given up by the crash guard runs again
@@ -70,6 +71,8 @@ class TranscribeStage(Stage):
         pieces = self.cut(audio, transcript.segments, settings)
         remove_piece_files(voice, previous)
         remove_unlisted_pieces(voice, clip)
+        written = self.write_pieces(voice, clip, audio, pieces)
+        heard, heard_seconds = self.hear_again(voice, clip, written, transcript.language)
         entry = {
             "clip": clip.name,
             "original": original_name(ledger, job),
@@ -79,7 +82,7 @@ class TranscribeStage(Stage):
             "duration": transcript.duration,
             "text": transcript.text,
             "segments": transcript.segments,
-            "pieces": self.write_pieces(voice, clip, audio, pieces),
+            "pieces": written,
         }
         transcripts.entries[clip.name] = entry
         transcripts.save()
@@ -91,23 +94,36 @@ class TranscribeStage(Stage):
                 Outcome.NO_SPEECH if problem else Outcome.TRANSCRIBED,
                 problem=problem,
                 audio_seconds=transcript.duration,
-                seconds=transcript.seconds,
+                seconds=transcript.seconds + heard_seconds,  # the ETA counts both
+                heard_seconds=heard_seconds,
                 pieces=len(pieces),
             ),
         )
         logger.info(
-            "transcribed {} ({}): {} pieces in {:.1f} s ({:.2f}x real time); dataset now {} "
-            "train / {} validation lines",
+            "transcribed {} ({}): {} pieces in {:.1f} s, heard again in {:.1f} s ({:.2f}x real "
+            "time); dataset now {} train / {} validation lines",
             clip.name,
             voice.name,
             len(pieces),
             transcript.seconds,
-            transcript.duration / max(transcript.seconds, 1e-6),
+            heard_seconds,
+            transcript.duration / max(transcript.seconds + heard_seconds, 1e-6),
             counts["train"],
             counts["validation"],
         )
         if problem:
             logger.warning("{} ({}): {}", clip.name, voice.name, problem)
+        warn_suspects(voice, heard, settings)
+
+    def hear_again(
+        self, voice: VoicePaths, clip: Path, pieces: list[dict[str, Any]], language: str
+    ) -> tuple[list[PieceAudit], float]:
+        """The audit: every piece heard on its own by the model still loaded, recorded in
+        audit.json before whisper.json lists the pieces; with the seconds it took."""
+        started = time.monotonic()
+        heard = hear_pieces(self.whisper, voice, clip.name, pieces, language)
+        record_clip(voice, clip.name, heard)
+        return heard, time.monotonic() - started
 
     def on_idle(self) -> None:
         """Whisper stays loaded while clips keep coming and is released when they stop."""
@@ -214,6 +230,19 @@ class TranscribeStage(Stage):
                 }
             )
         return written
+
+
+def warn_suspects(voice: VoicePaths, heard: list[PieceAudit], settings: Settings) -> None:
+    for piece in (p for p in heard if is_suspect(p, settings.dataset)):
+        logger.warning(
+            "audio/{} ({}) may not say its text: CER {:.2f} above dataset.max_cer; "
+            "heard {!r} for {!r}",
+            piece.file,
+            voice.name,
+            piece.cer,
+            shorten(piece.heard),
+            shorten(piece.text),
+        )
 
 
 def original_name(ledger: Ledger, job: Job) -> str:

@@ -82,6 +82,11 @@ def test_generated_speech_is_transcribed_accurately(root):
     assert report["train"] + report["validation"] == len(all_lines(root, "robot"))
     assert report["transcribed"] == len(SENTENCES) and report["to_transcribe"] == 0
     assert report["problems"] == []
+    audit = json.loads((dataset(root, "robot") / "audit.json").read_text())["pieces"]
+    assert sorted(f"audio/{p['file']}" for p in audit) == sorted(
+        line.split("|")[0] for line in all_lines(root, "robot")
+    )
+    assert report["suspect"] == [] and all(p["cer"] <= 0.1 for p in audit), audit
 
 
 def test_tortoise_clips_become_a_dataset_with_language_detected_once(root):
@@ -160,6 +165,8 @@ def test_reruns_are_incremental_and_removed_originals_lose_their_lines(root):
     assert sorted(transcripts(root, "inc")) == ["b.wav", "c.wav"]
     assert not any(line.startswith("audio/a_") for line in all_lines(root, "inc"))
     assert not list((dataset(root, "inc") / "audio").glob("a_*.wav"))
+    audit = json.loads((dataset(root, "inc") / "audit.json").read_text())["pieces"]
+    assert {p["clip"] for p in audit} == {"b.wav", "c.wav"}
     assert [c.name for c in imported_clips(root, "inc")] == ["b.wav", "c.wav"]
     assert status(root)["voices"]["inc"]["clips"] == 2
 
@@ -221,6 +228,24 @@ def test_a_missing_whisper_model_makes_transcription_wait(root):
     report = status(root)
     assert report["jobs"]["waiting"] == 1
     assert "models/not-there does not exist" in report["voices"]["wait"]["waiting"][0]["reason"]
+
+
+def test_lines_whose_audio_does_not_say_their_text_are_listed_and_can_be_left_out(root):
+    """An end_offset that cuts the last words off every piece: each piece is heard again, is
+    suspect, and with dataset.drop_suspect no line is left to train on."""
+    voice = root / "voices" / "clipped"
+    voice.mkdir(parents=True)
+    (voice / "voice.yaml").write_text("dataset:\n  end_offset: -1.5\n  drop_suspect: true\n")
+    espeak(root / "inbox" / "clipped" / "a.wav", SENTENCES[4])
+    espeak(root / "inbox" / "clipped" / "b.wav", SENTENCES[5])
+    result = run_until_idle(root)
+    assert result.stderr.count("may not say its text") == 2
+    report = status(root)["voices"]["clipped"]["dataset"]
+    assert len(report["suspect"]) == 2 and report["suspect_left_out"]
+    assert all(s["cer"] > 0.3 for s in report["suspect"])
+    assert report["train"] == report["validation"] == 0
+    text = voicedrop("status", "--root", str(root), "clipped").stdout
+    assert text.count("left out of training") == 2
 
 
 def test_lists_never_carry_a_field_separator_or_a_line_break(root):

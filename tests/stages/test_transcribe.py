@@ -157,3 +157,26 @@ def test_a_transcription_given_up_leaves_no_orphan_pieces_and_says_how_to_retry(
     assert not orphan.exists() and other.exists()
     note = stage.root.voice("anna").dataset / f"{speech[0].stem}.error.txt"
     assert "`voicedrop transcribe anna` tries every clip" in note.read_text()
+
+
+def test_every_piece_is_heard_again_and_a_cut_through_its_words_is_suspect(
+    stage, ledger, speech
+) -> None:
+    """dataset.end_offset -1.5 cuts the last words off each piece: what Whisper then hears
+    in the piece is no longer its line's text."""
+    voice = stage.root.voice("cut")
+    voice.home.mkdir(parents=True)
+    (voice.home / "voice.yaml").write_text("dataset:\n  end_offset: -1.5\n")
+    job = imported(stage, ledger, "cut", speech[0])
+    stage.run(job, ledger)
+    piece = entries(stage, "cut")["s0.wav"]["pieces"][0]
+    audit = json.loads((voice.dataset / "audit.json").read_text())["pieces"]
+    assert [p["file"] for p in audit] == [piece["file"]] and audit[0]["suspect"]
+    assert audit[0]["cer"] > 0.3 and "fox" in audit[0]["heard"].lower()
+    assert "lazy dog" in piece["text"] and "lazy dog" not in audit[0]["heard"].lower()
+    lines = (voice.dataset / "train.txt").read_text() + (
+        voice.dataset / "validation.txt"
+    ).read_text()
+    assert f"audio/{piece['file']}|" in lines  # listed, not dropped: drop_suspect is false
+    done = ledger.get(job.id).data
+    assert 0 < done.heard_seconds < done.seconds  # the voice's ETA counts the audit too
