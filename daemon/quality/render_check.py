@@ -92,7 +92,8 @@ def spoken_text(chunk: str, redaction: Redaction) -> str:
     """What the chunk's audio should say: [bracketed] prompts were cut out, unless no cut
     point was found and the chunk was kept whole."""
     parts = split_redactions(chunk)
-    return " ".join(p.text for p in parts if redaction is Redaction.KEPT or not p.redacted)
+    said = " ".join(p.text for p in parts if redaction is Redaction.KEPT or not p.redacted)
+    return " ".join(said.split())
 
 
 def keep_best(attempts: list[Attempt], limits: CheckLimits) -> int:
