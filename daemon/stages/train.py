@@ -238,7 +238,7 @@ class ScoringProgress:
         if self.stage.stopping.is_set():
             raise Yielded("the daemon is stopping; the new model is scored again at the next start")
         logger.info(
-            "scoring {}: {} model, hold-out text {}/{} ({:.0%})",
+            "scoring {}: {} model, hold-out text {}/{} ({:.0%} of its texts done)",
             self.voice,
             model,
             done + 1,

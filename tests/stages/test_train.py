@@ -23,6 +23,7 @@ from tests.conftest import (
     run_until_idle,
     status,
     voicedrop,
+    wait_for,
 )
 
 # 5-12 s each: real dataset lines, longer than anything the old tiny model could hold
@@ -382,3 +383,32 @@ def test_models_rollback_refuses_while_the_voice_is_training(voice_root, stand_i
         lock.release()
     assert refused.returncode == 1 and "tester is being fine-tuned" in refused.stderr
     assert sha256(root / "voices" / "tester" / "models" / "autoregressive.pth") == before
+
+
+def test_a_kill_while_scoring_scores_again_and_never_installs_half_decided(voice_root, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    root = voice_root()
+    log = tmp_path / "train.log"
+    command = [sys.executable, "-m", "daemon", "train", "--root", str(root), "tester", "--now"]
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "scoring tester: candidate model, hold-out text 2/2" in log.read_text())
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    models = root / "voices" / "tester" / "models"
+    (run,) = (root / "voices" / "tester" / "training").glob("*/result.json")
+    assert not (models / "autoregressive.pth").exists()
+    assert (run.parent / "candidate.pth").exists() and not (run.parent / "promotion.json").exists()
+
+    again = voicedrop("train", "--root", str(root), "tester", "--now", timeout=600)
+    assert "fine-tuning tester: step" not in again.stderr  # trained already: only scored
+    assert "scoring tester: candidate model, hold-out text 1/2" in again.stderr
+    promotion = json.loads((run.parent / "promotion.json").read_text())
+    assert promotion["decision"]["promote"] is True
+    assert sha256(models / "autoregressive.pth") == promotion["candidate"]["sha256"]
+    assert not (run.parent / "candidate.pth").exists()
