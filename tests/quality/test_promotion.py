@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from daemon.core.config import TrainingSettings
 from daemon.core.paths import Root
-from daemon.quality.promotion import HoldOut, Margins, ModelScores, decide
+from daemon.quality.promotion import HoldOut, Margins, ModelScores, Promotion, decide, settle
 
 MARGINS = Margins(max_cer_rise=0.02, max_similarity_drop=0.02, max_loss_rise=0.02)
 
@@ -78,3 +79,40 @@ def test_the_hold_out_texts_stay_picked_as_lines_are_added(tmp_path: Path) -> No
 
 def lines_text(lines: list[str]) -> set[str]:
     return {line.partition("|")[2] for line in lines}
+
+
+class NoScoring:
+    """A stand-in scorer for a decision already recorded: scoring again would be a bug."""
+
+    def score(self, model, voice, holdout):
+        raise AssertionError("a recorded decision is carried out, not scored again")
+
+    def release(self) -> None:
+        """Nothing loaded."""
+
+
+def test_a_decision_recorded_before_a_kill_is_carried_out_as_recorded(tmp_path: Path) -> None:
+    voice = Root.at(tmp_path).voice("anna")
+    run = voice.home / "training" / "20260101-010000"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text(json.dumps({"finished": True, "step": 6}))
+    candidate = run / "candidate.pth"
+    candidate.write_bytes(b"the candidate's weights")
+    recorded = Promotion(
+        run.name,
+        scores(cer=0.3, loss=2.0),
+        CURRENT,
+        MARGINS,
+        decide(scores(cer=0.3, loss=2.0), CURRENT, MARGINS),
+        0.0,
+    )
+    (run / "promotion.json").write_text(json.dumps(recorded.to_json()))
+
+    assert settle(run, candidate, voice, NoScoring(), HoldOut((), ()), MARGINS) == recorded
+    kept = voice.models / "rejected" / f"{run.name}.pth"
+    assert kept.read_bytes() == b"the candidate's weights" and not candidate.exists()
+    assert not (voice.models / "autoregressive.pth").exists()
+    as_json = json.loads(json.dumps(recorded.to_json()))
+    assert json.loads(kept.with_suffix(".json").read_text()) == as_json
+    result = json.loads((run / "result.json").read_text())
+    assert result["step"] == 6 and result["promotion"] == as_json
