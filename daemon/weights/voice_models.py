@@ -99,15 +99,22 @@ def rollback(models_dir: Path) -> InstalledModel:
             "another replaced it"
         )
     last = kept[-1]
-    record = install(models_dir, last, "rollback", last)
+    earlier = read_provenance(last.with_suffix(".json"))  # where it first came from
+    record = install(models_dir, last, "rollback", Path(earlier.source) if earlier else last)
     last.with_suffix(".json").unlink(missing_ok=True)
     return record
 
 
 def installed(models_dir: Path) -> InstalledModel | None:
     """The provenance of the active model, or None (no model, or one from before this file)."""
-    path = Path(models_dir) / PROVENANCE_FILE
-    if not (Path(models_dir) / AUTOREGRESSIVE_FILE).is_file() or not path.is_file():
+    if not (Path(models_dir) / AUTOREGRESSIVE_FILE).is_file():
+        return None
+    return read_provenance(Path(models_dir) / PROVENANCE_FILE)
+
+
+def read_provenance(path: Path) -> InstalledModel | None:
+    """An autoregressive.json (or a kept model's copy), or None when missing or unreadable."""
+    if not path.is_file():
         return None
     try:
         return InstalledModel(**json.loads(path.read_text(encoding="utf-8")))

@@ -360,6 +360,9 @@ def test_models_rollback_restores_the_previous_model_byte_for_byte(voice_root, s
     rolled = voicedrop("models", "rollback", "--root", str(root), "tester")
     assert "renders with its previous model again" in rolled.stdout
     assert sha256(active) == first
+    provenance = json.loads(active.with_name("autoregressive.json").read_text())
+    assert provenance["origin"] == "rollback" and provenance["sha256"] == first
+    assert "/training/" in provenance["source"]  # the run it was first trained in
     voicedrop("models", "rollback", "--root", str(root), "tester")  # undoes the rollback
     assert sha256(active) == second
 
