@@ -304,6 +304,9 @@ def run_production(
         shutil.rmtree(result.run_dir)
         raise CutShort(f"{voice.name}: stopped after {result.step} steps")
     assert not result.skipped, result.skipped
+    # the train stage would promote or reject the candidate; without it, a run whose candidate
+    # is still there counts as undecided and would be handed back to the next round
+    result.model_path.unlink()
     return result, spent
 
 

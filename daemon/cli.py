@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     use.add_argument("voice")
     use.add_argument("file", type=Path, help="the autoregressive checkpoint")
     use.set_defaults(handler=cmd_models_use)
+    rollback = models_commands.add_parser(
+        "rollback", help="render a voice with the model its current one replaced (again: undo)"
+    )
+    add_root(rollback)
+    rollback.add_argument("voice")
+    rollback.set_defaults(handler=cmd_models_rollback)
     fetch = models_commands.add_parser(
         "fetch", help="download TorToiSe's released weights into the model store"
     )
@@ -334,6 +340,55 @@ def cmd_models_use(args: argparse.Namespace) -> int:
         return 1
     print(f"voice {voice.name} now renders with {args.file} (sha256 {record.sha256[:12]}…)")
     return 0
+
+
+def cmd_models_rollback(args: argparse.Namespace) -> int:
+    """Swap the voice's model for the one it replaced; not while that voice is training."""
+    from daemon.weights.voice_models import NoPreviousModel, rollback
+
+    root, _ = open_root(args.root)
+    voice = root.voice(args.voice)
+    trainer = training_pid(root, voice.name)
+    if trainer is not None:
+        print(
+            f"voicedrop: voice {voice.name} is being fine-tuned (pid {trainer}), which may "
+            "replace its model: roll back once that run is over",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        record = rollback(voice.models)
+    except NoPreviousModel as exc:
+        print(f"voicedrop: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"voicedrop: could not put the previous model back in {voice.models} "
+            f"({exc.strerror or exc}); voice {voice.name} keeps the model it had",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"voice {voice.name} renders with its previous model again (sha256 "
+        f"{record.sha256[:12]}…); `voicedrop models rollback {voice.name}` again undoes this"
+    )
+    return 0
+
+
+def training_pid(root: Root, voice: str) -> int | None:
+    """The pid of the daemon (or `voicedrop train`) running a train job of `voice`."""
+    from daemon.core.jobs import JobKind, JobState
+    from daemon.service.lock import running_pid
+
+    pid = running_pid(root)
+    if pid is None:
+        return None  # a job left running by a killed daemon is not running
+    ledger = open_checked(root.ledger_file)
+    try:
+        jobs = ledger.jobs(kind=JobKind.TRAIN, voice=voice, state=JobState.RUNNING)
+    finally:
+        ledger.close()
+    return pid if jobs else None
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:

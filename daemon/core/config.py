@@ -143,6 +143,12 @@ class TrainingSettings:
     lr_schedule: tuple[int, ...] = (2, 4, 9, 18, 25, 33, 50, 59)
     validate_every: int = 5
     save_every: int = 5
+    # A finished run's model replaces the voice's current one only if it is not worse by
+    # these margins on the hold-out lines (daemon.quality.promotion)
+    promote_max_cer_rise: float = 0.02
+    promote_max_similarity_drop: float = 0.02
+    promote_max_loss_rise: float = 0.02
+    promote_texts: int = 8
 
 
 @dataclass(frozen=True)
@@ -261,6 +267,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "training.micro_batch": (is_count_or_auto, "must be 1 or more"),
     "training.until": (is_clock_time, "must be a time like 07:00"),
     "training.schedule": (is_cron, "must be a 5-field cron line"),
+    "training.promote_texts": (at_least_one, "must be at least 1"),
 }
 
 

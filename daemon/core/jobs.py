@@ -187,6 +187,8 @@ class TrainData(JobData):
     step: int | None = None
     skipped: dict[str, int] = field(default_factory=dict)  # dataset lines left out, by reason
     finished_at_text: str | None = None
+    promoted: bool | None = None  # the run's model replaced the voice's (None: before scoring)
+    decision: str | None = None  # why it was promoted or kept aside, in words
 
 
 DATA_OF: dict[JobKind, type[JobData]] = {

@@ -72,7 +72,10 @@ def dataset_lines(
 
 def is_validation(piece: dict[str, Any], settings: Settings) -> bool:
     """A stable share chosen by hash of the file name, plus ai-voice-cloning's rule that lines
-    too short to learn from (text or audio) are only used for validation."""
+    too short to learn from (text or audio) are only used for validation. This is the voice's
+    hold-out set: never trained on, and what a new fine-tune must score on no worse than the
+    current model (daemon.quality.promotion); the hash keeps a line on its side as clips are
+    added, so it stays held out from every run."""
     rules = settings.dataset
     if len(piece["text"]) < rules.validation_text_length:
         return True

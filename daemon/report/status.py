@@ -194,6 +194,9 @@ def training_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
             "model_sha256": last.model_sha256,
             "losses": last.losses,
             "warnings": list(last.warnings),
+            "promoted": last.promoted,
+            "decision": last.decision,
+            "model": None if last.model is None else str(last.model),
         },
         "next": upcoming.isoformat(timespec="minutes") if upcoming else None,
         "state": active[-1].state if active else None,
@@ -318,6 +321,18 @@ def training_line(training: dict[str, Any]) -> str:
     return line + f"; next window {training['next'] or 'none'}"
 
 
+def promotion_lines(last: dict[str, Any] | None) -> list[str]:
+    """Whether the last fine-tune is the model renders use, and why (or why not)."""
+    if last is None or last["promoted"] is None:
+        return []
+    if last["promoted"]:
+        return [f"  promoted the last fine-tune: {last['decision']}"]
+    return [
+        f"  not promoted the last fine-tune, kept as {last['model']}: {last['decision']}; "
+        "renders use the current model"
+    ]
+
+
 def rendering_line(render: dict[str, Any]) -> str:
     eta = "" if render["eta_s"] is None else f", ETA {render['eta_s']:.0f} s"
     paused = " (paused)" if render["state"] == JobState.PENDING else ""
@@ -354,6 +369,7 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(training_line(voice["training"]))
         lines += [f"  warning  {w}" for w in voice["warnings"]]
         lines += [f"  training {w}" for w in voice["training"]["warnings"]]
+        lines += promotion_lines(voice["training"]["last"])
         lines += [f"  dataset  {p}" for p in voice["dataset"]["problems"]]
         lines += [f"  dataset  {u}" for u in voice["dataset"]["unknown_tokens"]]
         lines += suspect_lines(name, voice["dataset"])

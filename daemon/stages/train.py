@@ -3,6 +3,10 @@ voices/<voice>/models/autoregressive.pth, inside the training window.
 
 Training yields: it checkpoints and steps aside when renders are waiting (they share the
 device), when the window closes (it waits for the next night) and when the daemon stops.
+A finished run's model is then scored against the voice's current one on the hold-out lines
+and promoted only when it is not worse (daemon.quality.promotion); scoring is not preempted
+by renders (it is bounded by training.promote_texts) but stops with the daemon, and is done
+again from the start at the next run.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -17,9 +23,13 @@ from daemon.core.config import ConfigError, Settings, load_voice_settings
 from daemon.core.jobs import Job, JobKind, JobState, Outcome, TrainData, TrainProgress
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoicePaths
-from daemon.core.worker import Blocked, Device, Rejected, Stage
+from daemon.core.worker import Blocked, Device, Rejected, Stage, Yielded
 from daemon.dataset.lists import known_language
 from daemon.service.schedule import in_window, next_start
+
+if TYPE_CHECKING:
+    from daemon.quality.promotion import Promotion, Scorer
+    from daemon.training.trainer import TrainingOptions, TrainResult
 
 PROGRESS_EVERY = 5.0
 
@@ -35,6 +45,7 @@ class TrainStage(Stage):
     foreground = "train"
 
     def run(self, job: Job, ledger: Ledger) -> None:
+        from daemon.quality.promotion import rejected_model
         from daemon.training.trainer import NoTrainingLines, TrainingOptions, train_voice
         from daemon.tts.spec import BadCheckpoint, WeightsMissing
         from daemon.weights.store import dvae_file, tortoise_models
@@ -72,11 +83,20 @@ class TrainStage(Stage):
         if not result.finished:
             self.step_aside(ledger, job, reason[0], settings)
             return
+        try:
+            promotion = self.promote(voice, settings, result, options, models_dir, dvae)
+        except (WeightsMissing, BadCheckpoint) as exc:
+            raise Blocked(
+                f"{exc}; the fine-tuned model is scored against the current one, and used if "
+                "not worse, once the model files are fixed"
+            ) from exc
+        promoted = promotion.decision.promote
+        kept = rejected_model(voice.models, result.run_dir.name)
         ledger.finish(
             job.id,
             TrainData(
                 Outcome.TRAINED,
-                model=result.model_path,
+                model=voice.models / "autoregressive.pth" if promoted else kept,
                 model_sha256=result.model_sha256,
                 losses=result.losses,
                 warnings=tuple(result.warnings),
@@ -84,15 +104,79 @@ class TrainStage(Stage):
                 step=result.step,
                 skipped=result.skipped,
                 finished_at_text=self.now().isoformat(timespec="seconds"),
+                promoted=promoted,
+                decision=promotion.decision.reason,
             ),
         )
         for warning in result.warnings:
             logger.warning("voice {} training: {}", voice.name, warning)
+        if promoted:
+            logger.info(
+                "voice {} fine-tuned (sha256 {}…), promoted: {}; its next render uses it",
+                voice.name,
+                result.model_sha256[:12],
+                promotion.decision.reason,
+            )
+        else:
+            logger.warning(
+                "voice {} fine-tuned (sha256 {}…) but not promoted: {}; it is kept as {} and "
+                "renders go on with the current model",
+                voice.name,
+                result.model_sha256[:12],
+                promotion.decision.reason,
+                kept,
+            )
+
+    def promote(
+        self,
+        voice: VoicePaths,
+        settings: Settings,
+        result: TrainResult,
+        options: TrainingOptions,
+        models_dir: Path,
+        dvae: Path | None,
+    ) -> Promotion:
+        """Score the run's candidate and the current model on the hold-out lines with the
+        same seeds, then install the candidate or keep it aside (see `settle`)."""
+        from daemon.quality.promotion import HoldOut, Margins, settle
+
+        holdout = HoldOut.of(voice, settings.training.promote_texts, options.seed)
         logger.info(
-            "voice {} fine-tuned: {} (sha256 {}…); its next render uses it",
+            "voice {}: scoring the fine-tuned model against the current one on {} hold-out "
+            "texts and every hold-out line's loss",
             voice.name,
-            result.model_path,
-            result.model_sha256[:12],
+            len(holdout.texts),
+        )
+        scorer = self.scorer(voice, settings, result, options, models_dir, dvae)
+        try:
+            margins = Margins.from_settings(settings.training)
+            return settle(result.run_dir, result.model_path, voice, scorer, holdout, margins)
+        finally:
+            scorer.release()
+
+    def scorer(
+        self,
+        voice: VoicePaths,
+        settings: Settings,
+        result: TrainResult,
+        options: TrainingOptions,
+        models_dir: Path,
+        dvae: Path | None,
+    ) -> Scorer:
+        """The production scorer: the trainer's validation loss and the engine's renders."""
+        from daemon.quality.promotion import LISTEN_DIR, RenderScorer
+        from daemon.training.trainer import holdout_loss
+
+        language = self.language(voice, settings)
+        return RenderScorer(
+            models_dir,
+            settings.tts,
+            lambda model: holdout_loss(voice.home, models_dir, model, options, language, dvae),
+            result.run_dir / LISTEN_DIR,
+            ScoringProgress(self, voice.name),
+            # wired at merge: hear_cer from daemon.quality.speech (heard + character_error_rate)
+            # and speaker_similarity from daemon.quality.speaker (SpeakerEncoder, similarity,
+            # voice_embedding); until then CER and similarity are None and decide() skips them
         )
 
     def stop_reason(self, ledger: Ledger, settings: Settings, forced: bool) -> str:
@@ -136,6 +220,26 @@ class TrainStage(Stage):
 
     def give_up(self, job: Job, reason: str) -> None:
         logger.error("voice {}: fine-tuning failed: {}", job.voice, reason)
+
+
+class ScoringProgress:
+    """Before each hold-out render: progress in the log, and a stop when the daemon stops."""
+
+    def __init__(self, stage: TrainStage, voice: str) -> None:
+        self.stage = stage
+        self.voice = voice
+
+    def __call__(self, model: str, done: int, total: int) -> None:
+        if self.stage.stopping.is_set():
+            raise Yielded("the daemon is stopping; the new model is scored again at the next start")
+        logger.info(
+            "scoring {}: {} model, hold-out text {}/{} ({:.0%} of its texts done)",
+            self.voice,
+            model,
+            done + 1,
+            total,
+            done / total,
+        )
 
 
 class ProgressReporter:

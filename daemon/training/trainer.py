@@ -12,7 +12,8 @@ end at any step and the next night picks up where it stopped.
     voices/<voice>/training/<run>/metrics.jsonl  one record per optimizer step
     voices/<voice>/training/<run>/loss.png, lr.png
     voices/<voice>/training/<run>/result.json    written when the run finished
-    voices/<voice>/models/autoregressive.pth     the fine-tuned model
+    voices/<voice>/training/<run>/candidate.pth  the fine-tuned model, until the train stage
+                                                 promotes it (daemon.quality.promotion)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from loguru import logger
 from torch import nn
 
-from daemon.core.atomic import TEMP_PREFIX, atomic_path, write_text
+from daemon.core.atomic import atomic_path, write_text
 from daemon.core.config import TrainingSettings
 from daemon.core.device import resolve_device
 from daemon.core.files import cached_sha256
@@ -49,7 +50,6 @@ from daemon.tts.checkpoints import (
     save_checkpoint,
 )
 from daemon.tts.spec import AUTOREGRESSIVE_FILE, DVAE_FILE, ModelSpec, WeightsMissing
-from daemon.weights.voice_models import install
 
 MAX_TEXT_TOKENS = 200  # DLAS/ai-voice-cloning skip longer texts
 MAX_SAMPLES = 255995  # ... and longer clips (~11.6 s)
@@ -67,9 +67,19 @@ CPU_MICRO_BATCH = 4
 CUDA_MICRO_BATCHES = ((69, 128), (31, 64), (15, 8), (7, 4), (5, 2))
 WARN_TAIL = 5  # steps averaged for the end-of-run loss comparison
 VAL_RISE = 1.02  # the last validation loss this much above its best means overfitting
-# When a run trains, not what it trains: changing them never starts a new run.
-WINDOW_SETTINGS = ("schedule", "until", "catch_up")
+# When a run trains and how its model is judged, not what it trains: changing them never
+# starts a new run.
+UNTRAINED_SETTINGS = (
+    "schedule",
+    "until",
+    "catch_up",
+    "promote_max_cer_rise",
+    "promote_max_similarity_drop",
+    "promote_max_loss_rise",
+    "promote_texts",
+)
 CHECKPOINT = "checkpoint.pt"
+CANDIDATE = "candidate.pth"
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
 
@@ -103,7 +113,7 @@ class TrainResult:
     step: int
     total_steps: int
     epoch: int  # epochs completed
-    model_path: Path | None  # voices/<voice>/models/autoregressive.pth once finished
+    model_path: Path | None  # <run>/candidate.pth once finished, until promoted or rejected
     model_sha256: str | None
     losses: dict[str, float]  # the last step's loss_text, loss_mel, loss_total
     text_weight: float
@@ -172,6 +182,8 @@ def train_voice(
 
     # model, optimizer, schedule; then the last checkpoint of this run on top
     run_dir = open_run(voice_dir / "training", run_fingerprint(voice_dir, base, options, language))
+    if (run_dir / RESULT).exists():  # trained already; its candidate awaits the decision
+        return read_result(run_dir)
     saved = read_state_dict(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).exists() else None
     model = load_strict(build_autoregressive(training_spec(spec, options, device)), base)
     model = model.to(device).train()
@@ -249,12 +261,11 @@ def train_voice(
     finished = step >= total_steps
     model_path = model_sha256 = None
     if finished:
-        staged = save_checkpoint(
+        model_path = save_checkpoint(
             {name: value.detach().cpu() for name, value in model.state_dict().items()},
-            voice_dir / "models" / f"{TEMP_PREFIX}trained.pth",
+            run_dir / CANDIDATE,
         )
-        model_sha256 = install(voice_dir / "models", staged, "training", run_dir).sha256
-        model_path = voice_dir / "models" / AUTOREGRESSIVE_FILE
+        model_sha256 = cached_sha256(model_path)
     else:
         learner.save(run_dir / CHECKPOINT, step, batch_size, micro_batch)
     write_charts(run_dir, metrics.records)
@@ -537,21 +548,22 @@ def run_fingerprint(voice_dir: Path, base: Path, options: TrainingOptions, langu
     for split in ("train", "validation"):
         listing = voice_dir / "dataset" / f"{split}.txt"
         digest.update(listing.read_bytes() if listing.exists() else b"")
-    trained = {k: v for k, v in dataclasses.asdict(options).items() if k not in WINDOW_SETTINGS}
+    trained = {k: v for k, v in dataclasses.asdict(options).items() if k not in UNTRAINED_SETTINGS}
     settings = {**trained, "language": language, "base": cached_sha256(base)}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()
 
 
 def open_run(training_dir: Path, fingerprint: str) -> Path:
-    """The unfinished run with this fingerprint, or a new run folder named by its start time.
-    A run whose settings changed (an older version's too) is not resumed: it is named in the log,
-    since its checkpoint is left on disk."""
+    """The unfinished run with this fingerprint (or its finished one whose candidate is not
+    yet decided on), or a new run folder named by its start time. A run whose settings changed
+    (an older version's too) is not resumed: it is named in the log, since its checkpoint is
+    left on disk."""
     runs = sorted(p for p in training_dir.glob("*/run.json"))
     for marker in reversed(runs):
         run_dir = marker.parent
         if json.loads(marker.read_text())["fingerprint"] == fingerprint:
-            if not (run_dir / RESULT).exists():
+            if not (run_dir / RESULT).exists() or (run_dir / CANDIDATE).exists():
                 return run_dir
             break
     for marker in runs:
@@ -690,3 +702,38 @@ def result_json(result: TrainResult) -> dict[str, Any]:
         key: str(value) if isinstance(value, Path) else value
         for key, value in dataclasses.asdict(result).items()
     }
+
+
+def read_result(run_dir: Path) -> TrainResult:
+    """A finished run's result.json (other keys, such as the promotion's, are not its own)."""
+    saved = json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
+    fields = {f.name for f in dataclasses.fields(TrainResult)}
+    result = TrainResult(**{key: value for key, value in saved.items() if key in fields})
+    model = result.model_path and Path(result.model_path)
+    return dataclasses.replace(result, run_dir=Path(result.run_dir), model_path=model)
+
+
+def holdout_loss(
+    voice_dir: Path,
+    models_dir: Path,
+    model: Path | None,
+    options: TrainingOptions,
+    language: str,
+    dvae: Path | None = None,
+) -> float | None:
+    """`model`'s (None: the base model's) validation loss over the voice's hold-out lines,
+    computed exactly as training validates, so two models compare on the same crops."""
+    device = torch.device(resolve_device(options.device))
+    spec = ModelSpec.read(models_dir)
+    cache = codes_cache(voice_dir, models_dir, spec, device, dvae)
+    examples = load_examples(voice_dir, "validation", spec, cache, Counter())
+    del cache.dvae
+    if not examples:
+        return None
+    path = model if model is not None else models_dir / AUTOREGRESSIVE_FILE
+    network = load_strict(build_autoregressive(training_spec(spec, options, device)), path)
+    network = network.to(device)
+    micro_batch = pick_micro_batch(options, len(examples), memory_cap(device))
+    weights = (options.text_weight(language), options.mel_lr_weight)
+    amp = use_half(options, device)
+    return validate(network, examples, spec, micro_batch, weights, amp, options)["val_loss_total"]

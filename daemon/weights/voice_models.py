@@ -4,8 +4,9 @@
 voicedrop's own training, from `voicedrop models use VOICE FILE`, or from a checkpoint dropped
 into `voices/<voice>/models/` (DL-Art-School / ai-voice-cloning write `<step>_gpt.pth`). Every
 file is checked strictly against the autoregressive model's dimensions before it is used, the
-replaced model is kept under `previous/`, and `autoregressive.json` says where the model came
-from. Installing is crash-safe: the active model is always either the old or the new file.
+replaced model is kept under `previous/` (`voicedrop models rollback VOICE` puts the last one
+back), and `autoregressive.json` says where the model came from. Installing is crash-safe: the
+active model is always either the old or the new file.
 """
 
 from __future__ import annotations
@@ -66,9 +67,15 @@ def use_model(models_dir: Path, source: Path, spec: ModelSpec, origin: str) -> I
         staged.unlink(missing_ok=True)
 
 
+class NoPreviousModel(Exception):
+    """The voice has no replaced model kept to go back to."""
+
+
 def install(models_dir: Path, staged: Path, origin: str, source: Path) -> InstalledModel:
-    """Make `staged` (a file inside `models_dir`) the active model, keeping the old one."""
+    """Make `staged` (a file on the voice folder's filesystem: it is renamed) the active model,
+    keeping the old one."""
     models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
     active = models_dir / AUTOREGRESSIVE_FILE
     record = InstalledModel(file_sha256(staged), origin, str(source), time.time())
     _keep_previous(models_dir, active)
@@ -81,10 +88,33 @@ def install(models_dir: Path, staged: Path, origin: str, source: Path) -> Instal
     return record
 
 
+def rollback(models_dir: Path) -> InstalledModel:
+    """Put the last replaced model back, byte for byte (it is renamed, not rewritten). The
+    model it replaces is kept in previous/ in turn, so a second rollback undoes the first."""
+    kept = sorted((Path(models_dir) / PREVIOUS_DIR).glob("autoregressive-*.pth"))
+    if not kept:
+        raise NoPreviousModel(
+            f"voice {Path(models_dir).parent.name} has no previous model to go back to "
+            f"({Path(models_dir) / PREVIOUS_DIR} holds none): a model is kept there only once "
+            "another replaced it"
+        )
+    last = kept[-1]
+    earlier = read_provenance(last.with_suffix(".json"))  # where it first came from
+    record = install(models_dir, last, "rollback", Path(earlier.source) if earlier else last)
+    last.with_suffix(".json").unlink(missing_ok=True)
+    return record
+
+
 def installed(models_dir: Path) -> InstalledModel | None:
     """The provenance of the active model, or None (no model, or one from before this file)."""
-    path = Path(models_dir) / PROVENANCE_FILE
-    if not (Path(models_dir) / AUTOREGRESSIVE_FILE).is_file() or not path.is_file():
+    if not (Path(models_dir) / AUTOREGRESSIVE_FILE).is_file():
+        return None
+    return read_provenance(Path(models_dir) / PROVENANCE_FILE)
+
+
+def read_provenance(path: Path) -> InstalledModel | None:
+    """An autoregressive.json (or a kept model's copy), or None when missing or unreadable."""
+    if not path.is_file():
         return None
     try:
         return InstalledModel(**json.loads(path.read_text(encoding="utf-8")))

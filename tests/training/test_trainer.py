@@ -19,6 +19,7 @@ from tortoise.models.autoregressive import UnifiedVoice
 from daemon.core.files import file_sha256
 from daemon.core.jobs import TrainProgress
 from daemon.training.trainer import (
+    CANDIDATE,
     CHECKPOINT,
     METRICS,
     TrainingOptions,
@@ -98,8 +99,9 @@ def test_loss_falls_and_the_model_renders(tiny_models: Path, speech: Path, tmp_p
     assert (result.run_dir / "lr.png").stat().st_size > 0
     assert not (result.run_dir / CHECKPOINT).exists()  # finished: only the model is kept
 
-    model = voice / "models" / "autoregressive.pth"
+    model = result.run_dir / CANDIDATE  # the train stage decides whether renders use it
     assert result.model_path == model and result.model_sha256 == file_sha256(model)
+    assert not (voice / "models" / "autoregressive.pth").exists()
     load_strict(build_autoregressive(ModelSpec.tiny()), model)
     stock = UnifiedVoice(**ModelSpec.tiny().autoregressive)  # tortoise's own class, strictly
     stock.load_state_dict(torch.load(model, weights_only=True), strict=True)
@@ -113,7 +115,13 @@ def test_loss_falls_and_the_model_renders(tiny_models: Path, speech: Path, tmp_p
 
     # a second run reads every line's codes from the cache; a changed piece is encoded again
     again = TrainingOptions(**{**FAST.__dict__, "epochs": 1})
-    assert train_voice(voice, tiny_models, again, "en", never, progress.append).codes_computed == 0
+    second = train_voice(voice, tiny_models, again, "en", never, progress.append)
+    assert second.codes_computed == 0
+    # until its model is decided on (the train stage was killed while scoring), a finished
+    # run is handed back as it is instead of being trained again
+    undecided = train_voice(voice, tiny_models, again, "en", never, progress.append)
+    assert undecided == second
+    second.model_path.unlink()  # promoted or kept aside: the run is over
     shutil.copy(speech / "piece_00000.wav", voice / "dataset" / "audio" / "piece_00001.wav")
     assert train_voice(voice, tiny_models, again, "en", never, progress.append).codes_computed == 1
 
