@@ -50,7 +50,7 @@ BASE = "base"
 # hear_cer(audio, rate, text) -> character error rate of what a Whisper model hears;
 # speaker_similarity(audio, rate) -> cosine similarity of the render to the voice's clips
 HearCer = Callable[[Any, int, str], float]
-SpeakerSimilarity = Callable[[Any, int], float]
+SpeakerSimilarity = Callable[[Any, int], float | None]
 
 
 @dataclass(frozen=True)

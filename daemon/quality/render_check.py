@@ -18,9 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from daemon.core.config import Settings
+from daemon.core.paths import Root, VoicePaths
+from daemon.dataset.lists import known_language
 from daemon.dataset.whisper import Whisper
-from daemon.quality.speaker import NotEnoughSpeech, SpeakerEncoder, similarity
+from daemon.quality.speaker import NotEnoughSpeech, SpeakerEncoder, similarity, voice_embedding
 from daemon.quality.speech import character_error_rate, heard
+from daemon.tts.latents import NoClips
 from daemon.tts.redact import Redaction, split_redactions
 
 SEED_LIMIT = 2**32  # torch and numpy take seeds below this
@@ -136,6 +140,10 @@ class RenderCheck:
         self.seconds += time.monotonic() - started
         return attempt
 
+    def character_error_rate(self, audio: np.ndarray, rate: int, text: str) -> float:
+        """What a hold-out render scores (quality/promotion.py): the same listening."""
+        return character_error_rate(text, heard(self.whisper, audio, rate, self.language))
+
     def speaker_similarity(self, audio: np.ndarray, rate: int) -> float | None:
         """Too little speech to tell who speaks scores 0: a silent chunk is not the voice."""
         if self.reference is None:
@@ -144,6 +152,24 @@ class RenderCheck:
             return round(similarity(self.encoder.embed(audio, rate), self.reference), 4)
         except NotEnoughSpeech:
             return 0.0
+
+
+def listeners(
+    root: Root, settings: Settings, voice: VoicePaths, whisper: Whisper, encoder: SpeakerEncoder
+) -> RenderCheck:
+    """The check for texts in `voice`: Whisper loaded with the dataset's options and the
+    voice's language, and the voice's reference embedding (None when no clip has enough
+    speech: then only the words are checked). Raises ModelMissing without a Whisper model."""
+    from daemon.dataset.whisper import WhisperOptions
+
+    whisper.load(WhisperOptions.from_settings(settings, root))
+    try:
+        reference = voice_embedding(voice, encoder)
+    except (NoClips, NotEnoughSpeech):
+        reference = None
+    rules = settings.render
+    limits = CheckLimits(rules.max_cer, rules.min_similarity, rules.retries)
+    return RenderCheck(whisper, known_language(voice, settings), encoder, reference, limits)
 
 
 def check_report(verdicts: list[ChunkVerdict | None], limits: CheckLimits) -> dict[str, Any]:

@@ -39,16 +39,15 @@ from daemon.core.jobs import Job, JobKind, JobState, Outcome, RenderData, Render
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoicePaths
 from daemon.core.worker import Blocked, Device, Rejected, Stage, StageContext, Yielded
-from daemon.dataset.lists import known_language
 from daemon.dataset.whisper import shared_whisper
 from daemon.quality.render_check import (
     Attempt,
-    CheckLimits,
     ChunkVerdict,
     RenderCheck,
     check_report,
     flag_text,
     keep_best,
+    listeners,
     next_seed,
     read_verdict,
     spoken_text,
@@ -278,27 +277,16 @@ class Renderer:
     def render_check(self, voice: VoicePaths) -> RenderCheck | None:
         """The listeners for one text in `voice` (None with `render.check: off`): the voice's
         reference embedding and Whisper with the dataset's options and the voice's language."""
-        rules = self.settings.render
-        if not rules.check:
+        if not self.settings.render.check:
             return None
-        from daemon.dataset.whisper import WhisperOptions
-        from daemon.quality.speaker import NotEnoughSpeech, voice_embedding
         from daemon.weights.store import ModelMissing
 
         try:
-            options = WhisperOptions.from_settings(self.settings, self.root)
+            return listeners(self.root, self.settings, voice, self.whisper, self.encoder)
         except ModelMissing as exc:
             raise Blocked(
                 f"the render check needs the Whisper model: {exc} (or set render.check: off)"
             ) from exc
-        self.whisper.load(options)
-        try:
-            reference = voice_embedding(voice, self.encoder)
-        except (NoClips, NotEnoughSpeech):
-            reference = None  # no clip with enough speech: only the words are checked
-        limits = CheckLimits(rules.max_cer, rules.min_similarity, rules.retries)
-        language = known_language(voice, self.settings)
-        return RenderCheck(self.whisper, language, self.encoder, reference, limits)
 
     def render_chunks(
         self,

@@ -29,6 +29,7 @@ from daemon.service.schedule import in_window, next_start
 
 if TYPE_CHECKING:
     from daemon.quality.promotion import Promotion, Scorer
+    from daemon.quality.render_check import RenderCheck
     from daemon.training.trainer import TrainingOptions, TrainResult
 
 PROGRESS_EVERY = 5.0
@@ -168,16 +169,31 @@ class TrainStage(Stage):
         from daemon.training.trainer import holdout_loss
 
         language = self.language(voice, settings)
+        check = self.listeners(voice, settings)
         return RenderScorer(
             models_dir,
             settings.tts,
             lambda model: holdout_loss(voice.home, models_dir, model, options, language, dvae),
             result.run_dir / LISTEN_DIR,
             ScoringProgress(self, voice.name),
-            # wired at merge: hear_cer from daemon.quality.speech (heard + character_error_rate)
-            # and speaker_similarity from daemon.quality.speaker (SpeakerEncoder, similarity,
-            # voice_embedding); until then CER and similarity are None and decide() skips them
+            None if check is None else check.character_error_rate,
+            None if check is None else check.speaker_similarity,
         )
+
+    def listeners(self, voice: VoicePaths, settings: Settings) -> RenderCheck | None:
+        """What the render check hears with, for the hold-out renders; without a Whisper
+        model the candidate is judged on its validation loss alone (said in the log)."""
+        from daemon.dataset.whisper import shared_whisper
+        from daemon.quality.render_check import listeners
+        from daemon.quality.speaker import shared_encoder
+        from daemon.weights.store import ModelMissing
+
+        encoder = shared_encoder(settings.tts.device)
+        try:
+            return listeners(self.root, settings, voice, shared_whisper(), encoder)
+        except ModelMissing as exc:
+            logger.warning("voice {}: hold-out renders not heard: {}", voice.name, exc)
+            return None
 
     def stop_reason(self, ledger: Ledger, settings: Settings, forced: bool) -> str:
         if self.stopping.is_set():
