@@ -144,5 +144,8 @@ def duplicate_reason(root: Root, first: Path) -> str:
 def withdraw_refusal(text: Path) -> None:
     """A refusal that no longer holds (the rival was renamed) leaves no note behind."""
     note = refusal_note(text)
-    if note is not None:
-        note.unlink(missing_ok=True)
+    if note is not None and note.exists():
+        try:
+            note.unlink()
+        except OSError as exc:  # a folder made read-only meanwhile: the note is only stale
+            logger.warning("could not remove {}: {}", note, exc)

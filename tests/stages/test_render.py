@@ -461,9 +461,11 @@ def test_a_read_only_outbox_folder_makes_the_render_wait_and_it_resumes(tts_root
     text.write_text(FAST + "Nobody may write here.")
     with mounted("--bind", str(text.parent), str(text.parent)):
         subprocess.run(["mount", "-o", "remount,ro,bind", str(text.parent)], check=True)
-        run_until_idle(tts_root)
-        waiting = status(tts_root)["voices"]["tom"]["waiting"]
-        (locked,) = [w for w in waiting if w["file"] == "locked.txt"]
+        log = run_until_idle(tts_root).stderr
+        report = status(tts_root)
+        locked = [w for w in report["voices"]["tom"]["waiting"] if w["file"] == "locked.txt"]
+        assert len(locked) == 1, f"{report}\n{log}"
+        (locked,) = locked
         assert f"may not write {text.parent} (Read-only" in locked["reason"]
         assert not text.with_suffix(".wav").exists()
     run_until_idle(tts_root)
