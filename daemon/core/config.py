@@ -107,6 +107,7 @@ class DatasetSettings:
     start_offset: float = 0.0
     end_offset: float = 0.0
     max_cer: float = 0.3  # espeak pieces: 0-0.08 said right, 0.71-0.86 another sentence
+    min_similarity: float = 0.6  # tom's pieces 0.73-0.95 (short ones lowest), espeak's 0.39
     drop_suspect: bool = False
 
 
@@ -161,7 +162,7 @@ class RenderSettings:
     max_chars: int = 200_000  # bounds a text's chunks, its render time and its memory
     check: bool = True
     max_cer: float = 0.3
-    min_similarity: float = 0.7
+    min_similarity: float = 0.6  # each retry costs a render: only a clearly other speaker
     retries: int = 2
 
 
@@ -246,6 +247,10 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "tts.seed": (lambda seed: seed < 2**32, "must be below 4294967296 (2**32)"),
     "dataset.validation_share": (lambda share: share < 1, "must be below 1"),
     "dataset.max_cer": (above_zero, "must be more than 0 (1 or more: no piece is suspect)"),
+    "dataset.min_similarity": (
+        lambda similarity: similarity <= 1,
+        "must be at most 1 (a cosine similarity; 0 or less: any speaker passes)",
+    ),
     "render.max_cer": (above_zero, "must be more than 0 (1 or more: every render passes)"),
     "render.min_similarity": (
         lambda similarity: similarity <= 1,

@@ -1,17 +1,20 @@
 """voices/<voice>/dataset/audit.json: every dataset piece heard again on its own after slicing.
 
-A piece whose audio does not say its line's text (a cut through a word, music, another
-speaker, Whisper's own hallucination) teaches the fine-tune wrong sounds for those letters.
-Its character error rate against its own text is kept per piece; a piece above
-`dataset.max_cer` is suspect, `status` lists it, and `dataset.drop_suspect` leaves it out of
-train.txt and validation.txt. The verdicts are made when the lists are written, with the
-settings they are written with, so audit.json, the lists and `status` always agree.
+A piece whose audio does not say its line's text (a cut through a word, music, Whisper's own
+hallucination) teaches the fine-tune wrong sounds for those letters, and a piece of another
+speaker (a second voice in a recording) teaches it the wrong voice. Each piece's character
+error rate against its own text and its speaker similarity to the voice are kept; a piece
+above `dataset.max_cer` or below `dataset.min_similarity` is suspect, `status` lists it, and
+`dataset.drop_suspect` leaves it out of train.txt and validation.txt. The verdicts are made
+when the lists are written, with the settings they are written with, so audit.json, the
+lists and `status` always agree.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +25,8 @@ from daemon.core.jobs import build
 from daemon.core.paths import VoicePaths
 
 if TYPE_CHECKING:  # lists.py and status read audits without loading the audio stack
+    import numpy as np
+
     from daemon.dataset.whisper import Whisper
 
 AUDIT_VERSION = 1
@@ -36,8 +41,8 @@ class PieceAudit:
     text: str
     heard: str
     cer: float
-    # Speaker similarity to the voice: the speaker encoder (quality/speaker.py, another change
-    # of issue 11) fills it in once it is wired in here; None until then, never suspect.
+    # Cosine similarity to the voice's reference embedding; None when the piece has too
+    # little speech to tell who speaks (or was heard before similarity was measured).
     similarity: float | None = None
     suspect: bool = False
 
@@ -48,6 +53,7 @@ class Audit:
 
     pieces: tuple[PieceAudit, ...] = ()
     max_cer: float | None = None
+    min_similarity: float | None = None
     drop_suspect: bool = False
 
     @property
@@ -65,7 +71,12 @@ def read_audit(voice: VoicePaths) -> Audit:
     try:
         raw = json.loads(audit_file(voice).read_text(encoding="utf-8"))
         pieces = tuple(build(PieceAudit, piece) for piece in raw["pieces"])
-        return Audit(pieces, raw.get("max_cer"), bool(raw.get("drop_suspect", False)))
+        return Audit(
+            pieces,
+            raw.get("max_cer"),
+            raw.get("min_similarity"),
+            bool(raw.get("drop_suspect", False)),
+        )
     except (OSError, ValueError, TypeError, KeyError):
         return Audit()
 
@@ -81,8 +92,10 @@ def hear_pieces(
     clip: str,
     pieces: list[dict[str, Any]],
     language: str | None,
+    speaker: Callable[[np.ndarray, int], float | None],
 ) -> list[PieceAudit]:
-    """Each written piece of `clip` heard on its own by the loaded Whisper."""
+    """Each written piece of `clip` heard on its own by the loaded Whisper, and compared
+    with the voice by `speaker` (similarity to its reference)."""
     import soundfile as sf
 
     from daemon.quality.speech import character_error_rate, heard
@@ -92,7 +105,8 @@ def hear_pieces(
         audio, rate = sf.read(voice.dataset / "audio" / piece["file"], dtype="float32")
         said = heard(whisper, audio, rate, language)
         cer = round(character_error_rate(piece["text"], said), 4)
-        audits.append(PieceAudit(piece["file"], clip, piece["text"], said, cer))
+        similarity = speaker(audio, rate)
+        audits.append(PieceAudit(piece["file"], clip, piece["text"], said, cer, similarity))
     return audits
 
 
@@ -105,8 +119,9 @@ def record_clip(voice: VoicePaths, clip: str, audits: list[PieceAudit]) -> None:
 
 
 def is_suspect(piece: PieceAudit, rules: DatasetSettings) -> bool:
-    """Above the voice's CER limit (speaker similarity joins in with the speaker encoder)."""
-    return piece.cer > rules.max_cer
+    """Above the CER limit, or below the speaker similarity limit where it was measured."""
+    other_speaker = piece.similarity is not None and piece.similarity < rules.min_similarity
+    return piece.cer > rules.max_cer or other_speaker
 
 
 def judge(voice: VoicePaths, pieces: list[dict[str, Any]], rules: DatasetSettings) -> Audit:
@@ -118,7 +133,7 @@ def judge(voice: VoicePaths, pieces: list[dict[str, Any]], rules: DatasetSetting
         for piece in read_audit(voice).pieces
         if (piece.file, piece.text) in current
     )
-    audit = Audit(judged, rules.max_cer, rules.drop_suspect)
+    audit = Audit(judged, rules.max_cer, rules.min_similarity, rules.drop_suspect)
     if audit_file(voice).exists() or judged:
         write_audit(voice, audit)
     return audit

@@ -168,9 +168,13 @@ def voice_embedding(voice: VoicePaths, encoder: SpeakerEncoder) -> np.ndarray:
 
 
 def cached_array(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """An .npy read without pickles, else computed and written atomically."""
+    """An .npy read without pickles, else computed and written atomically; a damaged one is
+    only a cache, computed again."""
     if path.exists():
-        return np.load(path, allow_pickle=False)
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            path.unlink(missing_ok=True)
     array = compute()
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)

@@ -163,7 +163,13 @@ def suspect_report(voice: VoicePaths, pieces: list[dict[str, Any]]) -> dict[str,
     heard = {(p.file, p.text) for p in audit.pieces}
     return {
         "suspect": [
-            {"file": f"audio/{p.file}", "text": p.text, "heard": p.heard, "cer": p.cer}
+            {
+                "file": f"audio/{p.file}",
+                "text": p.text,
+                "heard": p.heard,
+                "cer": p.cer,
+                "similarity": p.similarity,
+            }
             for p in audit.suspects
         ],
         "suspect_left_out": audit.drop_suspect,
@@ -290,8 +296,9 @@ def suspect_lines(name: str, dataset: dict[str, Any]) -> list[str]:
         else "kept (dataset.drop_suspect: true leaves it out)"
     )
     lines = [
-        f"  suspect  {p['file']}: CER {p['cer']:.2f}, heard {shorten(p['heard'])!r} for "
-        f"{shorten(p['text'])!r}; {fate}"
+        f"  suspect  {p['file']}: CER {p['cer']:.2f}, speaker similarity "
+        f"{'-' if p['similarity'] is None else format(p['similarity'], '.2f')}, heard "
+        f"{shorten(p['heard'])!r} for {shorten(p['text'])!r}; {fate}"
         for p in dataset["suspect"]
     ]
     if dataset["unheard"]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from daemon.dataset.lists import (
 from daemon.dataset.slicing import Piece, adjust, plan_pieces
 from daemon.dataset.whisper import WhisperOptions, load_for_whisper, shared_whisper
 from daemon.quality.audit import PieceAudit, hear_pieces, is_suspect, record_clip
+from daemon.quality.speaker import shared_encoder
+from daemon.tts.latents import NoClips
 from daemon.weights.store import ModelMissing
 
 CRASH_RETRY_AFTER = 24 * 3600.0  # s before a transcription given up by the crash guard runs again
@@ -49,6 +52,7 @@ class TranscribeStage(Stage):
     def __init__(self, context: StageContext) -> None:
         super().__init__(context)
         self.whisper = shared_whisper()
+        self.encoder = shared_encoder(self.settings.tts.device)
 
     def run(self, job: Job, ledger: Ledger) -> None:
         voice = self.root.voice(job.voice)
@@ -121,16 +125,37 @@ class TranscribeStage(Stage):
         """The audit: every piece heard on its own by the model still loaded, recorded in
         audit.json before whisper.json lists the pieces; with the seconds it took."""
         started = time.monotonic()
-        heard = hear_pieces(self.whisper, voice, clip.name, pieces, language)
+        speaker = self.piece_speaker(voice)
+        heard = hear_pieces(self.whisper, voice, clip.name, pieces, language, speaker)
         record_clip(voice, clip.name, heard)
         return heard, time.monotonic() - started
+
+    def piece_speaker(self, voice: VoicePaths) -> Callable[[np.ndarray, int], float | None]:
+        """How alike a piece's speaker and the voice's are (None: too little speech, or no
+        clip of the voice with enough to compare with)."""
+        from daemon.quality.speaker import NotEnoughSpeech, similarity, voice_embedding
+
+        try:
+            reference = voice_embedding(voice, self.encoder)
+        except (NoClips, NotEnoughSpeech):
+            return lambda audio, rate: None
+
+        def compare(audio: np.ndarray, rate: int) -> float | None:
+            try:
+                return round(similarity(self.encoder.embed(audio, rate), reference), 4)
+            except NotEnoughSpeech:
+                return None
+
+        return compare
 
     def on_idle(self) -> None:
         """Whisper stays loaded while clips keep coming and is released when they stop."""
         self.whisper.release()
+        self.encoder.release()
 
     def release(self) -> None:
         self.whisper.release()
+        self.encoder.release()
 
     @classmethod
     def reconcile(cls, root: Root, ledger: Ledger) -> int:
@@ -235,11 +260,14 @@ class TranscribeStage(Stage):
 def warn_suspects(voice: VoicePaths, heard: list[PieceAudit], settings: Settings) -> None:
     for piece in (p for p in heard if is_suspect(p, settings.dataset)):
         logger.warning(
-            "audio/{} ({}) may not say its text: CER {:.2f} above dataset.max_cer; "
-            "heard {!r} for {!r}",
+            "audio/{} ({}) is suspect: CER {:.2f} (dataset.max_cer {}), speaker similarity {} "
+            "(dataset.min_similarity {}); heard {!r} for {!r}",
             piece.file,
             voice.name,
             piece.cer,
+            settings.dataset.max_cer,
+            "-" if piece.similarity is None else f"{piece.similarity:.2f}",
+            settings.dataset.min_similarity,
             shorten(piece.heard),
             shorten(piece.text),
         )

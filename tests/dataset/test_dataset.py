@@ -239,7 +239,7 @@ def test_lines_whose_audio_does_not_say_their_text_are_listed_and_can_be_left_ou
     espeak(root / "inbox" / "clipped" / "a.wav", SENTENCES[4])
     espeak(root / "inbox" / "clipped" / "b.wav", SENTENCES[5])
     result = run_until_idle(root)
-    assert result.stderr.count("may not say its text") == 2
+    assert result.stderr.count(") is suspect: CER") == 2
     report = status(root)["voices"]["clipped"]["dataset"]
     assert len(report["suspect"]) == 2 and report["suspect_left_out"]
     assert all(s["cer"] > 0.3 for s in report["suspect"])

@@ -28,4 +28,6 @@ def test_the_attack_corpus_with_a_kill_9_loses_nothing(root, tmp_path):
     assert report["voices"][corpus.VOICE]["clips"] == 4  # good, pipe, newline, long name
     refused = {p.name for p in (root / "outbox" / corpus.VOICE).glob("*.error.txt")}
     assert {"bomb.error.txt", "book.error.txt", "emoji.error.txt", "binary.error.txt"} <= refused
-    assert peak_mib < 400, f"the daemon's peak RSS was {peak_mib:.0f} MiB"
+    # The fourth clip of a voice is compared with the others by the speaker encoder, which
+    # brings torch (about 500 MB): the bound holds with it (bench/RESULTS.md, attack corpus).
+    assert peak_mib < 1024, f"the daemon's peak RSS was {peak_mib:.0f} MiB"

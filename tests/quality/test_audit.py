@@ -19,7 +19,15 @@ from daemon.dataset.lists import Transcripts, write_lists
 from daemon.dataset.whisper import Whisper
 from daemon.quality.audit import AUDIT_VERSION, hear_pieces, read_audit, record_clip
 from daemon.stages.transcribe import TranscribeStage
-from tests.conftest import SENTENCES, WHISPER_BASE, configure, espeak, status, voicedrop
+from tests.conftest import (
+    SENTENCES,
+    WHISPER_BASE,
+    configure,
+    espeak,
+    status,
+    tortoise_clips,
+    voicedrop,
+)
 from tests.quality.speech import spoken
 
 IMPOSTOR = "Seven green parrots argued loudly about the price of tomatoes."
@@ -67,7 +75,10 @@ def swap_in_another_sentence(stage: TranscribeStage, voice: VoicePaths) -> str:
     piece = entry["pieces"][0]
     audio, rate = spoken(IMPOSTOR)
     sf.write(voice.dataset / "audio" / piece["file"], audio, rate, subtype="FLOAT")
-    record_clip(voice, "s1.wav", hear_pieces(stage.whisper, voice, "s1.wav", entry["pieces"], "en"))
+    heard = hear_pieces(
+        stage.whisper, voice, "s1.wav", entry["pieces"], "en", stage.piece_speaker(voice)
+    )
+    record_clip(voice, "s1.wav", heard)
     return piece["file"]
 
 
@@ -86,7 +97,7 @@ def test_every_piece_is_heard_again_and_speech_that_says_its_text_passes(voice) 
     assert [p["file"] for p in audit["pieces"]] == [p["file"] for p in pieces]
     for piece in audit["pieces"]:
         assert piece["heard"] and piece["cer"] <= 0.1 and not piece["suspect"], piece
-        assert piece["similarity"] is None  # until the speaker encoder is wired in
+        assert piece["similarity"] > 0.9, piece  # espeak's voice, like the voice's clips
     assert status(voice.root.path, "anna")["voices"]["anna"]["dataset"]["suspect"] == []
 
 
@@ -153,3 +164,36 @@ def test_lines_transcribed_before_the_audit_are_named_until_transcribed_again(vo
     voicedrop("transcribe", "--root", root, "anna")
     assert status(voice.root.path, "anna")["voices"]["anna"]["dataset"]["unheard"] == 0
     assert len(read_audit(voice).pieces) == len(lines(voice))
+
+
+def test_a_piece_of_another_speaker_saying_its_own_line_is_suspect_by_speaker(stage) -> None:
+    """Real speech: a voice of tom's clips (shipped with tortoise-tts) whose first piece is
+    replaced by espeak-ng saying that piece's very words: Whisper hears the right text, the
+    speaker encoder hears someone else."""
+    voice = stage.root.voice("tom")
+    ledger = Ledger(stage.root.ledger_file)
+    try:
+        for index, source in enumerate(tortoise_clips("tom")[:2]):
+            clip = voice.clips / source.name
+            clip.parent.mkdir(parents=True, exist_ok=True)
+            clip.write_bytes(source.read_bytes())
+            ledger.enqueue(JobKind.TRANSCRIBE, voice.name, clip, f"tom-{index}")
+            stage.run(ledger.claim({JobKind.TRANSCRIBE: 0}), ledger)
+    finally:
+        ledger.close()
+    own = read_audit(voice).pieces
+    assert own and all(p.similarity is not None and p.similarity > 0.7 for p in own), own
+    name, entry = next(iter(Transcripts(voice).entries.items()))
+    piece = entry["pieces"][0]
+    audio, rate = spoken(piece["text"])
+    sf.write(voice.dataset / "audio" / piece["file"], audio, rate, subtype="FLOAT")
+    speaker = stage.piece_speaker(voice)
+    record_clip(
+        voice, name, hear_pieces(stage.whisper, voice, name, entry["pieces"], "en", speaker)
+    )
+    rewrite_lists(stage, voice, drop_suspect=True)
+    (suspect,) = read_audit(voice).suspects
+    assert suspect.file == piece["file"] and suspect.cer <= 0.3 and suspect.similarity < 0.5
+    assert f"audio/{piece['file']}" not in lines(voice)
+    text = voicedrop("status", "--root", str(voice.root.path), "tom").stdout
+    assert f"suspect  audio/{piece['file']}: CER" in text and "speaker similarity 0." in text

@@ -40,7 +40,7 @@ VOICE_LINES = (
 )
 OTHER_TEXT = "Seven purple elephants are dancing on the frozen lake tonight."
 TEXT = "The weather was lovely today, and the children played outside until dinner."
-LIMITS = CheckLimits(max_cer=0.3, min_similarity=0.7, retries=2)
+LIMITS = CheckLimits(max_cer=0.3, min_similarity=0.6, retries=2)
 
 
 class EspeakEngine(Engine):

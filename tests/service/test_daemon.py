@@ -69,7 +69,13 @@ def settled(report: dict) -> bool:
     return report["jobs"]["pending"] == report["jobs"]["running"] == 0
 
 
+# Intake and the ledger under load, not who speaks: the speaker check (tests/quality) would
+# encode every one of the clips, a minute of this test on two cores.
+NO_SPEAKER_CHECK = {"import": {"min_speaker_similarity": 0}}
+
+
 def test_a_burst_of_500_files_is_imported_exactly_once(root, daemon, tmp_path):
+    configure(root, NO_SPEAKER_CHECK)
     hashes = stage_clips(tmp_path / "staged", 500)
     daemon.start()
     drop_all(tmp_path / "staged", root / "inbox" / "burst")
@@ -79,6 +85,7 @@ def test_a_burst_of_500_files_is_imported_exactly_once(root, daemon, tmp_path):
 
 
 def test_kill_9_during_a_burst_loses_nothing_and_doubles_nothing(root, tmp_path):
+    configure(root, NO_SPEAKER_CHECK)
     hashes = stage_clips(tmp_path / "staged", 300)
     drop_all(tmp_path / "staged", root / "inbox" / "crash")
     log = tmp_path / "daemon.log"
