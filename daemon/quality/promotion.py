@@ -299,9 +299,8 @@ def settle(
     """Score, decide, record and act on a finished run's candidate; after a kill, a recorded
     decision is acted on as it stands and an unrecorded one is scored again."""
     record_file = run_dir / PROMOTION
-    if record_file.exists():
-        promotion = Promotion.read(record_file)
-    else:
+    promotion = recorded_promotion(record_file)
+    if promotion is None:
         active = voice.models / AUTOREGRESSIVE_FILE
         current = active if active.is_file() else None
         candidate_scores = scorer.score(candidate, voice, holdout)
@@ -321,6 +320,18 @@ def settle(
     saved["promotion"] = promotion.to_json()
     write_text(result, json.dumps(saved, indent=1) + "\n")
     return promotion
+
+
+def recorded_promotion(path: Path) -> Promotion | None:
+    """The decision a run recorded before a kill; a damaged record is as good as none (the
+    candidate is still in the run folder, so it is scored again)."""
+    if not path.exists():
+        return None
+    try:
+        return Promotion.read(path)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        logger.warning("{} is damaged ({}); scoring the candidate again", path, exc)
+        return None
 
 
 def rejected_model(models_dir: Path, run: str) -> Path:

@@ -116,3 +116,36 @@ def test_a_decision_recorded_before_a_kill_is_carried_out_as_recorded(tmp_path: 
     assert json.loads(kept.with_suffix(".json").read_text()) == as_json
     result = json.loads((run / "result.json").read_text())
     assert result["step"] == 6 and result["promotion"] == as_json
+
+
+class FixedScorer:
+    """A stand-in scorer (real weights cannot exist here): the candidate better on every
+    score than CURRENT, the current model as CURRENT."""
+
+    def __init__(self, candidate: Path) -> None:
+        self.candidate = candidate
+        self.scored: list[Path | None] = []
+
+    def score(self, model, voice, holdout):
+        self.scored.append(model)
+        if model == self.candidate:
+            return scores(cer=0.05, similarity=0.85, loss=1.8)
+        return CURRENT
+
+    def release(self) -> None:
+        """Nothing loaded."""
+
+
+def test_a_damaged_decision_record_is_scored_again_not_a_crash(tmp_path: Path) -> None:
+    voice = Root.at(tmp_path).voice("anna")
+    run = voice.home / "training" / "20260101-010000"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text(json.dumps({"finished": True}))
+    candidate = run / "candidate.pth"
+    candidate.write_bytes(b"the candidate's weights")
+    (run / "promotion.json").write_text('{"run": "20260101-01')  # cut short by a bad disk
+    scorer = FixedScorer(candidate)
+    promotion = settle(run, candidate, voice, scorer, HoldOut((), ()), MARGINS)
+    assert scorer.scored == [candidate, None] and promotion.decision.promote
+    assert (voice.models / "autoregressive.pth").read_bytes() == b"the candidate's weights"
+    assert json.loads((run / "promotion.json").read_text())["decision"]["promote"] is True
