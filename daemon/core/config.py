@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -164,6 +165,14 @@ class RenderSettings:
     max_cer: float = 0.3
     min_similarity: float = 0.6  # each retry costs a render: only a clearly other speaker
     retries: int = 2
+    format: Literal["auto", "wav", "flac", "mp3", "opus", "m4a", "m4b"] = "auto"
+    bitrate: str | None = None  # e.g. "96k"; None: the format's own default
+    pause_sentence: float = 0.25
+    pause_paragraph: float = 0.75
+    pause_chapter: float = 2.0
+    crossfade: float = 0.01
+    loudness_lufs: float | None = -18.0
+    cache_max_gb: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -192,7 +201,12 @@ RETIRED_SETTINGS = {
 }
 # Offsets may move a cut earlier, and a negative length penalty favours shorter candidates;
 # every other number is a size, a time, a rate or a weight.
-SIGNED_SETTINGS = ("dataset.start_offset", "dataset.end_offset", "tts.length_penalty")
+SIGNED_SETTINGS = (
+    "dataset.start_offset",
+    "dataset.end_offset",
+    "tts.length_penalty",
+    "render.loudness_lufs",
+)
 MAX_MEL_TOKENS = 602  # the released autoregressive model's 604 less its start and stop codes
 # What a text's front matter may set: the generation knobs and the rate of its wav.
 FRONT_MATTER_KEYS = (*(f.name for f in dataclasses.fields(GenerationKnobs)), "output_sample_rate")
@@ -257,6 +271,16 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "must be at most 1 (a cosine similarity; 0 or less: any speaker passes)",
     ),
     "render.retries": (lambda retries: retries >= 0, "must be 0 or more"),
+    "render.bitrate": (
+        lambda rate: re.fullmatch(r"[1-9][0-9]{0,3}k", rate) is not None,
+        'must be kilobits per second like "96k" (1k-9999k)',
+    ),
+    "render.pause_sentence": (lambda s: 0 <= s <= 10, "must be 0-10 seconds"),
+    "render.pause_paragraph": (lambda s: 0 <= s <= 10, "must be 0-10 seconds"),
+    "render.pause_chapter": (lambda s: 0 <= s <= 30, "must be 0-30 seconds"),
+    "render.crossfade": (lambda s: 0 <= s <= 0.1, "must be 0-0.1 seconds"),
+    "render.loudness_lufs": (lambda lufs: -40 <= lufs <= -5, "must be -40 to -5 LUFS"),
+    "render.cache_max_gb": (lambda gb: gb >= 0, "must be 0 or more (0 keeps no chunks)"),
     "tts.max_mel_tokens": (
         lambda tokens: 1 <= tokens <= MAX_MEL_TOKENS,
         f"must be 1-{MAX_MEL_TOKENS} (mel codes per chunk, 20 per second of speech)",
