@@ -148,11 +148,10 @@ class RenderProgress:
 
 @dataclass(frozen=True)
 class RenderData(JobData):
-    REQUESTS: ClassVar[tuple[str, ...]] = ("progress", "work")
-    wav: Path | None = None
+    REQUESTS: ClassVar[tuple[str, ...]] = ("progress",)
+    wav: Path | None = None  # the audio written (any format: the name is kept for old records)
     seconds: float | None = None
     progress: RenderProgress | None = None
-    work: Path | None = None  # finished chunks of the run under way (.voicedrop/renders/…)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 from loguru import logger
 
 from daemon.core.atomic import fsync_directory, write_text
@@ -235,7 +236,6 @@ class RenderScorer:
     ) -> tuple[TextScore, ...]:
         import soundfile as sf
 
-        from daemon.stages.render import join_chunks
         from daemon.tts.engine import Engine
         from daemon.tts.latents import voice_clips
         from daemon.tts.spec import DIFFUSION_FILE, needed_files
@@ -260,7 +260,7 @@ class RenderScorer:
             settings = dataclasses.replace(generation, seed=seed)
             chunks = chunk_text(text, engine.text_token_count, engine.max_text_tokens)
             parts = [engine.render(chunk, latents, settings, model) for chunk in chunks]
-            audio = join_chunks(parts, engine.SAMPLE_RATE, engine.SAMPLE_RATE)
+            audio = np.concatenate(parts)  # a dataset line: one chunk, or a few without pauses
             self.listen_dir.mkdir(parents=True, exist_ok=True)
             sf.write(self.listen_dir / f"{name}-{index:02d}.wav", audio, engine.SAMPLE_RATE)
             rate = engine.SAMPLE_RATE

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -195,10 +194,3 @@ def flag_text(name: str, verdicts: list[ChunkVerdict | None], limits: CheckLimit
         "",
     ]
     return "\n".join(lines + [verdict.describe() for verdict in failed]) + "\n"
-
-
-def read_verdict(path: Path) -> ChunkVerdict | None:
-    try:
-        return ChunkVerdict.from_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError, KeyError):
-        return None

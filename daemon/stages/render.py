@@ -1,14 +1,18 @@
-"""Render stage: outbox/<voice>/<name>.txt becomes <name>.wav plus a <name>.json sidecar.
+"""Render stage: outbox/<voice>/<name>.txt (.md, .epub) becomes its audio (<name>.wav, or
+an audiobook <name>.m4b with chapter marks; `render.format`), <name>.srt and <name>.vtt
+subtitles and a <name>.json sidecar.
 
-Long texts are rendered chunk by chunk; each finished chunk is kept under
-.voicedrop/renders/ so a render killed half-way resumes at the next chunk. A text is
-rendered when its .wav is missing or its sidecar names another text hash.
+A text is read as a book (daemon/book: chapters of paragraphs), spoken sentence by sentence
+after the lexicon and the number rules, each chunk checked by ear (quality/render_check.py)
+and kept in the chunk cache by its content: a render killed half-way resumes at the next
+chunk, and an edited paragraph re-renders only its own. The chunks are then assembled with
+pauses, normalised in loudness and encoded. A text is rendered when its audio is missing or
+its sidecar names another text hash or lexicon.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import time
@@ -18,11 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 import soxr
 from loguru import logger
 
 from daemon import __version__
+from daemon.book.assembly import assemble
+from daemon.book.cache import GIB, CachedChunk, ChunkCache, render_key
+from daemon.book.chunks import Chunk, plan_chunks
+from daemon.book.document import Document, read_document
+from daemon.book.encode import Format, Tags, encode
+from daemon.book.lexicon import Lexicon, LexiconError
+from daemon.book.normalise import prepare_for_speech
+from daemon.book.subtitles import write_srt, write_vtt
+from daemon.book.timeline import Pauses, Spoken, Timeline
 from daemon.core import atomic
 from daemon.core.config import (
     MAX_YAML_BYTES,
@@ -35,10 +47,11 @@ from daemon.core.config import (
     text_settings,
 )
 from daemon.core.files import cached_sha256, file_sha256
-from daemon.core.jobs import Job, JobKind, JobState, Outcome, RenderData, RenderProgress
+from daemon.core.jobs import Job, JobKind, Outcome, RenderData, RenderProgress
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoicePaths
 from daemon.core.worker import Blocked, Device, Rejected, Stage, StageContext, Yielded
+from daemon.dataset.lists import known_language
 from daemon.dataset.whisper import shared_whisper
 from daemon.quality.render_check import (
     Attempt,
@@ -49,7 +62,6 @@ from daemon.quality.render_check import (
     keep_best,
     listeners,
     next_seed,
-    read_verdict,
     spoken_text,
 )
 from daemon.quality.speaker import shared_encoder
@@ -57,11 +69,12 @@ from daemon.tts.latents import NoClips, cached_latents, voice_clips
 from daemon.tts.outputs import Outputs
 from daemon.tts.redact import Redaction, check_brackets, redact
 from daemon.tts.spec import BadCheckpoint, WeightsMissing
-from daemon.tts.texts import BadText, chunk_text, read_text, split_front_matter
+from daemon.tts.texts import BadText
 from daemon.weights.store import tortoise_models
 from daemon.weights.voice_models import adopt_dropped
 
-CHUNK_PAUSE_SECONDS = 0.25
+CHUNKS_DIR = "chunks"  # .voicedrop/chunks/: the chunk cache
+MAX_EPUB_BYTES = 512 << 20  # an EPUB's text with its images and markup
 
 
 class Renderer:
@@ -72,6 +85,7 @@ class Renderer:
         self.settings = settings if settings is not None else load_settings(root.config_file)
         self.whisper = shared_whisper()  # for [bracketed] prompts and the render check
         self.encoder = shared_encoder(self.settings.tts.device)  # for the render check
+        self.cache = ChunkCache(root.state / CHUNKS_DIR)
         self.engine = None
         self.engine_key: tuple | None = None
         self.last_used = time.monotonic()
@@ -126,16 +140,16 @@ class Renderer:
     def render(
         self,
         voice: VoicePaths,
-        body: str,
-        settings: TtsSettings,
-        tts: TtsSettings,
-        output: Path,
+        manuscript: Manuscript,
+        outputs: Outputs,
         text_hash: str,
-        before_chunk: Callable[[Path, int, int, float | None], None] | None = None,
+        before_chunk: Callable[[int, int, float | None], None] | None = None,
     ) -> dict[str, Any]:
-        """Render `body` into `output` (+ sidecar), resuming from finished chunks; `settings`
-        are the text's (front matter applied), `tts` the voice's."""
+        """Render a manuscript into `outputs` (audio, subtitles, sidecar), each chunk taken
+        from the chunk cache when it was rendered before (resuming a killed render, or
+        re-rendering an edited paragraph only)."""
         started = time.monotonic()
+        settings, tts = manuscript.settings, manuscript.tts
         engine = self.engine_for(tts, settings.decoder)
         adopt_dropped(voice.models, engine.spec)
         fine_tune = voice.models / "autoregressive.pth"
@@ -153,29 +167,40 @@ class Renderer:
         except NoClips as exc:
             raise Blocked(str(exc)) from exc
         generation = settings.generation()
-        chunks = chunk_text(body, engine.text_token_count, engine.max_text_tokens)
-        work = self.work_dir(text_hash, generation, hashes, latents_key)
         check = self.render_check(voice)
+        chunks = self.plan(voice, manuscript, engine)
+        shared = render_key(
+            hashes,
+            dataclasses.asdict(generation),
+            latents_key,
+            None if check is None else dataclasses.asdict(check.limits),
+        )
+        keys = [self.cache.key(shared, chunk.spoken) for chunk in chunks]
         rendered = self.render_chunks(
             engine,
             chunks,
+            keys,
             latents,
             generation,
             autoregressive,
-            work,
-            output.name,
+            outputs.audio.name,
             before_chunk,
             check,
         )
-        audio_parts = [chunk.audio for chunk in rendered]
+        audio, timeline = self.assemble(manuscript, chunks, rendered, engine.SAMPLE_RATE)
+        rate = settings.output_sample_rate
+        if rate != engine.SAMPLE_RATE:
+            audio = soxr.resample(audio, engine.SAMPLE_RATE, rate, quality="HQ")
+        write_outputs(outputs, manuscript, voice, audio.astype(np.float32), rate, timeline)
         verdicts = [chunk.verdict for chunk in rendered]
-        audio = join_chunks(audio_parts, engine.SAMPLE_RATE, settings.output_sample_rate)
-        write_wav(output, audio, settings.output_sample_rate)
         total = time.monotonic() - started
-        audio_seconds = audio.size / settings.output_sample_rate
         sidecar = {
             "text_sha256": text_hash,
+            "output": outputs.audio.name,
+            "format": str(manuscript.format),
             "voice": voice.name,
+            "title": manuscript.document.title,
+            "lexicon_sha256": manuscript.lexicon.digest,
             "models": {
                 name: {"path": str(path), "sha256": hashes[name]} for name, path in files.items()
             },
@@ -184,11 +209,12 @@ class Renderer:
             "settings": {
                 **dataclasses.asdict(generation),
                 "preset": settings.preset,
-                "output_sample_rate": settings.output_sample_rate,
+                "output_sample_rate": rate,
                 "latents": tts.latents,
                 "generated_mel_tokens": engine.generation_length(generation),
             },
-            "chunks": len(chunks),
+            "chunks": chunk_records(chunks, rendered, timeline),
+            "chapters": [dataclasses.asdict(mark) for mark in timeline.chapters],
             "redaction": [str(chunk.redaction) for chunk in rendered],
             "latents": latents_key,
             "timings": {
@@ -196,27 +222,47 @@ class Renderer:
                 "check_seconds": None if check is None else round(check.seconds, 3),
                 "total_seconds": round(total, 3),
             },
-            "audio_seconds": round(audio_seconds, 3),
+            "audio_seconds": round(timeline.duration, 3),
             "check": None if check is None else check_report(verdicts, check.limits),
-            "real_time_factor": round(total / max(audio_seconds, 1e-9), 4),
+            "real_time_factor": round(total / max(timeline.duration, 1e-9), 4),
             "device": str(getattr(engine, "device", "")),
             "voicedrop": __version__,
         }
         sidecar_text = json.dumps(sidecar, indent=1, allow_nan=False)  # standard JSON only
-        write_flag(output, verdicts, check)
-        atomic.write_text(output.with_suffix(".json"), sidecar_text)
-        shutil.rmtree(work, ignore_errors=True)
+        write_flag(outputs, verdicts, check)
+        atomic.write_text(outputs.sidecar, sidecar_text)  # last: it marks the text rendered
+        budget = int(self.settings.render.cache_max_gb * GIB)
+        self.cache.evict(budget, keep=set(keys))
         self.last_used = time.monotonic()
         return sidecar
 
-    def work_dir(
-        self, text_hash: str, generation, hashes: dict[str, str], latents_key: str
-    ) -> Path:
-        """Finished chunks live here; any change of text, settings or model starts afresh."""
-        payload = json.dumps(
-            [text_hash, dataclasses.asdict(generation), hashes, latents_key], sort_keys=True
+    def plan(self, voice: VoicePaths, manuscript: Manuscript, engine) -> list[Chunk]:
+        """The manuscript's chunks, each spoken as the lexicon and the number rules say."""
+        document = manuscript.document
+        language = known_language(voice, self.settings) or document.language or "en"
+
+        def speak(text: str) -> str:
+            return prepare_for_speech(text, manuscript.lexicon, language)
+
+        try:
+            return plan_chunks(document, speak, engine.text_token_count, engine.max_text_tokens)
+        except BadText as exc:
+            raise Rejected(str(exc)) from exc
+
+    def assemble(
+        self, manuscript: Manuscript, chunks: list[Chunk], rendered: list[CachedChunk], rate: int
+    ) -> tuple[np.ndarray, Timeline]:
+        """The chunks joined with the pauses between sentences, paragraphs and chapters."""
+        rules = self.settings.render
+        spoken = [
+            Spoken(c.chapter, c.paragraph, c.sentence, c.written, r.audio)
+            for c, r in zip(chunks, rendered, strict=True)
+        ]
+        titles = [chapter.title for chapter in manuscript.document.chapters]
+        pauses = Pauses(
+            rules.pause_sentence, rules.pause_paragraph, rules.pause_chapter, rules.crossfade
         )
-        return self.root.state / "renders" / hashlib.sha256(payload.encode()).hexdigest()[:24]
+        return assemble(spoken, rate, titles, pauses, rules.loudness_lufs)
 
     def redact(self, audio: np.ndarray, rate: int, chunk: str) -> tuple[np.ndarray, Redaction]:
         """Cut the chunk's [bracketed] prompt, finding it with the Whisper model."""
@@ -240,7 +286,7 @@ class Renderer:
         generation,
         autoregressive: Path | None,
         check: RenderCheck | None,
-    ) -> RenderedChunk:
+    ) -> CachedChunk:
         """One chunk, listened to when the check is on: rendered again with the next seed
         while it fails, up to the retries, and the best attempt kept."""
         tries: list[tuple[np.ndarray, Redaction]] = []
@@ -250,7 +296,7 @@ class Renderer:
             audio = engine.render(chunk, latents, seeded, autoregressive=autoregressive)
             audio, redaction = self.redact(audio, engine.SAMPLE_RATE, chunk)
             if check is None:
-                return RenderedChunk(audio, redaction, None)
+                return CachedChunk(audio, redaction, None)
             tries.append((audio, redaction))
             heard = check.judge(
                 audio, engine.SAMPLE_RATE, spoken_text(chunk, redaction), seeded.seed
@@ -272,7 +318,7 @@ class Renderer:
         verdict = ChunkVerdict(
             index, chunk, tuple(attempts), best, attempts[best].passes(check.limits)
         )
-        return RenderedChunk(*tries[best], verdict)
+        return CachedChunk(*tries[best], verdict)
 
     def render_check(self, voice: VoicePaths) -> RenderCheck | None:
         """The listeners for one text in `voice` (None with `render.check: off`): the voice's
@@ -291,38 +337,37 @@ class Renderer:
     def render_chunks(
         self,
         engine,
-        chunks: list[str],
+        chunks: list[Chunk],
+        keys: list[str],
         latents,
         generation,
-        autoregressive,
-        work: Path,
+        autoregressive: Path | None,
         name: str,
-        before_chunk: Callable[[Path, int, int, float | None], None] | None = None,
+        before_chunk: Callable[[int, int, float | None], None] | None = None,
         check: RenderCheck | None = None,
-    ) -> list[RenderedChunk]:
-        """Each chunk's audio, [bracketed] prompts cut, what the cut did and what the check
-        heard. Each finished chunk is kept in `work`; `before_chunk(work, done, total, eta)`
-        runs before every chunk but the first this call renders, and may raise to stop there
-        (Yielded)."""
+    ) -> list[CachedChunk]:
+        """Each chunk from the cache, or rendered (and checked) and put there. Before every
+        chunk but the first this call renders, `before_chunk(done, total, eta)` records
+        progress and may raise to stop there (Yielded): what is rendered stays cached."""
         parts = []
         started = time.monotonic()
-        reused = 0
+        rendered_now = 0
         eta: float | None = None
-        for index, chunk in enumerate(chunks):
-            kept = RenderedChunk.load(work, index)
+        for index, (chunk, key) in enumerate(zip(chunks, keys, strict=True)):
+            kept = self.cache.get(key)
             if kept is not None:
                 parts.append(kept)
-                reused += 1
                 continue
-            if before_chunk is not None and index > reused:
-                before_chunk(work, index, len(chunks), eta)
-            rendered = self.render_checked(
-                engine, index, chunk, latents, generation, autoregressive, check
+            if before_chunk is not None and rendered_now:
+                before_chunk(index, len(chunks), eta)
+            fresh = self.render_checked(
+                engine, index, chunk.spoken, latents, generation, autoregressive, check
             )
-            rendered.save(work, index)
-            parts.append(rendered)
-            done = index + 1 - reused
-            eta = (time.monotonic() - started) / done * (len(chunks) - index - 1)
+            self.cache.put(key, fresh)
+            parts.append(fresh)
+            rendered_now += 1
+            left = sum(1 for k in keys[index + 1 :] if not self.cache.files(k)[0].exists())
+            eta = (time.monotonic() - started) / rendered_now * left
             logger.info(
                 "rendering {}: chunk {}/{} ({:.0%}, ETA {:.0f} s)",
                 name,
@@ -331,67 +376,90 @@ class Renderer:
                 (index + 1) / len(chunks),
                 eta,
             )
-        if reused:
+        if len(chunks) > rendered_now:
             logger.info(
-                "rendering {}: reused {} chunks finished before an interruption", name, reused
+                "rendering {}: {} of {} chunks were rendered before (chunk cache)",
+                name,
+                len(chunks) - rendered_now,
+                len(chunks),
             )
         return parts
 
 
 @dataclass(frozen=True)
-class RenderedChunk:
-    """A finished chunk: its audio, what cutting [brackets] did, and what the check heard."""
+class Manuscript:
+    """A text as the render stage reads it: its document, the settings it renders with
+    (the text's front matter on the voice's) and where its audio goes."""
 
-    audio: np.ndarray
-    redaction: Redaction
-    verdict: ChunkVerdict | None
-
-    @staticmethod
-    def files(work: Path, index: int) -> tuple[Path, Path, Path]:
-        stem = f"{index:05d}"
-        return work / f"{stem}.npy", work / f"{stem}.redaction", work / f"{stem}.check.json"
-
-    @classmethod
-    def load(cls, work: Path, index: int) -> RenderedChunk | None:
-        """The chunk as a render killed later left it; None if it was not finished."""
-        audio, redaction, verdict = cls.files(work, index)
-        if not (audio.exists() and redaction.exists()):
-            return None
-        checked = read_verdict(verdict) if verdict.exists() else None
-        return cls(np.load(audio), Redaction(redaction.read_text().strip()), checked)
-
-    def save(self, work: Path, index: int) -> None:
-        """The verdict first, the audio and its redaction last: those mark it finished."""
-        audio, redaction, verdict = self.files(work, index)
-        if self.verdict is not None:
-            atomic.write_text(verdict, self.verdict.to_json())
-        with atomic.atomic_path(audio) as tmp:
-            np.save(tmp, self.audio)
-        atomic.write_text(redaction, f"{self.redaction}\n")
+    document: Document
+    settings: TtsSettings
+    tts: TtsSettings
+    format: Format
+    lexicon: Lexicon
 
 
-def write_flag(output: Path, verdicts: list[ChunkVerdict | None], check: RenderCheck | None):
+def output_format(setting: str, text: Path, document: Document) -> Format:
+    """`render.format`; auto: an audiobook (m4b, with chapter marks) for an EPUB or a text
+    of several chapters, a wav for a plain text."""
+    if setting != "auto":
+        return Format(setting)
+    if text.suffix.lower() == ".epub" or len(document.chapters) > 1:
+        return Format.M4B
+    return Format.WAV
+
+
+def write_outputs(
+    outputs: Outputs,
+    manuscript: Manuscript,
+    voice: VoicePaths,
+    audio: np.ndarray,
+    rate: int,
+    timeline: Timeline,
+) -> None:
+    """The audio (tagged, with chapter marks where the format has them) and the subtitles."""
+    document = manuscript.document
+    tags = Tags(
+        title=document.title,
+        artist=voice.name,
+        album=document.title,
+        track=None,
+        cover=document.cover,
+        language=document.language,
+    )
+    encode(audio, rate, outputs.audio, manuscript.format, None, tags, timeline.chapters)
+    write_srt(timeline.cues, outputs.srt)
+    write_vtt(timeline.cues, outputs.vtt)
+
+
+def chunk_records(
+    chunks: list[Chunk], rendered: list[CachedChunk], timeline: Timeline
+) -> list[dict[str, Any]]:
+    """The sidecar's chunks: where each is in the document and in the output, what it said."""
+    return [
+        {
+            "chapter": chunk.chapter,
+            "paragraph": chunk.paragraph,
+            "sentence": chunk.sentence,
+            "text": chunk.spoken,
+            "start": round(span.start, 3),
+            "end": round(span.end, 3),
+            "redaction": str(done.redaction),
+        }
+        for chunk, done, span in zip(chunks, rendered, timeline.chunks, strict=True)
+    ]
+
+
+def write_flag(
+    outputs: Outputs, verdicts: list[ChunkVerdict | None], check: RenderCheck | None
+) -> None:
     """`<name>.check.txt` beside a render whose chunks still failed the check; a render that
     passed removes the flag of an earlier one."""
-    flag = Outputs.of(output).check
     failed = check is not None and any(v is not None and not v.passed for v in verdicts)
     if failed:
-        atomic.write_text(flag, flag_text(output.name, verdicts, check.limits))
+        text = flag_text(outputs.audio.name, verdicts, check.limits)
+        atomic.write_text(outputs.check, text)
     else:
-        flag.unlink(missing_ok=True)
-
-
-def join_chunks(parts: list[np.ndarray], rate: int, output_rate: int) -> np.ndarray:
-    pause = np.zeros(int(CHUNK_PAUSE_SECONDS * rate), np.float32)
-    joined = np.concatenate([x for part in parts for x in (part, pause)][:-1])
-    if output_rate != rate:
-        joined = soxr.resample(joined, rate, output_rate, quality="HQ")
-    return np.clip(joined, -1.0, 1.0).astype(np.float32)
-
-
-def write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
-    with atomic.atomic_path(path) as tmp:
-        sf.write(tmp, audio, rate, subtype="PCM_16", format="WAV")
+        outputs.check.unlink(missing_ok=True)
 
 
 class RenderStage(Stage):
@@ -410,30 +478,23 @@ class RenderStage(Stage):
     def run(self, job: Job, ledger: Ledger) -> None:
         text = job.input_path
         if not text.exists() or file_sha256(text) != job.content_hash:
-            if job.data.work is not None:  # the chunks of a text that changed are useless
-                shutil.rmtree(job.data.work, ignore_errors=True)
             ledger.finish(job.id, RenderData(outcome=Outcome.SUPERSEDED))
             return
         voice = self.root.voice(job.voice)
-        outputs = Outputs.of(text)
+        error = Outputs.of(text).error
         try:
-            body, settings, tts = self.prepare(voice, text)
-            self.renderer.check_ready(voice, tts, settings.decoder)
+            manuscript = self.prepare(voice, text)
+            outputs = Outputs.of(text, manuscript.format.suffix)
+            self.renderer.check_ready(voice, manuscript.tts, manuscript.settings.decoder)
             sidecar = self.renderer.render(
-                voice,
-                body,
-                settings,
-                tts,
-                outputs.wav,
-                job.content_hash,
-                BetweenChunks(self, ledger, job),
+                voice, manuscript, outputs, job.content_hash, BetweenChunks(self, ledger, job)
             )
         except Blocked as exc:
-            atomic.write_text(outputs.error, f"{exc}\n")
+            atomic.write_text(error, f"{exc}\n")
             raise
-        outputs.error.unlink(missing_ok=True)
+        error.unlink(missing_ok=True)
         seconds = sidecar["timings"]["total_seconds"]
-        ledger.finish(job.id, RenderData(Outcome.RENDERED, wav=outputs.wav, seconds=seconds))
+        ledger.finish(job.id, RenderData(Outcome.RENDERED, wav=outputs.audio, seconds=seconds))
         logger.info(
             "rendered {} ({}): {:.1f} s of speech in {:.1f} s",
             text.name,
@@ -442,32 +503,33 @@ class RenderStage(Stage):
             seconds,
         )
 
-    def prepare(self, voice: VoicePaths, text: Path) -> tuple[str, TtsSettings, TtsSettings]:
+    def prepare(self, voice: VoicePaths, text: Path) -> Manuscript:
+        """The text read as a document with its settings and lexicon; what is wrong with the
+        text itself is Rejected (its .error.txt says why), what the user must fix elsewhere
+        (voice.yaml, a lexicon) is Blocked."""
         try:
             voice_settings = load_voice_settings(self.settings, voice.config_file)
         except ConfigError as exc:
             raise Blocked(str(exc)) from exc
         tts, max_chars = voice_settings.tts, voice_settings.render.max_chars
-        if text.stat().st_size > 4 * max_chars + MAX_YAML_BYTES:  # not even read: too long
-            raise Rejected(too_long(text, text.stat().st_size, max_chars, "bytes"))
+        size, limit = text.stat().st_size, max_file_bytes(text, max_chars)
+        if size > limit:  # not even read
+            raise Rejected(too_long(text, size, max_chars, "bytes"))
         try:
-            front_matter, body = split_front_matter(read_text(text), text.name)
+            front_matter, document = read_document(text, max_chars)
             settings = text_settings(tts, front_matter, text)
-            check_brackets(body)
+            for chapter in document.chapters:
+                for paragraph in chapter.paragraphs:
+                    check_brackets(paragraph)
         except (BadText, ConfigError) as exc:
             raise Rejected(str(exc)) from exc
-        if len(body) > max_chars:
-            raise Rejected(too_long(text, len(body), max_chars, "characters"))
-        if not body.strip():
-            raise Rejected(
-                f"{text.name} has no text to speak; write something below the front matter"
-            )
-        if not any(character.isalnum() for character in body):
-            raise Rejected(
-                f"{text.name} has nothing a voice can speak (only punctuation, symbols or "
-                "emoji); write words"
-            )
-        return body, settings, tts
+        check_speakable(text, document, max_chars)
+        try:
+            lexicon = Lexicon.load(self.root, voice)
+        except LexiconError as exc:
+            raise Blocked(f"{exc}; texts of voice {voice.name} render once it is fixed") from exc
+        fmt = output_format(self.settings.render.format, text, document)
+        return Manuscript(document, settings, tts, fmt, lexicon)
 
     def give_up(self, job: Job, reason: str) -> None:
         atomic.write_text(Outputs.of(job.input_path).error, f"{reason}\n")
@@ -480,14 +542,34 @@ class RenderStage(Stage):
 
     @classmethod
     def reconcile(cls, root: Root, ledger: Ledger) -> int:
-        """Finished chunks no queued render will use again (its text changed or was deleted
-        while the daemon was down) are removed."""
-        active = (JobState.PENDING, JobState.RUNNING, JobState.WAITING)
-        kept = {job.data.work for job in ledger.jobs(kind=JobKind.RENDER) if job.state in active}
-        for work in (root.state / "renders").glob("*"):
-            if work not in kept:
-                shutil.rmtree(work, ignore_errors=True)
+        """The chunk cache kept to its budget (the settings may have shrunk it); the folder
+        earlier versions kept unfinished renders in is gone with them."""
+        shutil.rmtree(root.state / "renders", ignore_errors=True)
+        budget = load_settings(root.config_file).render.cache_max_gb
+        ChunkCache(root.state / CHUNKS_DIR).evict(int(budget * GIB), keep=set())
         return 0
+
+
+def max_file_bytes(text: Path, max_chars: int) -> int:
+    """The size past which a text is refused unread: a plain text of `max_chars` characters
+    (up to 4 bytes each, and front matter); an EPUB zips its text with images and markup."""
+    if text.suffix.lower() == ".epub":
+        return MAX_EPUB_BYTES
+    return 4 * max_chars + MAX_YAML_BYTES
+
+
+def check_speakable(text: Path, document: Document, max_chars: int) -> None:
+    characters = document.characters()
+    if characters > max_chars:
+        raise Rejected(too_long(text, characters, max_chars, "characters"))
+    paragraphs = [p for chapter in document.chapters for p in chapter.paragraphs]
+    if not any(p.strip() for p in paragraphs):
+        raise Rejected(f"{text.name} has no text to speak; write something below the front matter")
+    if not any(character.isalnum() for p in paragraphs for character in p):
+        raise Rejected(
+            f"{text.name} has nothing a voice can speak (only punctuation, symbols or "
+            "emoji); write words"
+        )
 
 
 def too_long(text: Path, size: int, max_chars: int, unit: str) -> str:
@@ -505,9 +587,9 @@ class BetweenChunks:
     def __init__(self, stage: RenderStage, ledger: Ledger, job: Job) -> None:
         self.stage, self.ledger, self.job = stage, ledger, job
 
-    def __call__(self, work: Path, done: int, total: int, eta: float | None) -> None:
+    def __call__(self, done: int, total: int, eta: float | None) -> None:
         progress = RenderProgress(done, total, None if eta is None else round(eta, 1))
-        data = replace(self.job.data, progress=progress, work=work)
+        data = replace(self.job.data, progress=progress)
         self.job = self.ledger.set_data(self.job.id, data)
         if self.stage.stopping.is_set():
             raise Yielded(f"the daemon is stopping; {done} of {total} chunks kept")

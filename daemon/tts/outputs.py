@@ -1,6 +1,7 @@
-"""What a rendered text leaves beside itself: <name>.wav, the <name>.json sidecar saying how
-it was made, <name>.error.txt while it cannot be rendered and <name>.check.txt while chunks
-fail the render check. A new output format is named here."""
+"""What a rendered text leaves beside itself: the audio (<name>.wav, .m4b… by
+`render.format`), <name>.srt and <name>.vtt subtitles, the <name>.json sidecar saying how it
+was made, <name>.error.txt while it cannot be rendered and <name>.check.txt while chunks fail
+the render check. A new output file is named here."""
 
 from __future__ import annotations
 
@@ -13,25 +14,31 @@ from daemon.core.paths import NAME_MAX
 
 ERROR_SUFFIX = ".error.txt"
 CHECK_SUFFIX = ".check.txt"
+TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".epub")  # what outbox/<voice>/ renders
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".opus", ".m4a", ".m4b")
 
 
 @dataclass(frozen=True)
 class Outputs:
-    wav: Path
+    audio: Path
     sidecar: Path
     error: Path
     check: Path  # written while chunks fail the render check after their retries
+    srt: Path
+    vtt: Path
 
     def files(self) -> tuple[Path, ...]:
-        return (self.wav, self.sidecar, self.error, self.check)
+        return (self.audio, self.sidecar, self.error, self.check, self.srt, self.vtt)
 
     @classmethod
-    def of(cls, text: Path) -> Outputs:
+    def of(cls, text: Path, suffix: str = ".wav") -> Outputs:
         return cls(
-            text.with_suffix(".wav"),
+            text.with_suffix(suffix),
             text.with_suffix(".json"),
             error_file(text),
             text.with_suffix(CHECK_SUFFIX),
+            text.with_suffix(".srt"),
+            text.with_suffix(".vtt"),
         )
 
 
@@ -39,17 +46,27 @@ def error_file(text: Path) -> Path:
     return text.with_suffix(ERROR_SUFFIX)
 
 
-def is_rendered(text: Path, content_hash: str) -> bool:
-    """Rendered when the wav exists and its sidecar names this very text: so editing a text
-    renders it again and deleting its wav brings it back."""
-    outputs = Outputs.of(text)
-    if not (outputs.wav.exists() and outputs.sidecar.exists()):
-        return False
+def is_text(path: Path) -> bool:
+    """A file in outbox/<voice>/ the daemon renders (not one of the notes it writes)."""
+    name = path.name.lower()
+    return path.suffix.lower() in TEXT_SUFFIXES and not name.endswith((ERROR_SUFFIX, CHECK_SUFFIX))
+
+
+def is_rendered(text: Path, content_hash: str, lexicon: str | None = None) -> bool:
+    """Rendered when the sidecar names this very text (and, given `lexicon`, the lexicon in
+    force) and the audio it names exists: so editing a text or its lexicon renders it again
+    and deleting its audio brings it back."""
+    sidecar = Outputs.of(text).sidecar
     try:
-        recorded = json.loads(outputs.sidecar.read_text(encoding="utf-8")).get("text_sha256")
+        recorded = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return recorded == content_hash
+    if not isinstance(recorded, dict) or recorded.get("text_sha256") != content_hash:
+        return False
+    if lexicon is not None and recorded.get("lexicon_sha256", lexicon) != lexicon:
+        return False
+    audio = recorded.get("output", text.with_suffix(".wav").name)
+    return isinstance(audio, str) and (text.parent / Path(audio).name).exists()
 
 
 def name_problem(text: Path) -> str | None:
@@ -58,14 +75,16 @@ def name_problem(text: Path) -> str | None:
     in the same folder whose outputs are the same files (`same.txt` and `same.TXT` both write
     `same.wav`)."""
     outputs = Outputs.of(text)
-    longest = max(len(path.name.encode("utf-8", "surrogateescape")) for path in outputs.files())
+    names = [path.name for path in outputs.files()]
+    names += [text.with_suffix(suffix).name for suffix in AUDIO_SUFFIXES]
+    longest = max(len(name.encode("utf-8", "surrogateescape")) for name in names)
     if longest > NAME_MAX:
         return f"its outputs' names would be {longest} bytes, over {NAME_MAX}: shorten its name"
     owner = outputs_owner(text)
     if owner != text:
         return (
-            f"{owner.name} already makes {outputs.wav.name} (names differ only in case): "
-            f"rename or remove {text.name}"
+            f"{owner.name} already makes {outputs.sidecar.name} and its audio (the names "
+            f"differ only in case or extension): rename or remove {text.name}"
         )
     return None
 
@@ -78,7 +97,7 @@ def outputs_owner(text: Path) -> Path:
     rivals = sorted(
         path
         for path in text.parent.iterdir()
-        if path.suffix.lower() == ".txt" and path.stem.casefold() == key and path.is_file()
+        if is_text(path) and path.stem.casefold() == key and path.is_file()
     )
     if len(rivals) < 2:
         return text
