@@ -284,22 +284,31 @@ def cmd_render(args: argparse.Namespace) -> int:
 def render_file(
     root: Root, settings: Settings, voice: VoicePaths, source: Path, output: Path | None
 ) -> int:
-    """Without -o the wav goes beside the current folder's files under a free name: an
-    earlier render is never overwritten unless -o names it."""
+    """Without -o the audio goes beside the current folder's files under a free name (an
+    earlier render is never overwritten unless -o names it); -o's extension picks the
+    format (book.mp3), else `render.format` does."""
+    import dataclasses
+
+    from daemon.book.encode import Format
     from daemon.core.files import file_sha256
     from daemon.core.logs import setup_logging
     from daemon.core.paths import free_name
     from daemon.core.worker import Blocked, Rejected, StageContext
     from daemon.stages.render import RenderStage
+    from daemon.tts.outputs import Outputs
 
     setup_logging(settings.logging, None)
-    target = output.resolve() if output else free_name(Path.cwd(), f"{source.stem}.wav")
     stage = RenderStage(StageContext(root, settings))
     try:
-        body, text_settings, tts = stage.prepare(voice, source)
-        stage.renderer.check_ready(voice, tts, text_settings.decoder)
-        text_hash = file_sha256(source)
-        sidecar = stage.renderer.render(voice, body, text_settings, tts, target, text_hash)
+        manuscript = stage.prepare(voice, source)
+        if output is not None and output.suffix.lower() in {f.suffix for f in Format}:
+            fmt = next(f for f in Format if f.suffix == output.suffix.lower())
+            manuscript = dataclasses.replace(manuscript, format=fmt)
+        suffix = manuscript.format.suffix
+        target = output.resolve() if output else free_name(Path.cwd(), f"{source.stem}{suffix}")
+        outputs = Outputs.of(target, target.suffix)
+        stage.renderer.check_ready(voice, manuscript.tts, manuscript.settings.decoder)
+        sidecar = stage.renderer.render(voice, manuscript, outputs, file_sha256(source))
     except (Blocked, Rejected) as exc:
         print(f"voicedrop: {exc}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from daemon.book.lexicon import lexicon_digest
 from daemon.core import atomic
 from daemon.core.config import Settings
 from daemon.core.files import file_sha256, reject_file
@@ -67,8 +68,10 @@ class Intake:
         return False
 
     def queue_render(self, text: Path) -> bool:
-        """Render a text whose wav is missing or whose sidecar names another text hash; a text
-        that failed waits for an edit, or for its .error.txt to be deleted."""
+        """Render a text whose audio is missing or whose sidecar names another text hash or
+        lexicon (an edited lexicon.yaml renders the voice's texts again: their unchanged
+        chunks come from the cache); a text that failed waits for an edit, or for its
+        .error.txt to be deleted."""
         if text.is_symlink() or not text.is_file():
             return False
         problem = name_problem(text)
@@ -77,9 +80,9 @@ class Intake:
             return False
         withdraw_refusal(text)
         content_hash = file_sha256(text)
-        if is_rendered(text, content_hash):
-            return False
         voice = text.parent.name
+        if is_rendered(text, content_hash, lexicon_digest(self.root, self.root.voice(voice))):
+            return False
         job, created = self.ledger.enqueue(JobKind.RENDER, voice, text, content_hash)
         if created:
             logger.info("queued {} for rendering in voice {}", text.name, voice)

@@ -22,7 +22,7 @@ from watchdog.observers.polling import PollingObserver
 
 from daemon.core.config import Settings
 from daemon.core.paths import REJECTED_DIR, Root
-from daemon.tts.outputs import CHECK_SUFFIX, ERROR_SUFFIX
+from daemon.tts.outputs import AUDIO_SUFFIXES, CHECK_SUFFIX, ERROR_SUFFIX, TEXT_SUFFIXES, is_text
 
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "9p", "afs", "ceph")
 IGNORED_NAMES = ("Thumbs.db", "desktop.ini", "@eaDir", "$RECYCLE.BIN", "lost+found")
@@ -94,7 +94,7 @@ def classify(root: Root, path: Path, settings: Settings) -> Drop | None:
         voice = relative.parts[0]
         if folder == "inbox" and relative.parts[1] == REJECTED_DIR:
             return None
-        if folder == "outbox" and (len(relative.parts) != 2 or path.suffix.lower() != ".txt"):
+        if folder == "outbox" and (len(relative.parts) != 2 or not is_text(path)):
             return None
         return Drop(folder, voice, path)
     return None
@@ -107,7 +107,7 @@ def misplaced_reason(root: Root, path: Path) -> str | None:
             f"{path.name} lies directly in inbox/: clips go into inbox/<voice>/ (make a folder "
             "named after the voice and move it there)"
         )
-    if path.suffix.lower() == ".txt" and path.is_relative_to(root.outbox):
+    if is_text(path) and path.is_relative_to(root.outbox):
         depth = len(path.relative_to(root.outbox).parts)
         if depth != 2 and not path.name.startswith("."):
             return f"{path} is not taken: texts go directly into outbox/<voice>/"
@@ -190,16 +190,19 @@ class DropFolderHandler(FileSystemEventHandler):
         self.tracker.touch(path)
 
     def output_deleted(self, path: Path) -> None:
-        """Deleting a rendered wav or its sidecar asks for the text to be rendered again, and
-        deleting a text's .error.txt asks for another try, at once (not at the next rescan)."""
-        if path.name.endswith(".error.txt"):
-            text = path.with_name(path.name.removesuffix(".error.txt") + ".txt")
-        elif path.suffix in (".wav", ".json"):
-            text = path.with_suffix(".txt")
+        """Deleting a rendered audio file or its sidecar asks for the text to be rendered
+        again, and deleting a text's .error.txt asks for another try, at once (not at the
+        next rescan)."""
+        if path.name.endswith(ERROR_SUFFIX):
+            stem = path.name.removesuffix(ERROR_SUFFIX)
+        elif path.suffix in (*AUDIO_SUFFIXES, ".json"):
+            stem = path.stem
         else:
             return
-        if text.is_file():
-            self.tracker.touch(text)
+        for suffix in TEXT_SUFFIXES:
+            text = path.with_name(stem + suffix)
+            if text.is_file():
+                self.tracker.touch(text)
 
 
 class Watcher:
