@@ -81,6 +81,11 @@ class Root:
         return self.state / "ledger.sqlite3"
 
     @property
+    def chunk_cache(self) -> Path:
+        """Rendered chunks kept by their content (daemon/book/cache.py)."""
+        return self.state / "chunks"
+
+    @property
     def lock_file(self) -> Path:
         return self.state / "lock"
 

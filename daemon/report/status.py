@@ -20,7 +20,7 @@ from daemon.dataset.lists import Transcripts
 from daemon.quality.audit import read_audit
 from daemon.quality.held import MISMATCH, SpeakerDecisions, held_clips, mismatch_warning
 from daemon.service.lock import running_pid
-from daemon.tts.outputs import CHECK_SUFFIX, ERROR_SUFFIX, name_problem
+from daemon.tts.outputs import CHECK_SUFFIX, is_text, name_problem
 
 DEFAULT_REAL_TIME_FACTOR = 0.3  # Whisper's speed on a CPU until a voice's own is measured
 ACTIVE = (JobState.PENDING, JobState.RUNNING, JobState.WAITING)
@@ -44,6 +44,7 @@ def collect(root: Root, only_voice: str | None = None) -> dict[str, Any]:
                 "config_changed": pid is not None and config_changed(root),
             },
             "fetch": fetch_report(root),
+            "chunk_cache": cache_report(root),
             "jobs": ledger.counts(),
             "voices": {name: voice_report(root.voice(name), ledger) for name in names},
             "refused_voices": refused,
@@ -61,6 +62,23 @@ def collect(root: Root, only_voice: str | None = None) -> dict[str, Any]:
         }
     finally:
         ledger.close()
+
+
+def cache_report(root: Root) -> dict[str, Any]:
+    """The chunk cache's size against its budget (render.cache_max_gb)."""
+    from daemon.book.cache import GIB, ChunkCache
+    from daemon.core.config import ConfigError, load_settings
+
+    use = ChunkCache(root.chunk_cache).use()
+    try:
+        budget = load_settings(root.config_file).render.cache_max_gb
+    except ConfigError:
+        budget = None
+    return {
+        "chunks": use.chunks,
+        "gb": round(use.bytes / GIB, 3),
+        "budget_gb": budget,
+    }
 
 
 def fetch_report(root: Root) -> dict[str, Any] | None:
@@ -237,11 +255,7 @@ def refused_texts(voice: VoicePaths) -> list[dict[str, str]]:
     applies: read from the folder, as a note beside such a text cannot always be written."""
     if not voice.outbox.is_dir():
         return []
-    texts = sorted(
-        path
-        for path in voice.outbox.iterdir()
-        if path.suffix.lower() == ".txt" and not path.name.endswith((ERROR_SUFFIX, CHECK_SUFFIX))
-    )
+    texts = sorted(path for path in voice.outbox.iterdir() if is_text(path))
     return [
         {"file": text.name, "reason": problem}
         for text in texts
@@ -260,8 +274,18 @@ def flagged_renders(voice: VoicePaths) -> list[dict[str, str]]:
             summary = note.read_text(encoding="utf-8").partition("\n")[0]
         except (OSError, UnicodeDecodeError):
             continue
-        flagged.append({"file": note.name.removesuffix(CHECK_SUFFIX) + ".wav", "check": summary})
+        flagged.append({"file": rendered_audio(note), "check": summary})
     return flagged
+
+
+def rendered_audio(note: Path) -> str:
+    """The audio file a note beside a text is about, as its sidecar names it."""
+    sidecar = note.with_name(note.name.removesuffix(CHECK_SUFFIX) + ".json")
+    try:
+        output = json.loads(sidecar.read_text(encoding="utf-8")).get("output")
+    except (OSError, ValueError, AttributeError):
+        output = None
+    return output if isinstance(output, str) else sidecar.with_suffix(".wav").name
 
 
 def rejected_files(voice: VoicePaths) -> list[dict[str, str]]:
@@ -368,6 +392,12 @@ def render_text(report: dict[str, Any]) -> str:
     ]
     if report["fetch"]:
         lines.append(f"models:  {report['fetch']['message']}")
+    cache = report["chunk_cache"]
+    if cache["chunks"]:
+        lines.append(
+            f"chunks:  {cache['chunks']} rendered chunks kept, {cache['gb']:.2f} of "
+            f"{cache['budget_gb']} GB (render.cache_max_gb)"
+        )
     for name, voice in report["voices"].items():
         minutes = voice["duration"] / 60
         held = f" ({len(voice['held'])} held back)" if voice["held"] else ""

@@ -73,7 +73,6 @@ from daemon.tts.texts import BadText
 from daemon.weights.store import tortoise_models
 from daemon.weights.voice_models import adopt_dropped
 
-CHUNKS_DIR = "chunks"  # .voicedrop/chunks/: the chunk cache
 MAX_EPUB_BYTES = 512 << 20  # an EPUB's text with its images and markup
 
 
@@ -85,7 +84,7 @@ class Renderer:
         self.settings = settings if settings is not None else load_settings(root.config_file)
         self.whisper = shared_whisper()  # for [bracketed] prompts and the render check
         self.encoder = shared_encoder(self.settings.tts.device)  # for the render check
-        self.cache = ChunkCache(root.state / CHUNKS_DIR)
+        self.cache = ChunkCache(root.chunk_cache)
         self.engine = None
         self.engine_key: tuple | None = None
         self.last_used = time.monotonic()
@@ -546,7 +545,7 @@ class RenderStage(Stage):
         earlier versions kept unfinished renders in is gone with them."""
         shutil.rmtree(root.state / "renders", ignore_errors=True)
         budget = load_settings(root.config_file).render.cache_max_gb
-        ChunkCache(root.state / CHUNKS_DIR).evict(int(budget * GIB), keep=set())
+        ChunkCache(root.chunk_cache).evict(int(budget * GIB), keep=set())
         return 0
 
 
