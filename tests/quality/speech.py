@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import io
 import subprocess
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import soundfile as sf
+import soxr
+
+from daemon.tts.engine import Engine
+
+OTHER_TEXT = "Seven purple elephants are dancing on the frozen lake tonight."
+VOICE_LINES = (
+    "The morning train was late again, so we walked to the market instead.",
+    "My sister keeps a small garden full of tomatoes and bright yellow flowers.",
+    "Please bring the blue folder when you come to the meeting on Friday.",
+    "He read the old letter twice before he folded it and put it away.",
+)
 
 
 def spoken(text: str, voice: str = "en-us", speed: int = 160) -> tuple[np.ndarray, int]:
@@ -23,3 +36,36 @@ def spoken(text: str, voice: str = "en-us", speed: int = 160) -> tuple[np.ndarra
     ).stdout
     audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
     return audio, rate
+
+
+class EspeakEngine(Engine):
+    """The real engine (tiny set: real latents, tokenizer and chunk limits) whose `render`
+    returns espeak-ng speech instead of TorToiSe's: the stand-in for real weights, which
+    cannot exist here. `script` maps a seed to what that attempt says: "right" (the chunk's
+    text), "wrong" (OTHER_TEXT) or "silence"; unscripted seeds are right. `seeds` and
+    `texts` record every call."""
+
+    script: ClassVar[dict[int, str]] = {}
+    seeds: ClassVar[list[int]] = []
+    texts: ClassVar[list[str]] = []
+
+    def render(self, text, latents, settings, autoregressive=None, *, on_progress=None):
+        EspeakEngine.seeds.append(settings.seed)
+        EspeakEngine.texts.append(text)
+        mode = self.script.get(settings.seed, "right")
+        if mode == "silence":
+            return np.zeros(2 * self.SAMPLE_RATE, np.float32)
+        audio, rate = spoken(OTHER_TEXT if mode == "wrong" else text)
+        return soxr.resample(audio, rate, self.SAMPLE_RATE).astype(np.float32)
+
+    @classmethod
+    def reset(cls, script: dict[int, str] | None = None) -> None:
+        cls.script, cls.seeds, cls.texts = script or {}, [], []
+
+
+def drop_espeak_voice(inbox: Path) -> None:
+    """A voice of espeak-ng clips, the same speaker as EspeakEngine's renders."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    for index, line in enumerate(VOICE_LINES):
+        audio, rate = spoken(line)
+        sf.write(inbox / f"line{index}.wav", audio, rate)

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import ClassVar
 
-import numpy as np
 import pytest
 import soundfile as sf
-import soxr
 
 from daemon.quality.render_check import (
     Attempt,
@@ -27,37 +24,12 @@ from daemon.quality.render_check import (
     keep_best,
     spoken_text,
 )
-from daemon.tts.engine import Engine
 from daemon.tts.redact import Redaction
 from tests.conftest import WHISPER_BASE, configure, run_until_idle, status
-from tests.quality.speech import spoken
+from tests.quality.speech import EspeakEngine, drop_espeak_voice, spoken
 
-VOICE_LINES = (
-    "The morning train was late again, so we walked to the market instead.",
-    "My sister keeps a small garden full of tomatoes and bright yellow flowers.",
-    "Please bring the blue folder when you come to the meeting on Friday.",
-    "He read the old letter twice before he folded it and put it away.",
-)
-OTHER_TEXT = "Seven purple elephants are dancing on the frozen lake tonight."
 TEXT = "The weather was lovely today, and the children played outside until dinner."
 LIMITS = CheckLimits(max_cer=0.3, min_similarity=0.6, retries=2)
-
-
-class EspeakEngine(Engine):
-    """Stand-in (see the module docstring): `script` maps a seed to what that attempt says:
-    "right" (the chunk's text), "wrong" (OTHER_TEXT) or "silence"; unscripted seeds are
-    right. `seeds` records every seed rendered."""
-
-    script: ClassVar[dict[int, str]] = {}
-    seeds: ClassVar[list[int]] = []
-
-    def render(self, text, latents, settings, autoregressive=None, *, on_progress=None):
-        EspeakEngine.seeds.append(settings.seed)
-        mode = self.script.get(settings.seed, "right")
-        if mode == "silence":
-            return np.zeros(2 * self.SAMPLE_RATE, np.float32)
-        audio, rate = spoken(OTHER_TEXT if mode == "wrong" else text)
-        return soxr.resample(audio, rate, self.SAMPLE_RATE).astype(np.float32)
 
 
 @pytest.fixture
@@ -71,15 +43,11 @@ def espeak_root(root: Path, tiny_models: Path, monkeypatch) -> Path:
             "render": {"check": True},
         },
     )
-    inbox = root / "inbox" / "eve"
-    inbox.mkdir(parents=True)
-    for index, line in enumerate(VOICE_LINES):
-        audio, rate = spoken(line)
-        sf.write(inbox / f"line{index}.wav", audio, rate)
+    drop_espeak_voice(root / "inbox" / "eve")
     run_until_idle(root)
     (root / "outbox" / "eve").mkdir()
     monkeypatch.setattr("daemon.tts.engine.Engine", EspeakEngine)
-    EspeakEngine.seeds = []
+    EspeakEngine.reset()
     return root
 
 
@@ -196,4 +164,5 @@ def test_the_real_tiny_pipeline_fails_every_chunk_retries_and_flags_losing_nothi
     assert all([a["seed"] for a in c["attempts"]] == [0, 1] for c in chunks)
     assert sidecar["check"]["failed_chunks"] == list(range(1, len(chunks) + 1))
     assert text.with_suffix(".wav").exists() and text.with_suffix(".check.txt").exists()
-    assert status(root)["failed"] == [] and not list((root / ".voicedrop" / "renders").iterdir())
+    assert status(root)["failed"] == []
+    assert status(root)["chunk_cache"]["chunks"] == len(chunks), "the kept attempts are cached"
