@@ -229,6 +229,7 @@ class Renderer:
         }
         sidecar_text = json.dumps(sidecar, indent=1, allow_nan=False)  # standard JSON only
         write_flag(outputs, verdicts, check)
+        outputs.error.unlink(missing_ok=True)  # what held it back is over
         atomic.write_text(outputs.sidecar, sidecar_text)  # last: it marks the text rendered
         budget = int(self.settings.render.cache_max_gb * GIB)
         self.cache.evict(budget, keep=set(keys))
@@ -491,7 +492,6 @@ class RenderStage(Stage):
         except Blocked as exc:
             atomic.write_text(error, f"{exc}\n")
             raise
-        error.unlink(missing_ok=True)
         seconds = sidecar["timings"]["total_seconds"]
         ledger.finish(job.id, RenderData(Outcome.RENDERED, wav=outputs.audio, seconds=seconds))
         logger.info(
