@@ -9,8 +9,10 @@ without entities, DTDs or network, and the text is bounded by render.max_chars."
 from __future__ import annotations
 
 import html.entities
+import io
 import posixpath
 import re
+import shutil
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from daemon.book.document import BadDocument, Chapter, Cover, Document
 # (illustrated ones included) is refused before anything is decompressed.
 MAX_MEMBER_BYTES = 64 * 2**20
 MAX_ARCHIVE_BYTES = 256 * 2**20
+COPY_CHUNK = 2**20
 # encryption.xml also lists fonts merely obfuscated (not DRM) with these algorithms.
 FONT_OBFUSCATION = {"http://www.idpf.org/2008/embedding", "http://ns.adobe.com/pdf/enc#RC"}
 DRM_FILES = {
@@ -65,8 +68,7 @@ WHITESPACE = re.compile(r"\s+")
 
 def read_epub(path: Path, max_chars: int) -> Document:
     """The book in `path`, or BadDocument saying why not and what to do."""
-    check_archive(path)
-    book = load_book(path)
+    book = load_book(path.name, unpack(path))
     chapters = read_chapters(book, path.name, max_chars)
     if not chapters:
         raise BadDocument(
@@ -82,8 +84,11 @@ def read_epub(path: Path, max_chars: int) -> Document:
     )
 
 
-def check_archive(path: Path) -> None:
-    """A ZIP whose members all have sane sizes, no DRM, and the package ebooklib needs."""
+def unpack(path: Path) -> io.BytesIO:
+    """The EPUB repacked uncompressed in memory once its sizes are sane, then checked for DRM
+    and the package ebooklib needs. ebooklib reads the copy: zipfile inflates a whole member
+    in one call when read at once, so a member that lies about its size would exhaust memory
+    if ebooklib read the file itself; copied in chunks it never yields more than declared."""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -91,13 +96,19 @@ def check_archive(path: Path) -> None:
             f"{path.name} is not a valid EPUB: it is not a ZIP archive ({exc}), so it is "
             "damaged or was cut short; download or export it again"
         ) from None
-    with archive:
-        check_sizes(path.name, archive.infolist())
-        try:
-            check_drm(path.name, archive)
-            check_package(path.name, archive)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-            raise damaged(path.name, exc) from None
+    copy = io.BytesIO()
+    try:
+        with archive, zipfile.ZipFile(copy, "w") as repacked:
+            check_sizes(path.name, archive.infolist())
+            for member in archive.infolist():
+                with archive.open(member) as source, repacked.open(member.filename, "w") as target:
+                    shutil.copyfileobj(source, target, COPY_CHUNK)
+        with zipfile.ZipFile(copy) as repacked:
+            check_drm(path.name, repacked)
+            check_package(path.name, repacked)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise damaged(path.name, exc) from None
+    return copy
 
 
 def damaged(name: str, exc: Exception) -> BadDocument:
@@ -105,9 +116,15 @@ def damaged(name: str, exc: Exception) -> BadDocument:
 
 
 def check_sizes(name: str, members: list[zipfile.ZipInfo]) -> None:
-    """Refuse a zip bomb from the sizes the archive declares (zipfile never inflates a
-    member past its declared size), before anything is decompressed."""
+    """Refuse a zip bomb from the sizes the archive declares, before anything is
+    decompressed; an EPUB's members are stored or deflated (zipfile inflates other methods
+    without bound)."""
     for member in members:
+        if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise BadDocument(
+                f"{name} is not a valid EPUB: {member.filename} is compressed with method "
+                f"{member.compress_type}, which EPUB does not allow; export it again"
+            )
         if member.file_size > MAX_MEMBER_BYTES:
             raise BadDocument(
                 f"{name}: {member.filename} unpacks to {member.file_size} bytes, more than "
@@ -191,17 +208,17 @@ def parse_xml(data: bytes) -> etree._Element | None:
         return None
 
 
-def load_book(path: Path) -> epub.EpubBook:
+def load_book(name: str, archive: io.BytesIO) -> epub.EpubBook:
     """ebooklib's reading, its failures said as damage. It fails on a broken package with
     whatever the missing part makes it raise (AttributeError, IndexError…), hence the list."""
     try:
-        return epub.read_epub(str(path), {"ignore_ncx": True})
+        return epub.read_epub(archive, {"ignore_ncx": True})
     except (epub.EpubException, zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise damaged(path.name, exc) from None
+        raise damaged(name, exc) from None
     except KeyError as exc:
-        raise damaged(path.name, f"a file its package lists is missing: {exc}") from None
+        raise damaged(name, f"a file its package lists is missing: {exc}") from None
     except (AttributeError, IndexError, TypeError, ValueError, etree.LxmlError) as exc:
-        raise damaged(path.name, f"its package file cannot be read: {exc!r}") from None
+        raise damaged(name, f"its package file cannot be read: {exc!r}") from None
 
 
 def entries(book: epub.EpubBook, namespace: str, name: str) -> list[tuple[str | None, dict]]:

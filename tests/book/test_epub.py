@@ -4,6 +4,7 @@ metadata, and none of the footnotes or page numbers; bad EPUBs refused with what
 from __future__ import annotations
 
 import io
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -239,3 +240,26 @@ def test_chapters_start_where_the_contents_point_inside_a_file(tmp_path: Path) -
         Chapter("One", ("First.",)),
         Chapter("Two", ("Second.",)),
     )
+
+
+def test_a_member_that_lies_about_its_size_is_never_unpacked_whole(tmp_path: Path) -> None:
+    """A chapter's headers declare 1000 bytes; it inflates to 32 MiB. Read at once (as
+    ebooklib reads), zipfile would inflate it all before cutting it to the declared size."""
+    liar = rezip(book_epub(tmp_path / "a.epub"), tmp_path / "liar.epub", "EPUB/two-b.xhtml")
+    with zipfile.ZipFile(liar, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("EPUB/two-b.xhtml", bytes(32 * 2**20))
+    data = bytearray(liar.read_bytes())
+    name = b"EPUB/two-b.xhtml"
+    # The uncompressed size: 8 bytes before the name in the local header, 22 in the central.
+    for size_at in (data.find(name) - 8, data.rfind(name) - 22):
+        data[size_at : size_at + 4] = (1000).to_bytes(4, "little")
+    liar.write_bytes(data)
+    with zipfile.ZipFile(liar) as archive:
+        assert archive.getinfo("EPUB/two-b.xhtml").file_size == 1000
+    tracemalloc.start()
+    try:
+        with pytest.raises(BadDocument, match=r"liar\.epub is a damaged EPUB \(Bad CRC-32"):
+            read_epub(liar, MAX_CHARS)
+        assert tracemalloc.get_traced_memory()[1] < 8 * 2**20
+    finally:
+        tracemalloc.stop()
