@@ -275,7 +275,7 @@ def one_line(text: str) -> str:
 def toc_entries(book: epub.EpubBook) -> list[tuple[str, str | None, str]]:
     """(file, fragment or None, title) for each entry of the table of contents, in order;
     the file as the manifest names it (relative to the package)."""
-    entries: list[tuple[str, str | None, str]] = []
+    found: list[tuple[str, str | None, str]] = []
 
     def walk(nodes: list) -> None:
         for node in nodes:
@@ -289,10 +289,11 @@ def toc_entries(book: epub.EpubBook) -> list[tuple[str, str | None, str]]:
     def add(href: str | None, title: str | None) -> None:
         if href and title and one_line(title):
             file, _, fragment = unquote(href).partition("#")
-            entries.append((posixpath.normpath(file), fragment or None, one_line(title)))
+            found.append((posixpath.normpath(file), fragment or None, one_line(title)))
 
-    walk(book.toc)
-    return entries
+    # ebooklib makes an empty NCX's contents one Link with no target, not a list.
+    walk(book.toc if isinstance(book.toc, list) else [book.toc])
+    return found
 
 
 @dataclass
@@ -311,14 +312,15 @@ def read_chapters(book: epub.EpubBook, name: str, max_chars: int) -> tuple[Chapt
     points; a document it does not list continues the chapter before it (a chapter split
     across files), or, before the first listed one or without a table of contents, is a
     chapter titled by its first heading (else "Chapter N")."""
-    entries = toc_entries(book)
-    listed = {file for file, _, _ in entries}
+    contents = toc_entries(book)
+    documents = [(posixpath.normpath(item.file_name), item) for item in spine_documents(book)]
+    # Contents that point at no document in the spine are as good as none.
+    listed = {file for file, _, _ in contents} & {file for file, _ in documents}
     chapters: list[Segment] = []
     characters = 0
-    for item in spine_documents(book):
-        file = posixpath.normpath(item.file_name)
+    for file, item in documents:
         starts: dict[str | None, str] = {}
-        for entry_file, fragment, title in entries:
+        for entry_file, fragment, title in contents:
             if entry_file == file:
                 starts.setdefault(fragment, title)  # a part and its first chapter: the part
         for segment in segments(item.get_content(), starts):

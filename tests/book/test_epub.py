@@ -263,3 +263,51 @@ def test_a_member_that_lies_about_its_size_is_never_unpacked_whole(tmp_path: Pat
         assert tracemalloc.get_traced_memory()[1] < 8 * 2**20
     finally:
         tracemalloc.stop()
+
+
+def test_an_epub2_contents_ncx_with_parts_titles_the_chapters(tmp_path: Path) -> None:
+    book = epub.EpubBook()
+    book.set_identifier("ncx")
+    book.set_title("Parts")
+    book.add_metadata("DC", "creator", "Ann Author", {"{http://www.idpf.org/2007/opf}role": "aut"})
+    book.add_metadata("DC", "creator", "Ed Itor", {"{http://www.idpf.org/2007/opf}role": "edt"})
+    part, one, two = (
+        page("part", "<h1>Part One</h1>"),
+        page("c1", "<p>Alpha.</p>"),
+        page("c2", "<p>Beta.</p>"),
+    )
+    for item in (part, one, two):
+        book.add_item(item)
+    book.toc = [
+        (
+            epub.Section("Part One", "part.xhtml"),
+            [epub.Link("c1.xhtml", "First", "c1"), epub.Link("c2.xhtml", "Second", "c2")],
+        )
+    ]
+    book.add_item(epub.EpubNcx())
+    book.spine = [part, one, two]
+    epub.write_epub(str(tmp_path / "parts.epub"), book)
+    with zipfile.ZipFile(tmp_path / "parts.epub") as archive:
+        assert "EPUB/nav.xhtml" not in archive.namelist()
+    document = read_epub(tmp_path / "parts.epub", MAX_CHARS)
+    assert document.author == "Ann Author"
+    assert document.language is None
+    assert document.chapters == (Chapter("First", ("Alpha.",)), Chapter("Second", ("Beta.",)))
+
+
+def test_without_contents_each_document_is_a_chapter_titled_by_its_heading(
+    tmp_path: Path,
+) -> None:
+    book = epub.EpubBook()
+    book.set_identifier("bare")
+    documents = [page("a", "<h2>Dawn</h2><p>Light.</p>"), page("b", "<p>No heading.</p>")]
+    for item in (*documents, epub.EpubNcx()):  # an empty NCX
+        book.add_item(item)
+    book.spine = documents
+    epub.write_epub(str(tmp_path / "bare.epub"), book)
+    document = read_epub(tmp_path / "bare.epub", MAX_CHARS)
+    assert document.title == "bare"
+    assert document.chapters == (
+        Chapter("Dawn", ("Light.",)),
+        Chapter("Chapter 2", ("No heading.",)),
+    )
