@@ -323,7 +323,9 @@ def read_chapters(book: epub.EpubBook, name: str, max_chars: int) -> tuple[Chapt
         for entry_file, fragment, title in contents:
             if entry_file == file:
                 starts.setdefault(fragment, title)  # a part and its first chapter: the part
-        for segment in segments(item.get_content(), starts):
+        # The bytes as in the file: ebooklib's get_content() re-renders them through an HTML
+        # parser, which takes a self-closed <span/> for an open one.
+        for segment in segments(item.content, starts):
             characters += sum(len(p) for p in segment.paragraphs)
             if characters > max_chars:
                 raise BadDocument(
@@ -414,7 +416,9 @@ class TextReader:
         name = local_name(element)
         if name in BLOCKS:
             self.flush()
-        self.add(" " if name == "br" else element.text)
+        if name == "br":
+            self.add(" ")
+        self.add(element.text)  # a <br> left open holds the words after it
         for child in element:
             self.read(child)
         if name in BLOCKS:

@@ -311,3 +311,31 @@ def test_without_contents_each_document_is_a_chapter_titled_by_its_heading(
         Chapter("Dawn", ("Light.",)),
         Chapter("Chapter 2", ("No heading.",)),
     )
+
+
+def test_entities_are_named_characters_and_never_fetch_or_expand(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET", encoding="utf-8")
+    chapter = f"""<?xml version="1.0" encoding="utf-8"?>
+<!DOCTYPE html [
+  <!ENTITY xxe SYSTEM "file://{secret}">
+  <!ENTITY lol "lol">
+  <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+]>
+<html xmlns="http://www.w3.org/1999/xhtml" xmlns:epub="http://www.idpf.org/2007/ops"><body>
+<p>Wait&nbsp;for&#160;it&mdash;now.&xxe;&lol2;</p>
+<p>Unclosed <br> markup <b>still read.</p>
+<p>Before a page break<span epub:type="pagebreak" id="page_7" title="7"/> and after it.</p>
+</body></html>""".encode()
+    raw = rezip(
+        book_epub(tmp_path / "a.epub"),
+        tmp_path / "raw.epub",
+        "EPUB/two-b.xhtml",
+        add={"EPUB/two-b.xhtml": chapter},
+    )
+    document = read_epub(raw, MAX_CHARS)
+    assert document.chapters[1].paragraphs[-3:] == (
+        "Wait for it\u2014now.",
+        "Unclosed markup still read.",
+        "Before a page break and after it.",
+    )
