@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from markdown_it import MarkdownIt
+from markdown_it.rules_block import StateBlock
+from markdown_it.rules_inline import StateInline
 from markdown_it.token import Token
 
 from daemon.book.document import Chapter, Document
@@ -21,9 +23,54 @@ from daemon.tts.texts import read_text, split_front_matter
 
 BLANK_LINE = re.compile(r"\n[ \t]*\n")
 WHITESPACE = re.compile(r"\s+")
+
+
+def footnote_marker(state: StateInline, silent: bool) -> bool:
+    """`[^label]`, a footnote marker (Pandoc, GitHub): a token with no text, never read."""
+    start, src = state.pos, state.src
+    end = src.find("]", start + 2, state.posMax)
+    label = src[start + 2 : end]
+    if not src.startswith("[^", start) or end < 0 or not label or " " in label:
+        return False
+    if not silent:
+        state.push("footnote_ref", "", 0)
+    state.pos = end + 1
+    return True
+
+
+def footnote_body(state: StateBlock, start_line: int, end_line: int, silent: bool) -> bool:
+    """`[^label]: text` and the lines that continue it (indented ones after a blank line too):
+    a footnote's body, dropped as an EPUB's are."""
+    line = state.src[state.bMarks[start_line] + state.tShift[start_line] : state.eMarks[start_line]]
+    label, colon, _ = line.partition("]:")
+    if state.sCount[start_line] - state.blkIndent >= 4 or not colon:
+        return False
+    if not label.startswith("[^") or len(label) == 2 or " " in label:
+        return False
+    if silent:
+        return True
+    following = start_line + 1
+    while following < end_line:
+        indented = state.sCount[following] - state.blkIndent >= 4
+        if state.isEmpty(following):
+            if following + 1 >= end_line or state.sCount[following + 1] - state.blkIndent < 4:
+                break
+        elif not indented and state.src.startswith("[^", state.bMarks[following]):
+            break
+        following += 1
+    state.push("footnote_body", "", 0)  # no inline run: never read
+    state.line = following
+    return True
+
+
 # What markdown-it-py parses: CommonMark, tables and ~~strikethrough~~ (so that their pipes and
-# tildes are syntax, not text), and raw HTML as tokens of its own (so that it can be dropped).
+# tildes are syntax, not text), footnotes, and raw HTML as tokens of its own (so that it can be
+# dropped).
 MARKDOWN = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+MARKDOWN.inline.ruler.before("link", "footnote_marker", footnote_marker)
+MARKDOWN.block.ruler.before(
+    "reference", "footnote_body", footnote_body, {"alt": ["paragraph", "reference"]}
+)
 
 
 def read_plain(path: Path) -> tuple[dict[str, Any], Document]:

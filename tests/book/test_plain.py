@@ -98,7 +98,10 @@ Setext Chapter
 ==============
 
 Last words\\
-after a hard break.
+after a hard break.[^note]
+
+[^note]: A footnote body,
+    never read.
 """
 
 
@@ -124,7 +127,7 @@ def test_markdown_headings_become_chapters_and_no_syntax_is_spoken(tmp_path: Pat
     spoken = " ".join(p for c in document.chapters for p in (c.title or "", *c.paragraphs))
     for mark in MARKDOWN_SYNTAX:
         assert mark not in spoken
-    for never in ("alt text", "code is never read", "indented code", "html block", "http"):
+    for never in ("alt text", "never read", "indented code", "html block", "http", "footnote"):
         assert never not in spoken
 
 
