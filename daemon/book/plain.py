@@ -77,9 +77,8 @@ def read_plain(path: Path) -> tuple[dict[str, Any], Document]:
     """A .txt: one untitled chapter whose paragraphs are split at blank lines; the line
     breaks inside a paragraph are the file's wrapping, not pauses, so they become spaces."""
     front_matter, body = split_front_matter(read_text(path), path.name)
-    paragraphs = tuple(
-        p for p in (one_line(block) for block in BLANK_LINE.split(body.replace("\r", ""))) if p
-    )
+    lines = body.replace("\r\n", "\n").replace("\r", "\n")
+    paragraphs = tuple(p for p in (one_line(b) for b in BLANK_LINE.split(lines)) if p)
     chapters = (Chapter(None, paragraphs),) if paragraphs else ()
     return front_matter, Document(
         title=front_matter_string(front_matter, "title") or path.stem,
@@ -89,7 +88,7 @@ def read_plain(path: Path) -> tuple[dict[str, Any], Document]:
 
 
 def read_markdown(path: Path) -> tuple[dict[str, Any], Document]:
-    """A .md: chapters at its top headings (see `chapter_level`), paragraphs of plain text.
+    """A .md: chapters at its top headings (see `chapter_level_of`), paragraphs of plain text.
 
     The title is the front matter's `title:`, else the file's title heading (a lone top
     heading over lower ones, or the only heading level with one heading: the file is one
@@ -97,12 +96,12 @@ def read_markdown(path: Path) -> tuple[dict[str, Any], Document]:
     front_matter, body = split_front_matter(read_text(path), path.name)
     tokens = MARKDOWN.parse(body)
     levels = heading_levels(tokens)
-    title_heading, chapter_level = chapter_level_of(levels)
+    titled, chapter_level = chapter_level_of(levels)
     blocks = markdown_blocks(tokens)
-    chapters = group_chapters(blocks, chapter_level, title_heading)
+    chapters = group_chapters(blocks, chapter_level, titled)
     heading_title = None
-    if title_heading is not None:
-        heading_title = blocks[title_heading].text
+    if titled:
+        heading_title = next(block.text for block in blocks if block.level is not None)
     elif len(levels) == 1 and len(chapters) == 1 and chapters[0].title is not None:
         heading_title = chapters[0].title
     return front_matter, Document(
@@ -139,19 +138,19 @@ def heading_levels(tokens: list[Token]) -> list[int]:
     ]
 
 
-def chapter_level_of(levels: list[int]) -> tuple[int | None, int | None]:
-    """(index of the title heading among the headings, or None; the chapter level).
+def chapter_level_of(levels: list[int]) -> tuple[bool, int | None]:
+    """(whether the first heading is the book's title, not a chapter; the chapter level).
 
     Chapters start at the smallest `#` count present, except that a file opening with a
     lone top heading over lower ones (`# Book` then `## One`, `## Two`) is titled by it and
     its chapters are the next level."""
     if not levels:
-        return None, None
+        return False, None
     top = min(levels)
     lower = sorted(set(levels) - {top})
     if levels.count(top) == 1 and levels[0] == top and lower:
-        return 0, lower[0]
-    return None, top
+        return True, lower[0]
+    return False, top
 
 
 def markdown_blocks(tokens: list[Token]) -> list[Block]:
@@ -189,16 +188,16 @@ def inline_text(token: Token) -> str:
 
 
 def group_chapters(
-    blocks: list[Block], chapter_level: int | None, title_heading: int | None
+    blocks: list[Block], chapter_level: int | None, titled: bool
 ) -> tuple[Chapter, ...]:
     """A chapter per heading at `chapter_level`; text before the first is an untitled
     chapter (dropped if empty), lower headings are paragraphs of their own."""
     chapters: list[PendingChapter] = [PendingChapter(None)]
-    headings = 0
+    title_pending = titled
     for block in blocks:
         if block.level is not None:
-            headings += 1
-            if headings - 1 == title_heading:
+            if title_pending:  # the book's title, not a chapter nor spoken text
+                title_pending = False
                 continue
             if block.level == chapter_level:
                 chapters.append(PendingChapter(block.text))

@@ -24,7 +24,7 @@ def test_hard_wrapped_text_becomes_paragraphs_of_joined_lines(tmp_path: Path) ->
         tmp_path / "walk.txt",
         "It was a bright cold day in April,\nand the clocks were striking thirteen.\n"
         "\n  \n"
-        "Winston Smith slipped quickly\r\nthrough the glass doors.\n\n\n",
+        "Winston Smith slipped quickly\r\nthrough the glass\rdoors.\n\n\n",
     )
     front_matter, document = read_plain(text)
     assert front_matter == {}
@@ -134,12 +134,12 @@ def test_markdown_headings_become_chapters_and_no_syntax_is_spoken(tmp_path: Pat
 def test_a_lone_top_heading_titles_the_book_and_the_next_level_are_chapters(
     tmp_path: Path,
 ) -> None:
-    text = "# The Book\n\nA preface.\n\n## One\n\nFirst.\n\n### Scene\n\nMore.\n\n"
+    text = "An epigraph.\n\n# The Book\n\nA preface.\n\n## One\n\nFirst.\n\n### Scene\n\nMore.\n\n"
     text += "## Two\n\nSecond.\n"
     _, document = read_markdown(write(tmp_path / "novel.md", text))
     assert document.title == "The Book"
     assert document.chapters == (
-        Chapter(None, ("A preface.",)),
+        Chapter(None, ("An epigraph.", "A preface.")),
         Chapter("One", ("First.", "Scene", "More.")),
         Chapter("Two", ("Second.",)),
     )
