@@ -443,7 +443,11 @@ class TextReader:
 
 
 def local_name(element: etree._Element) -> str:
-    return etree.QName(element).localname.lower() if isinstance(element.tag, str) else ""
+    """ "p" for {xhtml}p, P or p; "switch" for an epub:switch whose prefix was never declared
+    (recovered markup keeps it in the tag, which lxml's QName refuses)."""
+    if not isinstance(element.tag, str):
+        return ""
+    return element.tag.rpartition("}")[2].rpartition(":")[2].lower()
 
 
 def not_read(element: etree._Element) -> bool:

@@ -331,6 +331,7 @@ def test_entities_are_named_characters_and_never_fetch_or_expand(tmp_path: Path)
 <p>Wait&nbsp;for&#160;it&mdash;now.&xxe;&lol2;</p>
 <p>Unclosed <br> markup <b>still read.</p>
 <p>Before a page break<span epub:type="pagebreak" id="page_7" title="7"/> and after it.</p>
+<p>An <ops:switch>undeclared prefix</ops:switch> is read.</p>
 </body></html>""".encode()
     raw = rezip(
         book_epub(tmp_path / "a.epub"),
@@ -339,8 +340,9 @@ def test_entities_are_named_characters_and_never_fetch_or_expand(tmp_path: Path)
         add={"EPUB/two-b.xhtml": chapter},
     )
     document = read_epub(raw, MAX_CHARS)
-    assert document.chapters[1].paragraphs[-3:] == (
+    assert document.chapters[1].paragraphs[-4:] == (
         "Wait for it\u2014now.",
         "Unclosed markup still read.",
         "Before a page break and after it.",
+        "An undeclared prefix is read.",
     )
