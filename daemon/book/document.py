@@ -6,8 +6,12 @@ the same thing, so nothing after reading knows which file a book came in."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from daemon.tts.texts import BadText
+
+BOOK_SUFFIXES = (".txt", ".md", ".markdown", ".epub")
 
 
 class BadDocument(BadText):
@@ -40,3 +44,22 @@ class Document:
 
     def characters(self) -> int:
         return sum(len(p) for chapter in self.chapters for p in chapter.paragraphs)
+
+
+def read_document(path: Path, max_chars: int) -> tuple[dict[str, Any], Document]:
+    """The file's front matter (an EPUB has none: `{}`) and its Document, by its suffix in
+    any case. `max_chars` bounds what an EPUB may unpack; a text's size the caller bounds
+    before reading it."""
+    from daemon.book.epub import read_epub  # the readers import the types above
+    from daemon.book.plain import read_markdown, read_plain
+
+    suffix = path.suffix.lower()
+    if suffix == ".epub":
+        return {}, read_epub(path, max_chars)
+    if suffix in (".md", ".markdown"):
+        return read_markdown(path)
+    if suffix == ".txt":
+        return read_plain(path)
+    raise BadDocument(
+        f"{path.name}: voicedrop reads {', '.join(BOOK_SUFFIXES)} files, not {suffix or 'this'}"
+    )
