@@ -20,9 +20,10 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from daemon.book.document import BOOK_SUFFIXES
 from daemon.core.config import Settings
 from daemon.core.paths import REJECTED_DIR, Root
-from daemon.tts.outputs import AUDIO_SUFFIXES, CHECK_SUFFIX, ERROR_SUFFIX, TEXT_SUFFIXES, is_text
+from daemon.tts.outputs import AUDIO_SUFFIXES, CHECK_SUFFIX, ERROR_SUFFIX, is_text
 
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "9p", "afs", "ceph")
 IGNORED_NAMES = ("Thumbs.db", "desktop.ini", "@eaDir", "$RECYCLE.BIN", "lost+found")
@@ -199,7 +200,7 @@ class DropFolderHandler(FileSystemEventHandler):
             stem = path.stem
         else:
             return
-        for suffix in TEXT_SUFFIXES:
+        for suffix in BOOK_SUFFIXES:
             text = path.with_name(stem + suffix)
             if text.is_file():
                 self.tracker.touch(text)

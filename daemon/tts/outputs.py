@@ -9,12 +9,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.book.document import BOOK_SUFFIXES
 from daemon.core.files import file_sha256
 from daemon.core.paths import NAME_MAX
 
 ERROR_SUFFIX = ".error.txt"
 CHECK_SUFFIX = ".check.txt"
-TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".epub")  # what outbox/<voice>/ renders
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".opus", ".m4a", ".m4b")
 
 
@@ -49,7 +49,7 @@ def error_file(text: Path) -> Path:
 def is_text(path: Path) -> bool:
     """A file in outbox/<voice>/ the daemon renders (not one of the notes it writes)."""
     name = path.name.lower()
-    return path.suffix.lower() in TEXT_SUFFIXES and not name.endswith((ERROR_SUFFIX, CHECK_SUFFIX))
+    return path.suffix.lower() in BOOK_SUFFIXES and not name.endswith((ERROR_SUFFIX, CHECK_SUFFIX))
 
 
 def is_rendered(text: Path, content_hash: str, lexicon: str | None = None) -> bool:
