@@ -54,11 +54,14 @@ def plan_chunks(
     count_tokens: Callable[[str], int],
     max_tokens: int,
 ) -> list[Chunk]:
-    """Every chunk of the document in reading order; `speak` turns written text into what
-    the engine says (lexicon, numbers). Raises BadText for a word the model cannot say."""
+    """Every chunk of the document in reading order, each chapter's title read first as a
+    paragraph of its own (as an audiobook announces its chapters); `speak` turns written
+    text into what the engine says (lexicon, numbers). Raises BadText for a word the model
+    cannot say."""
     chunks = []
     for c, chapter in enumerate(document.chapters):
-        for p, paragraph in enumerate(chapter.paragraphs):
+        title = (chapter.title,) if chapter.title else ()
+        for p, paragraph in enumerate((*title, *chapter.paragraphs)):
             for s, sentence in enumerate(sentences_of(paragraph, count_tokens, max_tokens)):
                 pieces = fit(speak(sentence), count_tokens, max_tokens)
                 chunks += [

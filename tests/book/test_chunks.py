@@ -44,15 +44,17 @@ def test_chunks_know_their_chapter_paragraph_and_sentence_and_carry_the_written_
     )
     chunks = plan_chunks(document, str.upper, words, 9)
     assert [(c.chapter, c.paragraph, c.sentence) for c in chunks] == [
-        (0, 0, 0),
+        (0, 0, 0),  # the title, read first
+        (0, 1, 0),
         (1, 0, 0),
-        (1, 0, 1),
         (1, 1, 0),
-        (1, 1, 0),
+        (1, 1, 1),
+        (1, 2, 0),
+        (1, 2, 0),
     ]
-    assert chunks[0].spoken == "THE FIRST PARAGRAPH HAS ONE SENTENCE."
-    assert chunks[3].written.startswith("This sentence is far too long") and chunks[4].written == ""
-    assert chunks[3].spoken == "THIS SENTENCE IS FAR TOO LONG FOR THE MODEL,"
+    assert [c.spoken for c in chunks[:2]] == ["ONE", "THE FIRST PARAGRAPH HAS ONE SENTENCE."]
+    assert chunks[5].written.startswith("This sentence is far too long") and chunks[6].written == ""
+    assert chunks[5].spoken == "THIS SENTENCE IS FAR TOO LONG FOR THE MODEL,"
 
 
 def test_a_word_longer_than_the_model_can_say_is_a_clear_error():
