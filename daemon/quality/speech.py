@@ -1,5 +1,5 @@
 """Does audio say its text? Whisper listens, and the character error rate between the text
-and what it heard, both normalised as TorToiSe reads text, answers.
+and what it heard, both normalised as the renderer speaks text, answers.
 
 Characters rather than words: one misheard letter of a long word ("colour"/"color") costs
 little, and the rate means the same for languages written without spaces.
@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from daemon.book.normalise import speakable
 from daemon.dataset.whisper import Whisper, to_whisper_rate
 
 # What is left of punctuation after tortoise's cleaners, which transliterate to ASCII.
@@ -30,13 +31,15 @@ def tortoise_cleaners() -> tuple[Callable[[str], str], Callable[[str], str]]:
 
 
 def normalise(text: str) -> str:
-    """`text` as words TorToiSe would speak: numbers, ordinals, currency and abbreviations
-    spelled out, ASCII, lower case, no punctuation, single spaces.
+    """`text` as words the renderer speaks: `speakable()` first, the same reading of numbers,
+    dates, money, abbreviations and Roman numerals a text gets before it is spoken, so
+    "Chapter IV" and a heard "Chapter 4" compare equal; then TorToiSe's own cleaners for
+    what is left (ASCII, lower case), no punctuation, single spaces.
 
-    Numbers are expanded before tortoise's ASCII step too, which would otherwise turn "£20"
-    into "PS20" before its pounds rule sees it."""
+    tortoise's number expansion still runs before its ASCII step, which would otherwise
+    turn a "£20" that speakable() left alone into "PS20" before its pounds rule sees it."""
     normalize_numbers, english_cleaners = tortoise_cleaners()
-    spoken = english_cleaners(normalize_numbers(text))
+    spoken = english_cleaners(normalize_numbers(speakable(text)))
     return " ".join(NOT_A_LETTER.sub(" ", APOSTROPHES.sub("", spoken)).split())
 
 

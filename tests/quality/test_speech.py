@@ -41,6 +41,26 @@ def test_numbers_and_currency_compare_as_tortoise_speaks_them() -> None:
     )
 
 
+def test_dates_roman_numerals_and_money_compare_as_the_renderer_speaks_them() -> None:
+    """What Whisper writes ("Chapter 4", "$5.50", "March 12") against what the text says."""
+    assert normalise("on 12 March 2021") == "on the twelfth of march twenty twenty one"
+    assert normalise("2021-03-12") == normalise("the twelfth of March, twenty twenty-one")
+    assert normalise("March 12, 2021") == normalise("March twelfth 2021")
+    assert normalise("Chapter IV") == normalise("Chapter 4") == "chapter four"
+    assert normalise("Henry VIII") == normalise("Henry the eighth")
+    assert normalise("World War II") == normalise("world war two")
+    assert normalise("$5.50") == normalise("five dollars and fifty cents")
+    assert normalise("€3 and ¥500") == "three euros and five hundred yen"
+    assert normalise("I went to the MIX") == "i went to the mix"
+
+
+def test_a_text_and_its_spoken_form_have_no_errors_between_them() -> None:
+    written = "Chapter IV cost $5 on 12 March 2021"
+    said = "chapter four cost five dollars on the twelfth of march twenty twenty-one"
+    assert character_error_rate(written, said) == 0.0
+    assert character_error_rate(said, written) == 0.0
+
+
 def test_case_punctuation_apostrophes_and_spacing_do_not_count() -> None:
     assert normalise("  Don't   STOP—now… “Café”  ") == "dont stop now cafe"
     assert character_error_rate("Well, that's it.", "well thats it") == 0.0

@@ -1,0 +1,161 @@
+"""Pronunciation lexicon: words the voice says wrong, respelled the way they should sound.
+
+Two files, both optional, each a flat YAML mapping `word: respelling`: `<root>/lexicon.yaml`
+for every voice and `voices/<voice>/lexicon.yaml` for one voice, whose entries replace the
+global ones written the same way. Rules (README, "Pronunciation lexicon"):
+
+- whole words only: "cat" never changes "catalogue"; a word boundary is anything that is not
+  a letter, digit or underscore in any script, so "Smith" still matches in "Smith's";
+- an entry written in lower case matches any case ("cia" matches "cia", "Cia", "CIA"); an
+  entry with a capital matches exactly that case ("CIA" matches "CIA" only);
+- an entry of several words matches them across any spacing or line break ("New York");
+- the longest entry wins where entries overlap, and an exact-case entry before a lower-case
+  one of the same length; the respelling is used exactly as written;
+- one pass: a respelling is never looked up again, so entries cannot chain or loop.
+
+The lexicon is applied before numbers are read (`prepare_for_speech`), so a respelling of
+"1984" or "Dr." wins over the number and abbreviation rules. A file that cannot be used
+raises LexiconError, a ConfigError, naming the file and the entry: like a broken voice.yaml,
+it stops the voice's texts until the file is fixed rather than rendering them unfixed.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemon.book.normalise import speakable
+from daemon.core.config import MAX_YAML_BYTES, ConfigError, load_small_yaml, shorten
+from daemon.core.paths import VoicePaths
+
+LEXICON_FILE = "lexicon.yaml"
+MAX_ENTRIES = 2000  # per file: a long book's names and terms, far from a dictionary
+MAX_WORD_CHARACTERS = 100
+MAX_RESPELLING_CHARACTERS = 200
+
+
+class LexiconError(ConfigError):
+    """A lexicon.yaml that cannot be used; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    word: str  # as written in the file, its spacing made single
+    respelling: str
+
+    @property
+    def exact_case(self) -> bool:
+        return self.word != self.word.lower()
+
+    def pattern(self) -> str:
+        """The entry's words with any whitespace between them; case-blind when lower case."""
+        words = r"\s+".join(re.escape(word) for word in self.word.split())
+        return words if self.exact_case else f"(?i:{words})"
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """Entries in the order they are tried: longest first, exact case first among equals."""
+
+    entries: tuple[Entry, ...] = ()
+
+    @classmethod
+    def of(cls, entries: Iterable[Entry]) -> Lexicon:
+        return cls(tuple(sorted(entries, key=lambda e: (-len(e.word), not e.exact_case))))
+
+    @classmethod
+    def load(cls, voice: VoicePaths) -> Lexicon:
+        """The global lexicon with the voice's own entries over it; LexiconError if either
+        file cannot be used."""
+        merged = {entry.word: entry for entry in read_lexicon(voice.root.path / LEXICON_FILE)}
+        merged |= {entry.word: entry for entry in read_lexicon(voice.home / LEXICON_FILE)}
+        return cls.of(merged.values())
+
+    @functools.cached_property
+    def matcher(self) -> re.Pattern[str]:
+        """One alternation, one group per entry: a match's group says which entry it was."""
+        alternatives = "|".join(f"({entry.pattern()})" for entry in self.entries)
+        return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
+
+    def apply(self, text: str) -> str:
+        """`text` with every entry's words replaced by its respelling, in one pass."""
+        if not self.entries:
+            return text
+        return self.matcher.sub(lambda match: self.entry(match).respelling, text)
+
+    def entries_in(self, text: str) -> dict[str, str]:
+        """The entries `apply` would use on `text` (word: respelling): what a chunk's cache
+        key includes, so editing an entry re-renders only the chunks that contain it."""
+        if not self.entries:
+            return {}
+        found = (self.entry(match) for match in self.matcher.finditer(text))
+        return {entry.word: entry.respelling for entry in found}
+
+    def entry(self, match: re.Match[str]) -> Entry:
+        assert match.lastindex is not None  # every alternative is a group
+        return self.entries[match.lastindex - 1]
+
+
+def prepare_for_speech(text: str, lexicon: Lexicon, language: str) -> str:
+    """What is spoken for `text`: the lexicon's respellings first (a user's respelling wins
+    over the number rules), then `speakable()`."""
+    return speakable(lexicon.apply(text), language)
+
+
+def read_lexicon(path: Path) -> list[Entry]:
+    """The entries of one lexicon.yaml; none when there is no such file."""
+    if not path.is_file():
+        return []
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise LexiconError(
+            f"{path}: larger than {MAX_YAML_BYTES >> 10} KiB; a lexicon is a list of words "
+            f"and their respellings, at most {MAX_ENTRIES}"
+        )
+    try:
+        data = load_small_yaml(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise LexiconError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    except ValueError as exc:
+        raise LexiconError(f"{path}: {exc}") from None
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        raise LexiconError(
+            f"{path}: must be a mapping of `word: respelling`, one a line, "
+            f"not a {type(data).__name__}"
+        )
+    if len(data) > MAX_ENTRIES:
+        raise LexiconError(f"{path}: {len(data)} entries, at most {MAX_ENTRIES} are read")
+    return [checked_entry(path, word, respelling) for word, respelling in data.items()]
+
+
+def checked_entry(path: Path, word: Any, respelling: Any) -> Entry:
+    """An entry whose word and respelling are plain text of bounded length."""
+    where = f"{path}: entry {shorten(repr(word), 60)}"
+    if not isinstance(word, str):
+        raise LexiconError(
+            f"{where}: YAML read this word as a {type(word).__name__}; put it in quotes "
+            f'("{word}": …) to respell it'
+        )
+    if not isinstance(respelling, str):
+        raise LexiconError(
+            f"{where}: the respelling must be text (quote it if YAML reads it as a number, "
+            f"yes/no or null), got {shorten(repr(respelling), 60)}"
+        )
+    word, respelling = " ".join(word.split()), " ".join(respelling.split())
+    for what, text, limit in (
+        ("word", word, MAX_WORD_CHARACTERS),
+        ("respelling", respelling, MAX_RESPELLING_CHARACTERS),
+    ):
+        if not any(character.isalnum() for character in text):
+            raise LexiconError(f"{where}: the {what} has no letter or digit")
+        if len(text) > limit:
+            raise LexiconError(f"{where}: the {what} is longer than {limit} characters")
+        if any(unicodedata.category(character) == "Cc" for character in text):
+            raise LexiconError(f"{where}: the {what} contains control characters")
+    return Entry(word, respelling)
