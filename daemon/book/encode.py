@@ -250,7 +250,8 @@ def vorbis_comments(tags: Tags, chapters: tuple[ChapterMark, ...]) -> dict[str, 
     """Text tags and chapter marks as Vorbis comments (CHAPTER001=HH:MM:SS.mmm and
     CHAPTER001NAME, the convention ffmpeg and players read). Written here, not by ffmpeg:
     ffmpeg 5.1 rounds each chapter's start to the next whole second."""
-    comments = {key.upper(): value for key, value in text_tags(tags).items()}
+    names = {"track": "TRACKNUMBER"}
+    comments = {names.get(key, key.upper()): value for key, value in text_tags(tags).items()}
     for number, mark in enumerate(chapters, start=1):
         millis = round(mark.start * 1000)
         hours, rest = divmod(millis, 3_600_000)
