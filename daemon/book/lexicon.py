@@ -22,6 +22,7 @@ it stops the voice's texts until the file is fixed rather than rendering them un
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -88,17 +89,24 @@ class Lexicon:
             return text
         return self.matcher.sub(lambda match: self.entry(match).respelling, text)
 
-    def entries_in(self, text: str) -> dict[str, str]:
-        """The entries `apply` would use on `text` (word: respelling): what a chunk's cache
-        key includes, so editing an entry re-renders only the chunks that contain it."""
-        if not self.entries:
-            return {}
-        found = (self.entry(match) for match in self.matcher.finditer(text))
-        return {entry.word: entry.respelling for entry in found}
-
     def entry(self, match: re.Match[str]) -> Entry:
         assert match.lastindex is not None  # every alternative is a group
         return self.entries[match.lastindex - 1]
+
+
+def lexicon_digest(voice: VoicePaths) -> str:
+    """A hash of both lexicon files as they are now, for the sidecar: when it changes, the
+    voice's texts are rendered again, and only the chunks whose spoken words changed are
+    rendered anew (the chunk cache is keyed by what is spoken)."""
+    digest = hashlib.sha256()
+    for path in (voice.root.path / LEXICON_FILE, voice.home / LEXICON_FILE):
+        try:
+            with open(path, "rb") as handle:
+                digest.update(handle.read(MAX_YAML_BYTES + 1))
+        except OSError:
+            digest.update(b"none")
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def prepare_for_speech(text: str, lexicon: Lexicon, language: str) -> str:

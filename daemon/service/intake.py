@@ -81,7 +81,7 @@ class Intake:
         withdraw_refusal(text)
         content_hash = file_sha256(text)
         voice = text.parent.name
-        if is_rendered(text, content_hash, lexicon_digest(self.root, self.root.voice(voice))):
+        if is_rendered(text, content_hash, lexicon_digest(self.root.voice(voice))):
             return False
         job, created = self.ledger.enqueue(JobKind.RENDER, voice, text, content_hash)
         if created:

@@ -31,8 +31,7 @@ from daemon.book.cache import GIB, CachedChunk, ChunkCache, render_key
 from daemon.book.chunks import Chunk, plan_chunks
 from daemon.book.document import Document, read_document
 from daemon.book.encode import Format, Tags, encode
-from daemon.book.lexicon import Lexicon, LexiconError
-from daemon.book.normalise import prepare_for_speech
+from daemon.book.lexicon import Lexicon, LexiconError, lexicon_digest, prepare_for_speech
 from daemon.book.subtitles import write_srt, write_vtt
 from daemon.book.timeline import Pauses, Spoken, Timeline
 from daemon.core import atomic
@@ -199,7 +198,7 @@ class Renderer:
             "format": str(manuscript.format),
             "voice": voice.name,
             "title": manuscript.document.title,
-            "lexicon_sha256": manuscript.lexicon.digest,
+            "lexicon_sha256": manuscript.lexicon_sha256,
             "models": {
                 name: {"path": str(path), "sha256": hashes[name]} for name, path in files.items()
             },
@@ -395,7 +394,9 @@ class Manuscript:
     settings: TtsSettings
     tts: TtsSettings
     format: Format
+    bitrate: str | None
     lexicon: Lexicon
+    lexicon_sha256: str  # the files' hash when they were read (intake compares it)
 
 
 def output_format(setting: str, text: Path, document: Document) -> Format:
@@ -426,7 +427,8 @@ def write_outputs(
         cover=document.cover,
         language=document.language,
     )
-    encode(audio, rate, outputs.audio, manuscript.format, None, tags, timeline.chapters)
+    bitrate = manuscript.bitrate
+    encode(audio, rate, outputs.audio, manuscript.format, bitrate, tags, timeline.chapters)
     write_srt(timeline.cues, outputs.srt)
     write_vtt(timeline.cues, outputs.vtt)
 
@@ -523,12 +525,14 @@ class RenderStage(Stage):
         except (BadText, ConfigError) as exc:
             raise Rejected(str(exc)) from exc
         check_speakable(text, document, max_chars)
+        digest = lexicon_digest(voice)
         try:
-            lexicon = Lexicon.load(self.root, voice)
+            lexicon = Lexicon.load(voice)
         except LexiconError as exc:
             raise Blocked(f"{exc}; texts of voice {voice.name} render once it is fixed") from exc
         fmt = output_format(self.settings.render.format, text, document)
-        return Manuscript(document, settings, tts, fmt, lexicon)
+        bitrate = self.settings.render.bitrate
+        return Manuscript(document, settings, tts, fmt, bitrate, lexicon, digest)
 
     def give_up(self, job: Job, reason: str) -> None:
         atomic.write_text(Outputs.of(job.input_path).error, f"{reason}\n")

@@ -15,7 +15,7 @@ from daemon.core.paths import NAME_MAX
 
 ERROR_SUFFIX = ".error.txt"
 CHECK_SUFFIX = ".check.txt"
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".opus", ".m4a", ".m4b")
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".opus", ".m4a", ".m4b")  # book/encode.py's Format
 
 
 @dataclass(frozen=True)

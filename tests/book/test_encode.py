@@ -144,3 +144,10 @@ def test_an_impossible_bitrate_is_a_clear_error_and_leaves_nothing(
     with pytest.raises(EncodeError, match=r"ffmpeg exited .*bit rate 1000000 bps is unsupported"):
         encode(audio, RATE, tmp_path / "book.opus", Format.OPUS, "1M", TAGS, timeline.chapters)
     assert os.listdir(tmp_path) == []
+
+
+def test_the_outbox_knows_every_format_encode_writes():
+    """tts/outputs.py names them without importing the encoder (intake stays light)."""
+    from daemon.tts.outputs import AUDIO_SUFFIXES
+
+    assert {fmt.suffix for fmt in Format} == set(AUDIO_SUFFIXES)

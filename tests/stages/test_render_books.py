@@ -219,7 +219,7 @@ def test_editing_one_paragraph_re_renders_only_its_chunks(book_root):
     paragraphs[1] = "The second paragraph now says something else entirely."
     text.write_text("# Part\n\n" + "\n\n".join(paragraphs) + "\n", encoding="utf-8")
     run_until_idle(book_root)
-    assert EspeakEngine.texts[3:] == ["The second paragraph now says something else entirely."]
+    assert EspeakEngine.texts[4:] == ["The second paragraph now says something else entirely."]
     assert status(book_root)["chunk_cache"]["chunks"] == 5
 
 
