@@ -108,7 +108,11 @@ def test_a_dropped_text_comes_back_as_speech_with_a_sidecar(tts_root, daemon, ti
         assert model["sha256"] == sha256(tiny_models / name)
     assert meta["seed"] == 0 and meta["settings"]["candidates"] == 2
     assert meta["settings"]["diffusion_iterations"] == 4 and meta["settings"]["preset"] == "fast"
-    assert meta["chunks"] == 1 and meta["fine_tuned"] is False
+    assert len(meta["chunks"]) == 1 and meta["fine_tuned"] is False
+    assert meta["output"] == "hello.wav" and text.with_suffix(".srt").exists()
+    (chunk,) = meta["chunks"]
+    assert chunk["text"] == "Hello there, this is a test." and chunk["start"] == 0
+    assert chunk["end"] == pytest.approx(meta["audio_seconds"], abs=0.01)
     assert abs(meta["audio_seconds"] - info.frames / info.samplerate) < 0.01
     assert meta["real_time_factor"] > 0
     assert not text.with_suffix(".error.txt").exists()
@@ -183,7 +187,7 @@ def test_a_bracketed_prompt_is_spoken_and_the_render_completes(tts_root, tmp_pat
     )
     assert "could not find where the [bracketed] words end" in result.stderr
     meta = sidecar(tmp_path / "a.wav")
-    assert meta["redaction"] == ["kept"] and meta["chunks"] == 1
+    assert meta["redaction"] == ["kept"] and len(meta["chunks"]) == 1
     plain = tmp_path / "plain.txt"
     plain.write_text(FAST + "Hello there my friend.")
     plain_wav = str(tmp_path / "b.wav")
@@ -353,10 +357,12 @@ def test_a_long_text_killed_mid_way_resumes_at_the_next_chunk(tts_root, tmp_path
     finished = log.read_text().count("rendering long.wav: chunk")
     resumed = run_until_idle(tts_root).stderr
     meta = sidecar(text)
-    assert meta["chunks"] >= 3
-    reused = int(re.search(r"rendering long.wav: reused (\d+) chunks", resumed).group(1))
-    assert finished <= reused < meta["chunks"]
-    assert resumed.count("rendering long.wav: chunk") == meta["chunks"] - reused
+    chunks = len(meta["chunks"])
+    assert chunks >= 3
+    found = re.search(r"rendering long.wav: (\d+) of \d+ chunks were rendered before", resumed)
+    reused = int(found.group(1))
+    assert finished <= reused < chunks
+    assert resumed.count("rendering long.wav: chunk") == chunks - reused
     clean = tmp_path / "clean.wav"
     voicedrop("render", "--root", str(tts_root), "tom", "--file", str(text), "-o", str(clean))
     assert sha256(clean) == sha256(text.with_suffix(".wav"))
@@ -430,16 +436,15 @@ def test_a_long_render_steps_aside_between_chunks_and_resumes_where_it_stopped(
     assert job.last_error.startswith("paused: ") and "1 of " in job.last_error
     (under_way,) = status(tts_root)["voices"]["tom"]["rendering"]
     assert under_way["chunk"] == 1 and under_way["chunks"] >= 3
-    kept = job.data.work
-    assert sorted(p.name for p in kept.glob("*.npy")) == ["00000.npy"]
+    assert status(tts_root)["chunk_cache"]["chunks"] == 1, "the finished chunk is kept"
     if why == "import":
         ledger.finish(ledger.claim({JobKind.IMPORT: 0}).id, ImportData())
     context.stopping.clear()
     time.sleep(YIELD_FOR)  # it let the others go first
     worker.run_one(ledger.claim({JobKind.RENDER: 0}), ledger)
     done = ledger.get(job.id)
-    assert done.state == JobState.DONE and done.data.progress is None and done.data.work is None
-    assert not kept.exists() and sidecar(text)["chunks"] == under_way["chunks"]
+    assert done.state == JobState.DONE and done.data.progress is None
+    assert len(sidecar(text)["chunks"]) == under_way["chunks"]
     assert status(tts_root)["voices"]["tom"]["rendering"] == []
 
 
@@ -494,4 +499,4 @@ def test_texts_queued_together_take_turns_so_a_short_one_is_not_held_up_by_a_lon
         if ledger.get(job.id).state == JobState.DONE:
             finished.append(job.input_path.name)
     assert finished == ["short.txt", "long.txt"]
-    assert sidecar(long)["chunks"] >= 3
+    assert len(sidecar(long)["chunks"]) >= 3
