@@ -26,6 +26,9 @@ from daemon.book.timeline import ChapterMark, Cue, Pauses, Span, Spoken, Timelin
 
 SEGMENT_SECONDS = 60.0
 TRUE_PEAK_DBTP = -1.0
+# Aimed under the limit so meters that oversample otherwise (ffmpeg's ebur128 goes through
+# 48 kHz) read no more than -1.0 either: they differ from ours by a few hundredths of a dB.
+TRUE_PEAK_AIM_DBTP = TRUE_PEAK_DBTP - 0.05
 OVERSAMPLING = 4  # BS.1770-4 annex 2: true peak is the peak of the 4x oversampled signal
 LIMITER_CEILING_DB = -1.5  # sample peak the limiter aims at: inter-sample peaks sit above
 LIMITER_WINDOW_SECONDS = 0.005  # look-ahead and release: short enough to catch one syllable
@@ -215,7 +218,7 @@ def normalise(audio: np.ndarray, rate: int, target_lufs: float) -> None:
     book 1-3 LU quiet); the limited peaks take some loudness with them, so it is measured
     again and the gap made up, for at most LOUDNESS_PASSES passes, and a last small gain
     trims what the limiter's sample-peak ceiling let through, so the book can end a little
-    under target (ffmpeg reads espeak speech set to -16 or -18 LUFS within 0.15 LU of it).
+    under target (ffmpeg reads espeak speech set to -16 or -18 LUFS within 0.3 LU of it).
     Silence is left as it is."""
     for _ in range(LOUDNESS_PASSES):
         loudness = integrated_loudness(audio, rate)
@@ -224,11 +227,11 @@ def normalise(audio: np.ndarray, rate: int, target_lufs: float) -> None:
         gain_db = target_lufs - loudness
         if abs(gain_db) < LOUDNESS_TOLERANCE_LU:
             break
-        if true_peak(audio, rate) + gain_db <= TRUE_PEAK_DBTP:
+        if true_peak(audio, rate) + gain_db <= TRUE_PEAK_AIM_DBTP:
             scale(audio, 10.0 ** (gain_db / 20.0), rate)
             return
         limit(audio, rate, 10.0 ** (gain_db / 20.0), 10.0 ** (LIMITER_CEILING_DB / 20.0))
-    excess = true_peak(audio, rate) - TRUE_PEAK_DBTP
+    excess = true_peak(audio, rate) - TRUE_PEAK_AIM_DBTP
     if excess > 0:
         scale(audio, 10.0 ** (-excess / 20.0), rate)
 
