@@ -5,11 +5,14 @@ computed from the sample positions the chunks are written at, so subtitles and c
 marks are exact, never estimated.
 
 Loudness is the project's BS.1770-4 measure (daemon.audio.clips: its K-weighting and gates),
-run segment by segment; ffmpeg's ebur128 reads the result within 0.1 LU (tests/book).
+run segment by segment; ffmpeg's ebur128 reads the result within 0.1 LU (tests/book). It is
+measured in this module, not by clips.integrated_loudness, which filters a float64 copy of
+the whole signal (7 GB for ten hours).
 
 Memory: the output is one float32 array of the book's length (10 hours at 24 kHz: 3.5 GB)
 beside the chunks the caller holds (as much again). Loudness, true peak and limiting work
-in SEGMENT_SECONDS pieces (a few MB of float64 each), so no second full-length copy is made.
+in SEGMENT_SECONDS pieces (~50 MB of working arrays in all, bench/RESULTS.md), so no second
+full-length copy is made.
 """
 
 from __future__ import annotations
