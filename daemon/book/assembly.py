@@ -4,9 +4,15 @@ needed, a look-ahead limiter) so every book plays at the same loudness. The Time
 computed from the sample positions the chunks are written at, so subtitles and chapter
 marks are exact, never estimated.
 
+Loudness is the project's BS.1770-4 measure (daemon.audio.clips: its K-weighting and gates),
+run segment by segment; ffmpeg's ebur128 reads the result within 0.1 LU (tests/book). It is
+measured in this module, not by clips.integrated_loudness, which filters a float64 copy of
+the whole signal (7 GB for ten hours).
+
 Memory: the output is one float32 array of the book's length (10 hours at 24 kHz: 3.5 GB)
 beside the chunks the caller holds (as much again). Loudness, true peak and limiting work
-in SEGMENT_SECONDS pieces (a few MB of float64 each), so no second full-length copy is made.
+in SEGMENT_SECONDS pieces (~50 MB of working arrays in all, bench/RESULTS.md), so no second
+full-length copy is made.
 """
 
 from __future__ import annotations
@@ -23,10 +29,15 @@ from daemon.book.timeline import ChapterMark, Cue, Pauses, Span, Spoken, Timelin
 
 SEGMENT_SECONDS = 60.0
 TRUE_PEAK_DBTP = -1.0
+# Aimed under the limit so meters that oversample otherwise (ffmpeg's ebur128 goes through
+# 48 kHz) read no more than -1.0 either: they differ from ours by a few hundredths of a dB.
+TRUE_PEAK_AIM_DBTP = TRUE_PEAK_DBTP - 0.05
 OVERSAMPLING = 4  # BS.1770-4 annex 2: true peak is the peak of the 4x oversampled signal
 LIMITER_CEILING_DB = -1.5  # sample peak the limiter aims at: inter-sample peaks sit above
 LIMITER_WINDOW_SECONDS = 0.005  # look-ahead and release: short enough to catch one syllable
 ABSOLUTE_GATE_LUFS = -70.0
+LOUDNESS_PASSES = 3  # limiting, measuring again: each pass closes most of what is left
+LOUDNESS_TOLERANCE_LU = 0.1
 
 
 def assemble(
@@ -204,19 +215,26 @@ def true_peak(audio: np.ndarray, rate: int) -> float:
 
 
 def normalise(audio: np.ndarray, rate: int, target_lufs: float) -> None:
-    """Bring the book to `target_lufs` with one gain, in place; where that gain would push
-    the true peak above -1 dBTP, a look-ahead limiter lowers only those peaks (so the
-    loudness stays on target), and a last small gain trims what the limiter's sample-peak
-    ceiling let through. Silence is left as it is."""
-    loudness = integrated_loudness(audio, rate)
-    if not np.isfinite(loudness):
-        return
-    gain_db = target_lufs - loudness
-    if true_peak(audio, rate) + gain_db <= TRUE_PEAK_DBTP:
-        scale(audio, 10.0 ** (gain_db / 20.0), rate)
-        return
-    limit(audio, rate, 10.0 ** (gain_db / 20.0), 10.0 ** (LIMITER_CEILING_DB / 20.0))
-    excess = true_peak(audio, rate) - TRUE_PEAK_DBTP
+    """Bring the book to `target_lufs`, in place, with one gain when its true peak then
+    stays under -1 dBTP. Otherwise a look-ahead limiter lowers only the peaks rather than
+    the whole book (speech peaks ~19 dB above its loudness: a lower gain would leave the
+    book 1-3 LU quiet); the limited peaks take some loudness with them, so it is measured
+    again and the gap made up, for at most LOUDNESS_PASSES passes, and a last small gain
+    trims what the limiter's sample-peak ceiling let through, so the book can end a little
+    under target (ffmpeg reads espeak speech set to -16 or -18 LUFS within 0.3 LU of it).
+    Silence is left as it is."""
+    for _ in range(LOUDNESS_PASSES):
+        loudness = integrated_loudness(audio, rate)
+        if not np.isfinite(loudness):
+            return
+        gain_db = target_lufs - loudness
+        if abs(gain_db) < LOUDNESS_TOLERANCE_LU:
+            break
+        if true_peak(audio, rate) + gain_db <= TRUE_PEAK_AIM_DBTP:
+            scale(audio, 10.0 ** (gain_db / 20.0), rate)
+            return
+        limit(audio, rate, 10.0 ** (gain_db / 20.0), 10.0 ** (LIMITER_CEILING_DB / 20.0))
+    excess = true_peak(audio, rate) - TRUE_PEAK_AIM_DBTP
     if excess > 0:
         scale(audio, 10.0 ** (-excess / 20.0), rate)
 

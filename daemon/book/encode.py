@@ -1,6 +1,7 @@
 """The assembled book written as the file a user plays: ffmpeg encodes raw float32 fed on
 its stdin (with chapter marks from an FFMETADATA file), then mutagen writes the tags and
-cover into the encoded file, all before the one rename that makes it the output.
+cover into the encoded file, all before the one rename that makes it the output. MP3 and
+WAV are tagged by ffmpeg instead (below).
 
 Bit rates, unless `render.bitrate` says otherwise: mp3 128k (libmp3lame), opus 64k
 (libopus, always at 48 kHz, the only rate Opus decodes at), m4a and m4b 96k (AAC). WAV and
@@ -8,9 +9,10 @@ FLAC are lossless and ignore the bit rate. WAV has no standard place for a cover
 the text tags only (a RIFF INFO chunk written by ffmpeg), and no chapter marks.
 
 Chapter marks: MP4 chapters (m4a, m4b) and ID3 CHAP frames with a CTOC (mp3) by ffmpeg;
-Vorbis-comment CHAPTERnnn for FLAC and Opus by mutagen. mutagen reorders ID3 frames when
-it adds the tags, so an mp3's CHAP frames are not in time order in the file: the CTOC
-orders them, and readers that ignore it (ffprobe) list them out of order.
+Vorbis-comment CHAPTERnnn for FLAC and Opus by mutagen. An mp3's ID3 tag (text frames, CHAP
+frames, APIC cover) is written whole by ffmpeg: saving it again with mutagen sorts frames
+by size, which puts the CHAP frames out of time order, and readers that ignore the CTOC
+(ffprobe, ffmpeg-based players) then list the chapters out of order.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
-from mutagen import flac, id3, mp4, oggopus
+from mutagen import flac, mp4, oggopus
 
 from daemon.book.document import Cover
 from daemon.book.timeline import ChapterMark
@@ -58,12 +60,14 @@ class Codec:
     encoder: str
     bitrate: str | None  # the default; None for lossless formats
     chapters: bool  # whether ffmpeg writes the chapter marks (else tag_* do, or none)
+    ffmpeg_tags: bool = False  # whether ffmpeg writes the tags (else tag_* do)
+    cover: bool = True  # whether the container has a place for a cover
 
 
 CODECS = {
-    Format.WAV: Codec("wav", "pcm_s16le", None, chapters=False),
+    Format.WAV: Codec("wav", "pcm_s16le", None, chapters=False, ffmpeg_tags=True, cover=False),
     Format.FLAC: Codec("flac", "flac", None, chapters=False),
-    Format.MP3: Codec("mp3", "libmp3lame", "128k", chapters=True),
+    Format.MP3: Codec("mp3", "libmp3lame", "128k", chapters=True, ffmpeg_tags=True),
     Format.OPUS: Codec("opus", "libopus", "64k", chapters=False),
     Format.M4A: Codec("ipod", "aac", "96k", chapters=True),
     Format.M4B: Codec("ipod", "aac", "96k", chapters=True),
@@ -97,32 +101,51 @@ def encode(
     format has them; on failure nothing is left behind (neither target nor temp file)."""
     codec = CODECS[fmt]
     with (
-        tempfile.TemporaryDirectory(prefix="voicedrop-chapters-") as scratch,
+        tempfile.TemporaryDirectory(prefix="voicedrop-encode-") as scratch,
         atomic.atomic_path(target) as tmp,
     ):
-        metadata = Path(scratch) / "chapters.txt"
-        metadata.write_text(ffmetadata(chapters if codec.chapters else ()), encoding="utf-8")
-        run_ffmpeg(ffmpeg_command(rate, tmp, metadata, codec, bitrate, fmt, tags), audio)
+        metadata = Path(scratch) / "metadata.txt"
+        metadata.write_text(
+            ffmetadata(
+                text_tags(tags) if codec.ffmpeg_tags else {},
+                chapters if codec.chapters else (),
+            ),
+            encoding="utf-8",
+        )
+        cover = None
+        if codec.ffmpeg_tags and codec.cover and tags.cover is not None:
+            cover = Path(scratch) / ("cover.png" if tags.cover.mime == "image/png" else "cover.jpg")
+            cover.write_bytes(tags.cover.data)
+        run_ffmpeg(ffmpeg_command(rate, tmp, metadata, cover, codec, bitrate, fmt), audio)
         write_tags(tmp, fmt, tags, chapters)
 
 
 def ffmpeg_command(
-    rate: int, tmp: Path, metadata: Path, codec: Codec, bitrate: str | None, fmt: Format, tags: Tags
+    rate: int,
+    tmp: Path,
+    metadata: Path,
+    cover: Path | None,
+    codec: Codec,
+    bitrate: str | None,
+    fmt: Format,
 ) -> list[str]:
     command = ["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y"]
     # With a second input ffmpeg reads stdin on a thread whose queue (8 packets by default)
     # runs dry between pipe reads and it sleeps: 10 minutes of WAV took 12 s instead of 0.2.
     command += ["-thread_queue_size", "4096"]
     command += ["-f", "f32le", "-ar", str(rate), "-ac", "1", "-i", "pipe:0"]
-    command += ["-f", "ffmetadata", "-i", str(metadata), "-map", "0:a", "-map_metadata", "1"]
-    command += ["-map_chapters", "1", "-c:a", codec.encoder]
+    command += ["-f", "ffmetadata", "-i", str(metadata)]
+    if cover is not None:
+        command += ["-i", str(cover)]
+    command += ["-map", "0:a", "-map_metadata", "1", "-map_chapters", "1"]
+    if cover is not None:  # an attached picture: ffmpeg's mp3 muxer makes it the APIC frame
+        command += ["-map", "2:v", "-c:v", "copy", "-disposition:v", "attached_pic"]
+        command += ["-metadata:s:v", "comment=Cover (front)"]
+    command += ["-c:a", codec.encoder]
     if fmt is Format.OPUS:
         command += ["-ar", str(OPUS_RATE)]
     if codec.bitrate is not None:
         command += ["-b:a", bitrate or codec.bitrate]
-    if fmt is Format.WAV:
-        for key, value in text_tags(tags).items():
-            command += ["-metadata", f"{key}={value}"]
     return [*command, "-f", codec.muxer, str(tmp)]
 
 
@@ -138,9 +161,10 @@ def text_tags(tags: Tags) -> dict[str, str]:
     return {key: value for key, value in values.items() if value}
 
 
-def ffmetadata(chapters: tuple[ChapterMark, ...]) -> str:
-    """An FFMETADATA file with one [CHAPTER] per mark, in milliseconds."""
+def ffmetadata(tags: dict[str, str], chapters: tuple[ChapterMark, ...]) -> str:
+    """An FFMETADATA file: global tags, then one [CHAPTER] per mark, in milliseconds."""
     lines = [";FFMETADATA1"]
+    lines += [f"{key}={escape(value)}" for key, value in tags.items()]
     for mark in chapters:
         lines += [
             "[CHAPTER]",
@@ -191,11 +215,9 @@ def run_ffmpeg(command: list[str], audio: np.ndarray) -> None:
 
 def write_tags(path: Path, fmt: Format, tags: Tags, chapters: tuple[ChapterMark, ...]) -> None:
     """Title, artist, album, track, language and cover in the format's own tag block (and,
-    for the Vorbis-comment formats, the chapter marks)."""
+    for the Vorbis-comment formats, the chapter marks); WAV and MP3 have theirs already."""
     if fmt in (Format.M4A, Format.M4B):
         tag_mp4(path, tags)
-    elif fmt is Format.MP3:
-        tag_mp3(path, tags)
     elif fmt is Format.FLAC:
         tag_flac(path, tags, chapters)
     elif fmt is Format.OPUS:
@@ -216,27 +238,6 @@ def tag_mp4(path: Path, tags: Tags) -> None:
         kind = mp4.MP4Cover.FORMAT_PNG if tags.cover.mime == "image/png" else None
         audio["covr"] = [mp4.MP4Cover(tags.cover.data, kind or mp4.MP4Cover.FORMAT_JPEG)]
     audio.save()
-
-
-def tag_mp3(path: Path, tags: Tags) -> None:
-    """ID3v2.4 frames, added to the tag ffmpeg wrote so its CHAP frames stay."""
-    try:
-        audio = id3.ID3(path)
-    except id3.ID3NoHeaderError:
-        audio = id3.ID3()
-    audio.add(id3.TIT2(encoding=3, text=tags.title))
-    audio.add(id3.TPE1(encoding=3, text=tags.artist))
-    if tags.album:
-        audio.add(id3.TALB(encoding=3, text=tags.album))
-    if tags.track is not None:
-        audio.add(id3.TRCK(encoding=3, text=str(tags.track)))
-    if tags.language:
-        audio.add(id3.TLAN(encoding=3, text=tags.language))
-    if tags.cover is not None:
-        audio.add(
-            id3.APIC(encoding=3, mime=tags.cover.mime, type=3, desc="Cover", data=tags.cover.data)
-        )
-    audio.save(path)
 
 
 def picture(cover: Cover) -> flac.Picture:

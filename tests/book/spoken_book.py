@@ -13,7 +13,9 @@ import soundfile as sf
 from daemon.book.timeline import Spoken
 
 RATE = 22050  # espeak-ng's own rate
-TITLES: list[str | None] = ["The Beginning", None, "The End"]
+# The last title has FFMETADATA's special characters and a non-ASCII letter.
+TITLES: list[str | None] = ["The Beginning", None, "Épilogue; or, A = B #2"]
+SHOWN_TITLES = ["The Beginning", "Chapter 2", "Épilogue; or, A = B #2"]
 # chapter → paragraphs → sentences → chunks (a long sentence is spoken in two chunks)
 BOOK = (
     (
