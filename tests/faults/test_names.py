@@ -42,7 +42,7 @@ def test_texts_whose_outputs_would_collide_or_be_too_long_are_refused_once(root)
     (outbox / ("t" * 248 + ".txt")).write_text("Hello.")
     log = run_until_idle(root).stderr + run_until_idle(root).stderr
     assert log.count("not rendering") == 2 * 2  # said once per run, for two texts
-    assert "same.TXT already makes same.wav (names differ only in case)" in log
+    assert "same.TXT already makes same.json and its audio (the names differ only in case" in log
     assert "over 255: shorten its name" in log
     report = status(root)["voices"]["tom"]
     rendering = [j["file"] for j in report["waiting"]]
