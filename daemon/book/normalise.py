@@ -38,6 +38,7 @@ NUMBER = r"(?<![\d.,])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d,]\d|\.\d)"
 INTEGER = r"(?<![\d.,])(?:\d{1,3}(?:,\d{3})+|\d+)(?![\d,]\d|\.\d)"
 ENDS_SENTENCE = re.compile(r"\s*(?:$|\n|[A-Z\"“\u2018(])")
 DIGITS_READ_ONE_BY_ONE = 16  # longer runs are codes or phone numbers, not amounts
+OTHER_LANGUAGE_DIGITS = 9
 
 
 def cardinal(number: str) -> str:
@@ -51,8 +52,11 @@ def cardinal(number: str) -> str:
     return f"{spoken} point {digit_by_digit(fraction)}" if fraction else spoken
 
 
+DIGIT_WORDS = tuple(num2words(digit) for digit in range(10))
+
+
 def digit_by_digit(digits: str) -> str:
-    return " ".join(num2words(int(digit)) for digit in digits)
+    return " ".join(DIGIT_WORDS[int(digit)] for digit in digits)
 
 
 def ordinal(number: str) -> str:
@@ -132,7 +136,7 @@ def say_abbreviation(match: re.Match[str]) -> str:
 
 ABBREVIATIONS = Rule(
     re.compile(
-        r"(?P<before>(?<![\w.])(?:[A-Z][\w'\u2019-]*|\d+\w*)\s+)?"
+        r"(?P<before>(?<![\w.])(?:[A-Z][\w'\u2019-]*|\d\w*)\s+)?"
         r"(?<![\w.])(?P<word>(?:Mrs|Mr|Ms|Prof|Dr|Mt|Jr|Sr|St|MRS|MR|DR|ST)(?=\.|\s+[A-Z])"
         r"|(?i:e\.g|i\.e|etc|approx)(?=\.)|(?i:vs)(?=[.\s]))(?P<dot>\.)?"
     ),
@@ -354,7 +358,7 @@ NUMBERS = (
         lambda match: " point ".join(cardinal(part) for part in match[0].split(".")),
     ),
     # digits against letters ("MP3", "B12") once units, ordinals and decades had their chance
-    Rule(re.compile(r"(?<=[^\W\d_])\d+|\d+(?=[^\W\d_])"), say_digits_in_a_word),
+    Rule(re.compile(r"(?<=[^\W\d_])\d+|(?<!\d)\d+(?=[^\W\d_])"), say_digits_in_a_word),
     Rule(re.compile(NUMBER), say_number),
 )
 
@@ -428,5 +432,17 @@ def speakable(text: str, language: str = "en") -> str:
 def spell_whole_numbers(text: str, language: str) -> str:
     """Digits alone, not decimals: "3,5" means 3.5 in German and 3,500 in English."""
     return re.sub(
-        r"(?<![\d.,])\d+(?![\d.,]?\d)", lambda match: num2words(int(match[0]), lang=language), text
+        r"(?<![\d.,])\d+(?![\d.,]?\d)", lambda match: whole_number(match[0], language), text
     )
+
+
+def whole_number(digits: str, language: str) -> str:
+    """num2words in `language`; digits as written when it cannot say them: runs longer than
+    OTHER_LANGUAGE_DIGITS (some converters stop at 10 digits, Amharic's hangs on 15) or a
+    number a converter fails on (Amharic's on 1234)."""
+    if len(digits) > OTHER_LANGUAGE_DIGITS:
+        return digits
+    try:
+        return num2words(int(digits), lang=language)
+    except (OverflowError, TypeError, NotImplementedError):
+        return digits

@@ -217,6 +217,8 @@ def test_a_sentence_keeps_its_case_and_punctuation() -> None:
         ("12 ans", "fr-FR", "douze ans"),
         ("Chapter IV, 12 March", "de", "Chapter IV, zwölf March"),  # English rules are English
         ("12 x", "tlh", "12 x"),  # a language num2words does not know: unchanged
+        ("1234 Birr", "am", "1234 Birr"),  # num2words' Amharic fails on it: as written
+        ("99999999999", "de", "99999999999"),  # longer than some converters can say
         ("12 March", "en-GB", "the twelfth of March"),
     ],
 )
@@ -224,3 +226,10 @@ def test_other_languages_get_only_their_whole_numbers_spelled(
     written: str, language: str, said: str
 ) -> None:
     assert speakable(written, language) == said
+
+
+def test_long_runs_of_digits_and_abbreviations_are_read_in_linear_time() -> None:
+    """A hostile text (pytest-timeout stops a quadratic regular expression)."""
+    digits = "1" * 100_000
+    assert speakable(f"{digits} {digits}x Dr " * 2).startswith("one one one")
+    assert speakable(f"{digits}x", "de").endswith(f"{digits}x")
