@@ -30,7 +30,7 @@ from daemon.book.assembly import assemble
 from daemon.book.cache import GIB, CachedChunk, ChunkCache, render_key
 from daemon.book.chunks import Chunk, plan_chunks
 from daemon.book.document import Document, read_document
-from daemon.book.encode import Format, Tags, encode
+from daemon.book.encode import EncodeError, Format, Tags, encode
 from daemon.book.lexicon import Lexicon, LexiconError, lexicon_digest, prepare_for_speech
 from daemon.book.subtitles import write_srt, write_vtt
 from daemon.book.timeline import Pauses, Spoken, Timeline
@@ -189,7 +189,13 @@ class Renderer:
         rate = settings.output_sample_rate
         if rate != engine.SAMPLE_RATE:
             audio = soxr.resample(audio, engine.SAMPLE_RATE, rate, quality="HQ")
-        write_outputs(outputs, manuscript, voice, audio.astype(np.float32), rate, timeline)
+        try:
+            write_outputs(outputs, manuscript, voice, audio.astype(np.float32), rate, timeline)
+        except EncodeError as exc:  # the settings or the machine, never the text: it waits
+            raise Blocked(
+                f"could not write {outputs.audio.name} ({exc}); check render.format and "
+                "render.bitrate, and the free space; its chunks are kept"
+            ) from exc
         verdicts = [chunk.verdict for chunk in rendered]
         total = time.monotonic() - started
         sidecar = {

@@ -246,3 +246,17 @@ def test_a_corrupt_epub_gets_an_error_file_and_is_kept(book_root):
     assert "broken.epub" in error and len(error) < 1000
     assert broken.read_bytes() == kept and not broken.with_suffix(".m4b").exists()
     assert EspeakEngine.texts == []
+
+
+def test_a_bitrate_ffmpeg_refuses_makes_the_render_wait_with_its_words(book_root, tiny_models):
+    configure_book(book_root, tiny_models, format="opus", bitrate="9999k")  # libopus: ≤ 256k
+    text = book_root / "outbox" / "eve" / "loud.txt"
+    text.write_text("The boats rocked gently while the gulls called overhead.\n")
+    run_until_idle(book_root)
+    (waiting,) = status(book_root)["voices"]["eve"]["waiting"]
+    assert "could not write loud.opus" in waiting["reason"] and "256000" in waiting["reason"]
+    assert "render.bitrate" in text.with_suffix(".error.txt").read_text()
+    assert not text.with_suffix(".opus").exists() and status(book_root)["failed"] == []
+    configure_book(book_root, tiny_models, format="opus")
+    run_until_idle(book_root)
+    assert text.with_suffix(".opus").exists() and len(EspeakEngine.texts) == 1, "chunk reused"
