@@ -8,7 +8,8 @@ global ones written the same way. Rules (README, "Pronunciation lexicon"):
   a letter, digit or underscore in any script, so "Smith" still matches in "Smith's";
 - an entry written in lower case matches any case ("cia" matches "cia", "Cia", "CIA"); an
   entry with a capital matches exactly that case ("CIA" matches "CIA" only);
-- an entry of several words matches them across any spacing or line break ("New York");
+- an entry of several words matches them across any spacing or line break ("New York"),
+  though not across a blank line between paragraphs;
 - the longest entry wins where entries overlap, and an exact-case entry before a lower-case
   one of the same length; the respelling is used exactly as written;
 - one pass: a respelling is never looked up again, so entries cannot chain or loop.
@@ -38,6 +39,8 @@ LEXICON_FILE = "lexicon.yaml"
 MAX_ENTRIES = 2000  # per file: a long book's names and terms, far from a dictionary
 MAX_WORD_CHARACTERS = 100
 MAX_RESPELLING_CHARACTERS = 200
+WORD_RUN = re.compile(r"\w+")
+PARAGRAPH_BREAK = re.compile(r"(\n\s*\n)")  # no entry spans one
 
 
 class LexiconError(ConfigError):
@@ -78,20 +81,47 @@ class Lexicon:
         return cls.of(merged.values())
 
     @functools.cached_property
-    def matcher(self) -> re.Pattern[str]:
-        """One alternation, one group per entry: a match's group says which entry it was."""
-        alternatives = "|".join(f"({entry.pattern()})" for entry in self.entries)
-        return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
+    def by_first_word(self) -> dict[str, tuple[int, ...]]:
+        """Entries by their first run of letters and digits, case folded: a text is only
+        matched against the entries whose first word it contains, so a lexicon of
+        thousands costs no more than the few entries a paragraph uses."""
+        index: dict[str, list[int]] = {}
+        for number, entry in enumerate(self.entries):
+            first = WORD_RUN.search(entry.word.casefold())
+            assert first is not None  # checked_entry: every word has a letter or digit
+            index.setdefault(first[0], []).append(number)
+        return {word: tuple(numbers) for word, numbers in index.items()}
+
+    def candidates(self, paragraph: str) -> tuple[Entry, ...]:
+        """The entries that may occur in `paragraph`, in the order they are tried."""
+        words = set(WORD_RUN.findall(paragraph.casefold()))
+        numbers = {n for word in words for n in self.by_first_word.get(word, ())}
+        return tuple(self.entries[n] for n in sorted(numbers))
 
     def apply(self, text: str) -> str:
         """`text` with every entry's words replaced by its respelling, in one pass."""
-        if not self.entries:
-            return text
-        return self.matcher.sub(lambda match: self.entry(match).respelling, text)
+        return "".join(
+            respelled(paragraph, self.candidates(paragraph))
+            for paragraph in PARAGRAPH_BREAK.split(text)
+        )
 
-    def entry(self, match: re.Match[str]) -> Entry:
-        assert match.lastindex is not None  # every alternative is a group
-        return self.entries[match.lastindex - 1]
+
+def respelled(paragraph: str, entries: tuple[Entry, ...]) -> str:
+    if not entries:
+        return paragraph
+    return matcher(entries).sub(lambda match: which(entries, match).respelling, paragraph)
+
+
+def which(entries: tuple[Entry, ...], match: re.Match[str]) -> Entry:
+    assert match.lastindex is not None  # every alternative of matcher() is a group
+    return entries[match.lastindex - 1]
+
+
+@functools.lru_cache(maxsize=1024)
+def matcher(entries: tuple[Entry, ...]) -> re.Pattern[str]:
+    """One alternation, one group per entry: a match's group says which entry it was."""
+    alternatives = "|".join(f"({entry.pattern()})" for entry in entries)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
 
 
 def lexicon_digest(voice: VoicePaths) -> str:

@@ -112,6 +112,7 @@ PLAIN_ABBREVIATIONS = {
 
 
 NAME_FOLLOWS = re.compile(r"\s+[A-Z]")
+DETERMINERS = {"the", "a", "an", "this", "that", "our", "my", "his", "her", "their", "your"}
 SENTENCE_MAY_END_WITH = {"jr", "sr", "etc", "approx", "drive", "street"}
 
 
@@ -119,13 +120,14 @@ def say_abbreviation(match: re.Match[str]) -> str:
     """Titles ("Mr", "Dr") may go without their full stop before a name (British style).
     "Dr." is Doctor before a name ("Dr. Watson"), Drive after one ("Mulholland Dr."); "St."
     is Street after a name or number ("Baker St."), Saint before a name ("St. Paul"), and
-    both are Doctor and Street otherwise."""
+    both are Doctor and Street otherwise. A capitalised "The" or "A" is not a name."""
     written, before = match["word"], match["before"] or ""
     key, name_follows = written.lower(), bool(NAME_FOLLOWS.match(match.string, match.end()))
+    after_a_name = bool(before) and before.split()[0].lower() not in DETERMINERS
     if key == "dr":
-        word = "drive" if before and not name_follows else "doctor"
+        word = "drive" if after_a_name and not name_follows else "doctor"
     elif key == "st":
-        word = "saint" if name_follows and not before else "street"
+        word = "saint" if name_follows and not after_a_name else "street"
     else:
         word = PLAIN_ABBREVIATIONS[key]
     stop = ""

@@ -120,6 +120,8 @@ def test_times(written: str, said: str) -> None:
         ("Dr Watson", "Doctor Watson"),
         ("on Mulholland Dr.", "on Mulholland Drive."),
         ("St. Paul", "Saint Paul"),
+        ("The Dr. said.", "The Doctor said."),
+        ("A St. Bernard", "A Saint Bernard"),
         ("in Baker St. Then", "in Baker Street. Then"),
         ("221 Baker St.", "two hundred and twenty-one Baker Street."),
         ("Mr. and Mrs. Smith", "Mister and Missus Smith"),
