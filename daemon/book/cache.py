@@ -70,10 +70,12 @@ class ChunkCache:
             return None
         try:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
-            audio = np.load(audio_file, allow_pickle=False)
+            audio = np.load(audio_file, mmap_mode="r", allow_pickle=False)  # read when used
             verdict = meta["verdict"]
+            if audio.dtype != np.float32 or audio.ndim != 1:
+                raise ValueError(f"not mono float32: {audio.dtype} {audio.shape}")
             chunk = CachedChunk(
-                audio.astype(np.float32, copy=False),
+                audio,
                 Redaction(meta["redaction"]),
                 None if verdict is None else ChunkVerdict.from_json(json.dumps(verdict)),
             )

@@ -160,7 +160,7 @@ class ModelsSettings:
 
 @dataclass(frozen=True)
 class RenderSettings:
-    max_chars: int = 200_000  # bounds a text's chunks, its render time and its memory
+    max_chars: int = 1_000_000  # bounds a book's chunks, render time and memory (~15 h)
     check: bool = True
     max_cer: float = 0.3
     min_similarity: float = 0.6  # each retry costs a render: only a clearly other speaker

@@ -369,7 +369,7 @@ class Renderer:
                 engine, index, chunk.spoken, latents, generation, autoregressive, check
             )
             self.cache.put(key, fresh)
-            parts.append(fresh)
+            parts.append(self.cache.get(key) or fresh)  # on disk, not held: a book is long
             rendered_now += 1
             left = sum(1 for k in keys[index + 1 :] if not self.cache.files(k)[0].exists())
             eta = (time.monotonic() - started) / rendered_now * left

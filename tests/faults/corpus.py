@@ -39,7 +39,7 @@ def drop_texts(outbox: Path) -> None:
     texts = {
         "hello.txt": "Hello there.",
         "bomb.txt": f"---\n{BILLION_LAUGHS}---\nHello.",
-        "book.txt": "A sentence to say. " * 12_000,
+        "book.txt": "A sentence to say. " * 55_000,  # over render.max_chars
         "emoji.txt": "🎉🎉 🙂",
         "inf.txt": "---\ntemperature: .inf\n---\nHello.",
         "seed.txt": "---\nseed: 99999999999999999999999\n---\nHello.",
