@@ -204,6 +204,7 @@ class Renderer:
         }
         sidecar_text = json.dumps(sidecar, indent=1, allow_nan=False)  # standard JSON only
         write_flag(output, verdicts, check)
+        Outputs.of(output).error.unlink(missing_ok=True)  # what held it back is over
         atomic.write_text(output.with_suffix(".json"), sidecar_text)
         shutil.rmtree(work, ignore_errors=True)
         self.last_used = time.monotonic()
