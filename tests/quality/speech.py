@@ -69,3 +69,30 @@ def drop_espeak_voice(inbox: Path) -> None:
     for index, line in enumerate(VOICE_LINES):
         audio, rate = spoken(line)
         sf.write(inbox / f"line{index}.wav", audio, rate)
+
+
+def configure_espeak_root(root: Path, tiny_models: Path, **render: object) -> None:
+    """The tiny set for latents and Whisper for listening; `render` settings on top."""
+    from tests.conftest import WHISPER_BASE, configure
+
+    configure(
+        root,
+        {
+            "tts": {"models_dir": str(tiny_models)},
+            "whisper": {"model": str(WHISPER_BASE), "language": "en"},
+            "render": render,
+        },
+    )
+
+
+def espeak_voice_root(root: Path, tiny_models: Path, monkeypatch, **render: object) -> Path:
+    """Voice `eve` of espeak-ng clips, imported; renders go to EspeakEngine from now on."""
+    from tests.conftest import run_until_idle
+
+    configure_espeak_root(root, tiny_models, **render)
+    drop_espeak_voice(root / "inbox" / "eve")
+    run_until_idle(root)
+    (root / "outbox" / "eve").mkdir()
+    monkeypatch.setattr("daemon.tts.engine.Engine", EspeakEngine)
+    EspeakEngine.reset()
+    return root

@@ -26,7 +26,7 @@ from daemon.quality.render_check import (
 )
 from daemon.tts.redact import Redaction
 from tests.conftest import WHISPER_BASE, configure, run_until_idle, status
-from tests.quality.speech import EspeakEngine, drop_espeak_voice, spoken
+from tests.quality.speech import EspeakEngine, espeak_voice_root, spoken
 
 TEXT = "The weather was lovely today, and the children played outside until dinner."
 LIMITS = CheckLimits(max_cer=0.3, min_similarity=0.6, retries=2)
@@ -35,20 +35,7 @@ LIMITS = CheckLimits(max_cer=0.3, min_similarity=0.6, retries=2)
 @pytest.fixture
 def espeak_root(root: Path, tiny_models: Path, monkeypatch) -> Path:
     """Voice `eve` made of espeak-ng clips, the tiny set for latents, the check on."""
-    configure(
-        root,
-        {
-            "tts": {"models_dir": str(tiny_models)},
-            "whisper": {"model": str(WHISPER_BASE), "language": "en"},
-            "render": {"check": True},
-        },
-    )
-    drop_espeak_voice(root / "inbox" / "eve")
-    run_until_idle(root)
-    (root / "outbox" / "eve").mkdir()
-    monkeypatch.setattr("daemon.tts.engine.Engine", EspeakEngine)
-    EspeakEngine.reset()
-    return root
+    return espeak_voice_root(root, tiny_models, monkeypatch, check=True)
 
 
 def render(root: Path, script: dict[int, str]) -> tuple[dict, Path]:

@@ -21,8 +21,8 @@ import soundfile as sf
 from ebooklib import epub
 from PIL import Image
 
-from tests.conftest import WHISPER_BASE, configure, run_until_idle, status
-from tests.quality.speech import EspeakEngine, drop_espeak_voice
+from tests.conftest import run_until_idle, status
+from tests.quality.speech import EspeakEngine, configure_espeak_root, espeak_voice_root
 
 CHAPTERS = {
     "The Beginning": [
@@ -39,27 +39,14 @@ FOOTNOTE = "This footnote must never be read aloud."
 
 
 def configure_book(root: Path, tiny_models: Path, **render: object) -> None:
-    configure(
-        root,
-        {
-            "tts": {"models_dir": str(tiny_models)},
-            "whisper": {"model": str(WHISPER_BASE), "language": "en"},
-            "render": {"check": False, **render},
-        },
-    )
+    configure_espeak_root(root, tiny_models, check=False, **render)
 
 
 @pytest.fixture
 def book_root(root: Path, tiny_models: Path, monkeypatch) -> Path:
     """Voice `eve` of espeak-ng clips; the stand-in engine; the check off (it has tests of
     its own) so each chunk is rendered once."""
-    configure_book(root, tiny_models)
-    drop_espeak_voice(root / "inbox" / "eve")
-    run_until_idle(root)
-    (root / "outbox" / "eve").mkdir()
-    monkeypatch.setattr("daemon.tts.engine.Engine", EspeakEngine)
-    EspeakEngine.reset()
-    return root
+    return espeak_voice_root(root, tiny_models, monkeypatch, check=False)
 
 
 def png_cover() -> bytes:
