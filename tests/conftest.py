@@ -45,6 +45,8 @@ TEST_SETTINGS = {
     # No training window opens while tests run, unless a test asks for one.
     "training": {"schedule": "0 0 1 1 *", "catch_up": 0},
     "models": {"store": EMPTY_STORE},
+    # Daemons in tests serve only when a test asks (tests/serve/), on a free port it picks.
+    "serve": {"enabled": False},
 }
 
 REPO = Path(__file__).resolve().parents[1]

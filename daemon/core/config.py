@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import re
 import types
@@ -176,6 +177,15 @@ class RenderSettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8765
+    wyoming_port: int | None = 10200  # Wyoming's usual TTS port; None: no Wyoming server
+    api_key: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     watch: WatchSettings = field(default_factory=WatchSettings)
     imports: ImportSettings = field(default_factory=ImportSettings)
@@ -187,13 +197,14 @@ class Settings:
     render: RenderSettings = field(default_factory=RenderSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
 
 
 TEMPLATE = Path(__file__).with_name("config_template.yaml")
 
 # `import` is a keyword, so the field is `imports`; users write `import:` in YAML.
 SECTION_NAMES = {"import": "imports"}
-GLOBAL_ONLY_SECTIONS = ("watch", "jobs", "logging", "models")
+GLOBAL_ONLY_SECTIONS = ("watch", "jobs", "logging", "models", "serve")
 # Keys earlier versions wrote into every config.yaml: ignored with a warning, not refused.
 RETIRED_SETTINGS = {
     "training.grad_accum": "gradient accumulation now follows from training.batch_size and "
@@ -230,6 +241,20 @@ def is_cron(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def is_port(value: int) -> bool:
+    return 1 <= value <= 65535
+
+
+def is_loopback(host: str) -> bool:
+    """Only `localhost` and loopback addresses count: any other name may resolve elsewhere."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def above_zero(value: float) -> bool:
@@ -297,6 +322,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "training.until": (is_clock_time, "must be a time like 07:00"),
     "training.schedule": (is_cron, "must be a 5-field cron line"),
     "training.promote_texts": (at_least_one, "must be at least 1"),
+    "serve.port": (is_port, "must be a TCP port, 1-65535"),
+    "serve.wyoming_port": (is_port, "must be a TCP port, 1-65535, or null (no Wyoming server)"),
 }
 
 
@@ -320,7 +347,22 @@ def check_ranges(settings: Settings, source: Path) -> Settings:
             f"{source}: dataset.max_seconds: must be above dataset.min_seconds and at most "
             "11.6 (TorToiSe's 255995 samples)"
         )
+    check_serve(settings.serve, source)
     return settings
+
+
+def check_serve(serve: ServeSettings, source: Path) -> None:
+    """The server answers whoever reaches it: beyond this machine only with a key."""
+    if not serve.enabled:
+        return
+    if serve.api_key is None and not is_loopback(serve.host):
+        raise ConfigError(
+            f"{source}: serve.host: {shorten(serve.host)} can be reached from other machines, "
+            "so serve.api_key must be set (a long random text that clients send as a bearer "
+            "token); or keep serve.host: 127.0.0.1"
+        )
+    if serve.wyoming_port == serve.port:
+        raise ConfigError(f"{source}: serve.wyoming_port: must differ from serve.port")
 
 
 def check_section(section: Any, name: str, label: str, source: Path) -> None:
