@@ -351,6 +351,21 @@ class Ledger:
             counts[JobState(row["state"])] = row["n"]
         return counts
 
+    def counts_by_kind(self) -> dict[tuple[JobKind, JobState], int]:
+        """Every (kind, state) pair, zeros included: a metric that vanishes reads as unknown."""
+        counts = dict.fromkeys(((kind, state) for kind in JobKind for state in JobState), 0)
+        rows = self.db.execute("SELECT kind, state, COUNT(*) AS n FROM jobs GROUP BY kind, state")
+        for row in rows:
+            counts[JobKind(row["kind"]), JobState(row["state"])] = row["n"]
+        return counts
+
+    def oldest_pending(self) -> float | None:
+        """When the longest-queued pending job was queued (time.time()), None if none is."""
+        row = self.db.execute(
+            "SELECT MIN(created_at) AS queued FROM jobs WHERE state = ?", (JobState.PENDING,)
+        ).fetchone()
+        return row["queued"]
+
     def busy(self) -> bool:
         """Work is pending or running (waiting jobs do not count: they need the user)."""
         row = self.db.execute(

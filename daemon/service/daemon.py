@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 from loguru import logger
@@ -24,6 +25,9 @@ from daemon.core.jobs import JobKind, Outcome
 from daemon.core.ledger import Ledger, ledger_problem, set_aside
 from daemon.core.paths import Root
 from daemon.core.worker import StageContext, Worker
+from daemon.report.status import collect
+from daemon.serve.app import build_app
+from daemon.serve.server import HttpServer
 from daemon.service.intake import Intake
 from daemon.service.lock import InstanceLock
 from daemon.service.rebuild import rebuild_ledger
@@ -79,7 +83,9 @@ class Daemon:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         ledger = self.open_ledger()
+        server = None
         try:
+            server = self.bind_server(until_idle)  # a port in use stops us before any work
             self.config_read = self.note_config()
             context = StageContext(self.root, self.settings, self.stop_requested, self.now)
             worker = Worker(self.root.ledger_file, self.settings, build_stages(context))
@@ -89,6 +95,8 @@ class Daemon:
             watcher.start()
             found = watcher.scan()
             intake.check_voice_folders()
+            if server is not None:
+                server.start(build_app(self.root, self.settings, partial(collect, self.root)))
             self.notifier.ready(f"watching {self.root.path}")
             logger.info("voicedrop ready on {}: {} files to look at", self.root.path, found)
             worker.start()
@@ -108,16 +116,27 @@ class Daemon:
                 return EXIT_WORKER_DIED
             finally:
                 self.notifier.stopping()
+                if server is not None:
+                    server.stop()  # before the worker: no request outlives the daemon's work
                 if fetcher is not None:
                     fetcher.stop()
                 schedule.stop()
                 watcher.stop()
                 worker.stop()
         finally:
+            if server is not None:
+                server.stop()  # a start-up that failed after binding (else already stopped)
             ledger.close()
             lock.release()
         logger.info("voicedrop stopped")
         return 0
+
+    def bind_server(self, until_idle: bool) -> HttpServer | None:
+        """serve.enabled: the HTTP port, taken now and served once the start-up scan is done.
+        `run --until-idle` is a batch run that exits when the work is done: it never serves."""
+        if until_idle or not self.settings.serve.enabled:
+            return None
+        return HttpServer.bind(self.settings.serve, self.root.config_file)
 
     def open_ledger(self) -> Ledger:
         """The ledger is a cache of the folders: a damaged one would stop every start with a

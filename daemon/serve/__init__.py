@@ -1,0 +1,1 @@
+"""What the daemon serves over the network: the HTTP API (app.py) and its server (server.py)."""
