@@ -1,0 +1,74 @@
+"""`voicedrop run` serves after its start-up scan, stops serving on SIGTERM, and refuses a
+port it cannot have or a host beyond loopback without a key."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from daemon.core.config import ConfigError, load_settings
+from tests.conftest import configure, run_until_idle, voicedrop, wait_for, write_wav
+from tests.serve.conftest import free_port
+
+
+def read_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
+
+
+def test_the_daemon_serves_until_sigterm(root, daemon):
+    port = free_port()
+    configure(root, {"serve": {"enabled": True, "port": port}})
+    url = f"http://127.0.0.1:{port}"
+    daemon.start()
+    assert f"serving on {url}" in daemon.output()
+    assert read_json(f"{url}/api/status")["daemon"]["pid"] == daemon.process.pid
+    write_wav(root / "inbox" / "eve" / "hello.wav", seconds=2.0)
+    voices = wait_for(lambda: read_json(f"{url}/v1/audio/voices")["voices"], timeout=60)
+    assert voices == [{"id": "eve", "name": "eve"}]
+    assert daemon.stop() == 0
+    assert "voicedrop stopped" in daemon.output()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{url}/api/status", timeout=5)
+
+
+def test_a_port_in_use_is_one_line_naming_serve_port(root):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        configure(root, {"serve": {"enabled": True, "port": port}})
+        result = voicedrop("run", "--root", str(root), check=False)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert f"serve.port: 127.0.0.1:{port} is already in use" in result.stderr
+    assert "voicedrop ready" not in result.stderr
+
+
+def test_run_until_idle_does_not_serve(root):
+    with socket.socket() as taken:  # it would fail to start if it tried to listen here
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        configure(root, {"serve": {"enabled": True, "port": taken.getsockname()[1]}})
+        assert run_until_idle(root).returncode == 0
+
+
+def test_a_host_beyond_loopback_needs_a_key(root: Path):
+    configure(root, {"serve": {"enabled": True, "host": "0.0.0.0"}})
+    result = voicedrop("run", "--root", str(root), check=False)
+    assert result.returncode == 2
+    assert "serve.host: 0.0.0.0 can be reached from other machines" in result.stderr
+    assert "serve.api_key must be set" in result.stderr
+    configure(root, {"serve": {"enabled": True, "host": "0.0.0.0", "api_key": "a-long-secret"}})
+    assert load_settings(root / "config.yaml").serve.host == "0.0.0.0"
+    for loopback in ("localhost", "127.0.0.2", "::1"):
+        configure(root, {"serve": {"enabled": True, "host": loopback}})
+        assert load_settings(root / "config.yaml").serve.api_key is None
+    configure(root, {"serve": {"enabled": True, "host": "my-server.lan"}})
+    with pytest.raises(ConfigError, match=r"serve\.api_key must be set"):
+        load_settings(root / "config.yaml")
