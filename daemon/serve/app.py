@@ -103,9 +103,8 @@ def error_response(status: int, message: str, kind: str, code: str | None) -> JS
     )
 
 
-async def http_error(request: Request, exc: Exception) -> Response:
+async def http_error(request: Request, exc: HTTPException) -> Response:
     """Unknown paths and methods (the router's 404 and 405) in OpenAI's error shape."""
-    assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         message = f"Unknown request URL: {request.method} {request.url.path}"
         return error_response(404, message, "invalid_request_error", "unknown_url")
@@ -116,7 +115,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def server_error(_: Request, exc: Exception) -> Response:
-    """A bug: the client learns it is ours; the traceback goes to the log (uvicorn's)."""
+    """A bug or a fault of the machine: the client learns it is ours, and uvicorn puts the
+    traceback into the daemon's log (server.py)."""
     message = f"voicedrop failed to answer ({type(exc).__name__}); its log has the details"
     return error_response(500, message, "server_error", None)
 

@@ -9,6 +9,7 @@ main thread), and the daemon's SIGTERM handling stops it before the worker.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import threading
 import time
@@ -37,13 +38,15 @@ class HttpServer:
     def bind(cls, serve: ServeSettings, config_file: Path) -> HttpServer:
         """ConfigError (one line, naming serve.port or serve.host) when it cannot listen."""
         try:
-            family, kind, proto, _, address = socket.getaddrinfo(
+            found = socket.getaddrinfo(
                 serve.host, serve.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )[0]
+            )
         except socket.gaierror as exc:
             raise ConfigError(
                 f"{config_file}: serve.host: cannot listen on {serve.host} ({exc.strerror})"
             ) from None
+        # IPv4 first: "localhost" then answers at 127.0.0.1, where clients look first
+        family, kind, proto, _, address = min(found, key=lambda info: info[0] != socket.AF_INET)
         listener = socket.socket(family, kind, proto)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
         try:
@@ -55,6 +58,7 @@ class HttpServer:
 
     def start(self, app: ASGIApp) -> None:
         """Returns once uvicorn accepts connections; RuntimeError if it never does."""
+        log_to_loguru()
         config = uvicorn.Config(
             app,
             log_config=None,  # uvicorn's own logging setup would replace the daemon's
@@ -83,6 +87,24 @@ class HttpServer:
             self.thread.join(timeout=GRACE + 5)
             self.uvicorn = self.thread = None
         self.listener.close()
+
+
+class ToLoguru(logging.Handler):
+    """uvicorn logs with the standard library: its warnings and errors (the traceback of a
+    request that failed) go to the daemon's log with everything else."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = record.levelname if record.levelname in LOGURU_LEVELS else record.levelno
+        logger.opt(exception=record.exc_info).log(level, "{}", record.getMessage())
+
+
+LOGURU_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_to_loguru() -> None:
+    uvicorn_log = logging.getLogger("uvicorn")
+    uvicorn_log.handlers = [ToLoguru(level=logging.WARNING)]
+    uvicorn_log.propagate = False
 
 
 def url_of(listener: socket.socket) -> str:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import openai
 import pytest
+from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.tts.generation import PRESETS
-from tests.conftest import run_until_idle, voicedrop, write_wav
+from tests.conftest import run_until_idle, voicedrop, wait_for, write_wav
 from tests.serve.conftest import API_KEY
 
 
@@ -123,3 +124,22 @@ def test_cors_is_off(serve):
     code, headers, _ = get(f"{url}/api/status", method="OPTIONS", headers=preflight)
     assert code == 405
     assert "access-control-allow-origin" not in headers
+
+
+def test_a_failure_is_an_openai_shaped_500_with_its_traceback_in_the_log(root, serve):
+    url = serve()
+    ledger = root / ".voicedrop" / "ledger.sqlite3"
+    ledger.unlink(missing_ok=True)
+    ledger.mkdir(parents=True)  # an I/O fault: the ledger cannot be opened
+    logged: list[str] = []
+    sink = logger.add(logged.append, level="ERROR")
+    try:
+        code, _, body = get(f"{url}/api/status")
+        # uvicorn logs the exception once the response is sent
+        wait_for(lambda: any("Traceback" in line and "OperationalError" in line for line in logged))
+    finally:
+        logger.remove(sink)
+    assert code == 500
+    error = json.loads(body)["error"]
+    assert error["type"] == "server_error"
+    assert "its log has the details" in error["message"]
