@@ -37,6 +37,15 @@ def test_the_daemon_serves_until_sigterm(root, daemon):
         urllib.request.urlopen(f"{url}/api/status", timeout=5)
 
 
+def test_a_second_daemon_on_a_served_root_says_it_runs_not_that_the_port_is_taken(root, daemon):
+    configure(root, {"serve": {"enabled": True, "port": free_port()}})
+    daemon.start()
+    second = voicedrop("run", "--root", str(root), check=False)
+    assert second.returncode == 1
+    assert f"already running on {root}" in second.stderr
+    assert "serve.port" not in second.stderr
+
+
 def test_a_port_in_use_is_one_line_naming_serve_port(root):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
