@@ -63,6 +63,9 @@ class ChunkCache:
         base = self.folder / key[:2] / key
         return base.with_suffix(".npy"), base.with_suffix(".json")
 
+    def has(self, key: str) -> bool:
+        return self.files(key)[0].exists()
+
     def get(self, key: str) -> CachedChunk | None:
         """The chunk if it was kept (and marks it used); a damaged entry is dropped."""
         audio_file, meta_file = self.files(key)

@@ -357,6 +357,7 @@ class Renderer:
         parts = []
         started = time.monotonic()
         rendered_now = 0
+        to_render = sum(not self.cache.has(key) for key in keys)  # once, not per chunk
         eta: float | None = None
         for index, (chunk, key) in enumerate(zip(chunks, keys, strict=True)):
             kept = self.cache.get(key)
@@ -371,7 +372,7 @@ class Renderer:
             self.cache.put(key, fresh)
             parts.append(self.cache.get(key) or fresh)  # on disk, not held: a book is long
             rendered_now += 1
-            left = sum(1 for k in keys[index + 1 :] if not self.cache.files(k)[0].exists())
+            left = max(to_render - rendered_now, 0)
             eta = (time.monotonic() - started) / rendered_now * left
             logger.info(
                 "rendering {}: chunk {}/{} ({:.0%}, ETA {:.0f} s)",
