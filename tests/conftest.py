@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -436,3 +437,50 @@ def tiny_hub_files(tiny_models: Path) -> dict[tuple[str, str, str], Path]:
     from daemon.weights.fetch import RELEASES
 
     return {(r.repo, r.revision, r.path): tiny_models / r.name for r in RELEASES}
+
+
+# Voice `tom` on the tiny model set: what render and speech tests start from.
+FAST = "---\ncandidates: 2\ndiffusion_iterations: 4\n---\n"  # a render in ~1 s
+
+
+def import_tom(root: Path, tiny_models: Path) -> Path:
+    """Voice `tom` with two imported clips, rendering with the tiny set."""
+    configure(root, {"tts": {"models_dir": str(tiny_models)}})
+    (root / "inbox" / "tom").mkdir()
+    for clip in tortoise_clips("tom")[:2]:
+        shutil.copy(clip, root / "inbox" / "tom" / clip.name)
+    run_until_idle(root)
+    (root / "outbox" / "tom").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def tom_latents(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> list[Path]:
+    """tom's cached latents, from one render in a root of their own (computing them from 26 s
+    of speech is most of a render's time, so each test does not pay for it again)."""
+    root = tmp_path_factory.mktemp("tom-latents") / "root"
+    assert cli_main(["init", str(root)]) == 0
+    import_tom(root, tiny_models)
+    (root / "outbox" / "tom" / "warm.txt").write_text(FAST + "Warm up.")
+    run_until_idle(root)
+    cached = sorted((root / "voices" / "tom" / "latents").glob("*.pth"))
+    assert len(cached) == 1
+    return cached
+
+
+@pytest.fixture
+def tts_root(root: Path, tiny_models: Path, tom_latents: list[Path]) -> Path:
+    """A root whose voice `tom` has imported clips and whose models are the tiny set; its
+    latents cache holds what the same clips and models give (a render still checks the key)."""
+    import_tom(root, tiny_models)
+    latents = root / "voices" / "tom" / "latents"
+    latents.mkdir(parents=True, exist_ok=True)
+    for path in tom_latents:
+        shutil.copy(path, latents / path.name)
+    return root
+
+
+@pytest.fixture
+def cold_tts_root(root: Path, tiny_models: Path) -> Path:
+    """`tts_root` with nothing in the latents cache."""
+    return import_tom(root, tiny_models)

@@ -183,6 +183,9 @@ class ServeSettings:
     port: int = 8765
     wyoming_port: int | None = 10200  # Wyoming's usual TTS port; None: no Wyoming server
     api_key: str | None = None
+    max_input_chars: int = 4096  # a speech request's text (OpenAI's own limit); books: outbox/
+    max_queued_per_client: int = 4  # speech requests one client may have queued or streaming
+    speech_timeout: float = 600.0  # s a request may wait for its next sentence
 
 
 @dataclass(frozen=True)
@@ -324,6 +327,12 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "training.promote_texts": (at_least_one, "must be at least 1"),
     "serve.port": (is_port, "must be a TCP port, 1-65535"),
     "serve.wyoming_port": (is_port, "must be a TCP port, 1-65535, or null (no Wyoming server)"),
+    "serve.max_input_chars": (
+        lambda chars: 1 <= chars <= 100_000,
+        "must be 1-100000 characters (long texts go into outbox/)",
+    ),
+    "serve.max_queued_per_client": (at_least_one, "must be at least 1"),
+    "serve.speech_timeout": (above_zero, "must be more than 0 seconds"),
 }
 
 

@@ -24,6 +24,7 @@ class JobKind(StrEnum):
     PRUNE = "prune"  # originals deleted → their dataset lines go
     RENDER = "render"  # a text in outbox/ → speech beside it
     TRAIN = "train"  # a voice's dataset → its fine-tuned model
+    SPEECH = "speech"  # a request over the API (OpenAI speech, Wyoming) → audio streamed back
 
 
 class JobState(StrEnum):
@@ -48,6 +49,8 @@ class Outcome(StrEnum):
     RENDERED = "rendered"
     TRAINED = "trained"
     CRASHED = "crashed"  # failed: the daemon died every time it ran (the crash-loop guard)
+    SPOKEN = "spoken"  # a speech request streamed to the end
+    ABANDONED = "abandoned"  # a speech request whose client left (or an earlier daemon's)
 
 
 @dataclass(frozen=True)
@@ -190,12 +193,22 @@ class TrainData(JobData):
     decision: str | None = None  # why it was promoted or kept aside, in words
 
 
+@dataclass(frozen=True)
+class SpeechData(JobData):
+    chunks: int | None = None  # sentences streamed
+    audio_seconds: float | None = None
+    seconds: float | None = None  # from the start of the job to its last chunk
+    first_chunk_seconds: float | None = None  # what a listener waited for the first sound
+    failed_checks: int | None = None  # chunks the render check still failed (None: check off)
+
+
 DATA_OF: dict[JobKind, type[JobData]] = {
     JobKind.IMPORT: ImportData,
     JobKind.TRANSCRIBE: TranscribeData,
     JobKind.PRUNE: PruneData,
     JobKind.RENDER: RenderData,
     JobKind.TRAIN: TrainData,
+    JobKind.SPEECH: SpeechData,
 }
 
 

@@ -404,6 +404,15 @@ class Ledger:
         rows = self.db.execute(f"SELECT * FROM jobs{where} ORDER BY id", params)
         return [job_from_row(row) for row in rows]
 
+    def forget(self, kind: JobKind, finished_before: float) -> int:
+        """Drop the records of `kind`'s jobs that ended before then (they left no files)."""
+        with self.transaction():
+            cursor = self.db.execute(
+                "DELETE FROM jobs WHERE kind = ? AND state IN (?, ?) AND finished_at < ?",
+                (kind, JobState.DONE, JobState.FAILED, finished_before),
+            )
+        return cursor.rowcount
+
     def _update(self, job_id: int, **columns: Any) -> None:
         columns["updated_at"] = time.time()
         assignments = ", ".join(f"{name} = ?" for name in columns)

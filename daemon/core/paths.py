@@ -86,6 +86,12 @@ class Root:
         return self.state / "chunks"
 
     @property
+    def speech_spool(self) -> Path:
+        """Speech requests over the API and their audio, sentence by sentence, while they
+        stream (daemon/stages/speak.py); nothing in it outlives the daemon that served it."""
+        return self.state / "speech"
+
+    @property
     def lock_file(self) -> Path:
         return self.state / "lock"
 

@@ -1,15 +1,17 @@
-"""The HTTP API: an ASGI app (Starlette) that reads what `status` reads, never the worker.
+"""The HTTP API: an ASGI app (Starlette) that reads what `status` reads and queues speech.
 
-Every answer comes from the ledger and the folders, as `voicedrop status` does, so a slow or
-busy worker never slows a request and a request never changes a job. Endpoint functions are
-plain functions: Starlette runs them in its thread pool, where the blocking SQLite and
-folder reads belong.
+Every answer but speech comes from the ledger and the folders, as `voicedrop status` does,
+so a slow or busy worker never slows a request. Those endpoint functions are plain
+functions: Starlette runs them in its thread pool, where the blocking SQLite and folder
+reads belong. Speech is queued for the worker and streamed back (speech.py, stream.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -23,28 +25,46 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from daemon.book.cache import GIB, ChunkCache
 from daemon.core.config import Settings
 from daemon.core.ledger import Ledger, LedgerDamaged
-from daemon.core.paths import Root, VoiceNameError, check_voice_name
+from daemon.core.paths import Root
+from daemon.serve.speech import Speaker, SpeechRefused, SpeechRequest
+from daemon.serve.stream import MAX_SPEED, MIN_SPEED, ResponseFormat, encoded
 from daemon.tts.generation import PRESETS
-from daemon.tts.latents import voice_clips
 
-# What the speech endpoint will render each OpenAI model name with; the presets are models
-# of their own. Listed by /v1/models with the preset, so a user sees what "tts-1" means.
-SPEECH_MODELS = {"tts-1": "ultra_fast", "tts-1-hd": "standard", **{p: p for p in PRESETS}}
+# What the speech endpoint renders each OpenAI model name with (preset, decoder; None: the
+# voice's decoder); the presets are models of their own. /v1/models lists the preset, so a
+# user sees what "tts-1" means.
+SPEECH_MODELS: dict[str, tuple[str, str | None]] = {
+    "tts-1": ("ultra_fast", "hifigan"),
+    "tts-1-hd": ("standard", None),
+    **{preset: (preset, None) for preset in PRESETS},
+}
 OPEN_PATHS = ("/metrics",)  # Prometheus scrapes without a key (issue 13: configurable later)
+BODY_OVERHEAD = 4096  # bytes of a speech request's JSON besides its input text
 
 ReadStatus = Callable[[], dict[str, Any]]
 
 
-def build_app(root: Root, settings: Settings, read_status: ReadStatus) -> Starlette:
+class BadRequest(Exception):
+    """A request a client must change: 400 (or `status`) with the message."""
+
+    def __init__(self, message: str, code: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.code, self.status = message, code, status
+
+
+def build_app(
+    root: Root, settings: Settings, read_status: ReadStatus, speaker: Speaker
+) -> Starlette:
     """The app for one root; `read_status` is `collect()` for that root (the daemon passes it,
-    so /api/status and `voicedrop status --json` are one code path)."""
+    so /api/status and `voicedrop status --json` are one code path), `speaker` queues speech
+    for the daemon's worker."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(LedgerCollector(root, settings))
 
@@ -58,7 +78,25 @@ def build_app(root: Root, settings: Settings, read_status: ReadStatus) -> Starle
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     def voices(_: Request) -> Response:
-        return JSONResponse({"voices": [{"id": name, "name": name} for name in speaking(root)]})
+        names = speaker.voices()
+        return JSONResponse({"voices": [{"id": name, "name": name} for name in names]})
+
+    async def speech(request: Request) -> Response:
+        """OpenAI's speech endpoint: the audio streams back sentence by sentence."""
+        limit = settings.serve.max_input_chars * 4 + BODY_OVERHEAD
+        try:
+            body = await bounded_body(request, limit)
+            wanted, fmt, speed = speech_request(body, client_of(request))
+            stream = speaker.speak(wanted)
+            first = await anext(stream)
+        except BadRequest as exc:
+            return error_response(exc.status, exc.message, "invalid_request_error", exc.code)
+        except SpeechRefused as exc:
+            kind = "invalid_request_error" if exc.status < 500 else "server_error"
+            return error_response(exc.status, exc.message, kind, exc.code)
+        except StopAsyncIteration:  # nothing to say: an empty file of the format
+            return Response(b"", media_type=fmt.media_type)
+        return StreamingResponse(encoded(first, stream, fmt, speed), media_type=fmt.media_type)
 
     return Starlette(
         routes=[
@@ -66,6 +104,7 @@ def build_app(root: Root, settings: Settings, read_status: ReadStatus) -> Starle
             Route("/metrics", metrics),
             Route("/v1/models", models),
             Route("/v1/audio/voices", voices),
+            Route("/v1/audio/speech", speech, methods=["POST"]),
         ],
         middleware=[Middleware(BearerAuth, api_key=settings.serve.api_key)],
         exception_handlers={HTTPException: http_error, Exception: server_error},
@@ -76,24 +115,68 @@ def models(_: Request) -> Response:
     """OpenAI's model list, so clients that check the model name before speaking accept ours."""
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": "voicedrop", "preset": preset}
-        for name, preset in SPEECH_MODELS.items()
+        for name, (preset, _) in SPEECH_MODELS.items()
     ]
     return JSONResponse({"object": "list", "data": data})
 
 
-def speaking(root: Root) -> list[str]:
-    """Voices a render can speak with: those with clips (held-back clips do not count)."""
-    if not root.voices.is_dir():
-        return []
-    names = []
-    for folder in sorted(root.voices.iterdir()):
-        try:
-            check_voice_name(folder.name)
-        except VoiceNameError:
-            continue
-        if folder.is_dir() and voice_clips(root.voice(folder.name)):
-            names.append(folder.name)
-    return names
+async def bounded_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 past `limit` bytes before more than that is read."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BadRequest(too_large(int(declared), limit), "request_too_large", 413)
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise BadRequest(too_large(len(body), limit), "request_too_large", 413)
+    return bytes(body)
+
+
+def too_large(size: int, limit: int) -> str:
+    return (
+        f"the request has {size} bytes, more than the {limit} a speech request may have "
+        "(serve.max_input_chars); drop long texts into outbox/<voice>/"
+    )
+
+
+def speech_request(body: bytes, client: str) -> tuple[SpeechRequest, ResponseFormat, float]:
+    """OpenAI's request body, checked field by field with messages that name the field."""
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        raise BadRequest("the body must be JSON", "invalid_json") from None
+    if not isinstance(fields, dict):
+        raise BadRequest("the body must be a JSON object", "invalid_json")
+    model = fields.get("model")
+    if model not in SPEECH_MODELS:
+        raise BadRequest(
+            f"model {model!r} is not one of {', '.join(SPEECH_MODELS)}", "model_not_found"
+        )
+    text, voice = fields.get("input"), fields.get("voice")
+    if isinstance(voice, dict):  # newer clients may send {"id": "<voice>"}
+        voice = voice.get("id")
+    if not isinstance(text, str):
+        raise BadRequest("input must be the text to speak", "invalid_input")
+    if not isinstance(voice, str):
+        raise BadRequest("voice must be a voice's name (GET /v1/audio/voices)", "invalid_voice")
+    try:
+        fmt = ResponseFormat(fields.get("response_format", "mp3"))
+    except ValueError:
+        formats = ", ".join(ResponseFormat)
+        raise BadRequest(f"response_format must be one of {formats}", "invalid_format") from None
+    speed = fields.get("speed", 1.0)
+    valid_speed = isinstance(speed, int | float) and not isinstance(speed, bool)
+    if not valid_speed or not math.isfinite(speed) or not MIN_SPEED <= speed <= MAX_SPEED:
+        raise BadRequest(f"speed must be {MIN_SPEED}-{MAX_SPEED}", "invalid_speed")
+    if fields.get("stream_format", "audio") != "audio":
+        raise BadRequest("only stream_format 'audio' is offered", "invalid_stream_format")
+    preset, decoder = SPEECH_MODELS[model]
+    return SpeechRequest(voice, text, preset, decoder, client), fmt, float(speed)
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client is not None else ""
 
 
 def error_response(status: int, message: str, kind: str, code: str | None) -> JSONResponse:

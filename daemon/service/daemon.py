@@ -28,6 +28,7 @@ from daemon.core.worker import StageContext, Worker
 from daemon.report.status import collect
 from daemon.serve.app import build_app
 from daemon.serve.server import HttpServer
+from daemon.serve.speech import Speaker
 from daemon.service.intake import Intake
 from daemon.service.lock import InstanceLock
 from daemon.service.rebuild import rebuild_ledger
@@ -35,6 +36,7 @@ from daemon.service.schedule import TrainingSchedule
 from daemon.service.systemd import Notifier
 from daemon.service.watch import StabilityTracker, Watcher, classify, misplaced_reason
 from daemon.stages import STAGES, build_stages
+from daemon.stages.speak import clear_spool
 from daemon.stages.train import queue_changed_voices
 from daemon.weights.fetch import (
     BackgroundFetch,
@@ -96,7 +98,9 @@ class Daemon:
             found = watcher.scan()
             intake.check_voice_folders()
             if server is not None:
-                server.start(build_app(self.root, self.settings, partial(collect, self.root)))
+                speaker = Speaker(self.root, self.settings, worker.wake.set)
+                read_status = partial(collect, self.root)
+                server.start(build_app(self.root, self.settings, read_status, speaker))
             self.notifier.ready(f"watching {self.root.path}")
             logger.info("voicedrop ready on {}: {} files to look at", self.root.path, found)
             worker.start()
@@ -221,6 +225,7 @@ class Daemon:
             worker.give_up(stage, job, ledger, reason, Outcome.CRASHED)
         for folder in (self.root.voices, self.root.inbox, self.root.outbox):
             atomic.remove_stale_temp_files(folder)
+        clear_spool(self.root)
         ledger.release_waiting()
         self.reconcile(ledger)
 

@@ -8,6 +8,7 @@ from daemon.core.worker import Stage, StageContext
 from daemon.stages.import_clip import ImportStage
 from daemon.stages.prune import PruneStage
 from daemon.stages.render import RenderStage
+from daemon.stages.speak import SpeechStage
 from daemon.stages.train import TrainStage
 from daemon.stages.transcribe import TranscribeStage
 
@@ -16,6 +17,7 @@ STAGES: tuple[type[Stage], ...] = (
     TranscribeStage,
     PruneStage,
     RenderStage,
+    SpeechStage,
     TrainStage,
 )
 

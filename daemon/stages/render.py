@@ -13,6 +13,7 @@ its sidecar names another text hash or lexicon.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 import time
@@ -135,18 +136,9 @@ class Renderer:
                 f"inbox/{voice.name}/ and this text renders once they are imported"
             )
 
-    def render(
-        self,
-        voice: VoicePaths,
-        manuscript: Manuscript,
-        outputs: Outputs,
-        text_hash: str,
-        before_chunk: Callable[[int, int, float | None], None] | None = None,
-    ) -> dict[str, Any]:
-        """Render a manuscript into `outputs` (audio, subtitles, sidecar), each chunk taken
-        from the chunk cache when it was rendered before (resuming a killed render, or
-        re-rendering an edited paragraph only)."""
-        started = time.monotonic()
+    def open_session(self, voice: VoicePaths, manuscript: Manuscript) -> Session:
+        """The engine loaded with the voice's model, its latents and listeners: what every
+        chunk of one text renders with."""
         settings, tts = manuscript.settings, manuscript.tts
         engine = self.engine_for(tts, settings.decoder)
         adopt_dropped(voice.models, engine.spec)
@@ -166,25 +158,63 @@ class Renderer:
             raise Blocked(str(exc)) from exc
         generation = settings.generation()
         check = self.render_check(voice)
-        chunks = self.plan(voice, manuscript, engine)
         shared = render_key(
             hashes,
             dataclasses.asdict(generation),
             latents_key,
             None if check is None else dataclasses.asdict(check.limits),
         )
-        keys = [self.cache.key(shared, chunk.spoken) for chunk in chunks]
-        rendered = self.render_chunks(
+        return Session(
             engine,
-            chunks,
-            keys,
-            latents,
-            generation,
             autoregressive,
-            outputs.audio.name,
-            before_chunk,
+            files,
+            hashes,
+            latents,
+            latents_key,
+            latent_seconds,
+            generation,
             check,
+            shared,
         )
+
+    def chunk(self, session: Session, index: int, chunk: Chunk) -> CachedChunk:
+        """One chunk from the cache, or rendered (and checked) and put there."""
+        key = self.cache.key(session.cache_key, chunk.spoken)
+        kept = self.cache.get(key)
+        if kept is not None:
+            return kept
+        fresh = self.render_checked(
+            session.engine,
+            index,
+            chunk.spoken,
+            session.latents,
+            session.generation,
+            session.autoregressive,
+            session.check,
+        )
+        self.cache.put(key, fresh)
+        self.last_used = time.monotonic()
+        return fresh
+
+    def render(
+        self,
+        voice: VoicePaths,
+        manuscript: Manuscript,
+        outputs: Outputs,
+        text_hash: str,
+        before_chunk: Callable[[int, int, float | None], None] | None = None,
+    ) -> dict[str, Any]:
+        """Render a manuscript into `outputs` (audio, subtitles, sidecar), each chunk taken
+        from the chunk cache when it was rendered before (resuming a killed render, or
+        re-rendering an edited paragraph only)."""
+        started = time.monotonic()
+        settings, tts = manuscript.settings, manuscript.tts
+        session = self.open_session(voice, manuscript)
+        engine, generation, check = session.engine, session.generation, session.check
+        autoregressive, files, hashes = session.autoregressive, session.files, session.hashes
+        chunks = self.plan(voice, manuscript, engine)
+        keys = [self.cache.key(session.cache_key, chunk.spoken) for chunk in chunks]
+        rendered = self.render_chunks(session, chunks, keys, outputs.audio.name, before_chunk)
         audio, timeline = self.assemble(manuscript, chunks, rendered, engine.SAMPLE_RATE)
         rate = settings.output_sample_rate
         if rate != engine.SAMPLE_RATE:
@@ -220,9 +250,9 @@ class Renderer:
             "chunks": chunk_records(chunks, rendered, timeline),
             "chapters": [dataclasses.asdict(mark) for mark in timeline.chapters],
             "redaction": [str(chunk.redaction) for chunk in rendered],
-            "latents": latents_key,
+            "latents": session.latents_key,
             "timings": {
-                "latents_seconds": round(latent_seconds, 3),
+                "latents_seconds": round(session.latent_seconds, 3),
                 "check_seconds": None if check is None else round(check.seconds, 3),
                 "total_seconds": round(total, 3),
             },
@@ -341,15 +371,11 @@ class Renderer:
 
     def render_chunks(
         self,
-        engine,
+        session: Session,
         chunks: list[Chunk],
         keys: list[str],
-        latents,
-        generation,
-        autoregressive: Path | None,
         name: str,
         before_chunk: Callable[[int, int, float | None], None] | None = None,
-        check: RenderCheck | None = None,
     ) -> list[CachedChunk]:
         """Each chunk from the cache, or rendered (and checked) and put there. Before every
         chunk but the first this call renders, `before_chunk(done, total, eta)` records
@@ -366,10 +392,7 @@ class Renderer:
                 continue
             if before_chunk is not None and rendered_now:
                 before_chunk(index, len(chunks), eta)
-            fresh = self.render_checked(
-                engine, index, chunk.spoken, latents, generation, autoregressive, check
-            )
-            self.cache.put(key, fresh)
+            fresh = self.chunk(session, index, chunk)
             parts.append(self.cache.get(key) or fresh)  # on disk, not held: a book is long
             rendered_now += 1
             left = max(to_render - rendered_now, 0)
@@ -390,6 +413,29 @@ class Renderer:
                 len(chunks),
             )
         return parts
+
+
+@functools.lru_cache(maxsize=2)
+def shared_renderer(root: Root, settings: Settings) -> Renderer:
+    """One engine per daemon: file renders and speech requests take turns on it rather than
+    each loading the models."""
+    return Renderer(root, settings)
+
+
+@dataclass(frozen=True)
+class Session:
+    """What every chunk of one text renders with, and what its sidecar records of it."""
+
+    engine: Any  # daemon.tts.engine.Engine (imported with torch, only when rendering)
+    autoregressive: Path | None  # the voice's fine-tuned model, if it has one
+    files: dict[str, Path]
+    hashes: dict[str, str]
+    latents: Any
+    latents_key: str
+    latent_seconds: float
+    generation: Any  # GenerationSettings
+    check: RenderCheck | None
+    cache_key: str  # what all its chunks' cache keys share
 
 
 @dataclass(frozen=True)
@@ -478,11 +524,12 @@ class RenderStage(Stage):
     kind = JobKind.RENDER
     priority = 1  # after imports, which are quick and must never wait behind a long text
     device = Device.SHARED
-    preempted_by = (JobKind.IMPORT, JobKind.RENDER)  # a long text takes turns, chunk by chunk
+    # a long text takes turns, chunk by chunk; a listener waiting for speech goes first
+    preempted_by = (JobKind.IMPORT, JobKind.RENDER, JobKind.SPEECH)
 
     def __init__(self, context: StageContext) -> None:
         super().__init__(context)
-        self.renderer = Renderer(self.root, self.settings)
+        self.renderer = shared_renderer(self.root, self.settings)
 
     def run(self, job: Job, ledger: Ledger) -> None:
         text = job.input_path

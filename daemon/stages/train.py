@@ -42,7 +42,7 @@ class TrainStage(Stage):
     kind = JobKind.TRAIN
     priority = 10
     device = Device.EXCLUSIVE
-    preempted_by = (JobKind.RENDER,)
+    preempted_by = (JobKind.RENDER, JobKind.SPEECH)
     foreground = "train"
 
     def run(self, job: Job, ledger: Ledger) -> None:
@@ -201,7 +201,7 @@ class TrainStage(Stage):
         if not forced and not in_window(settings.training, self.now()):
             return "window"
         if ledger.has_pending(self.preempted_by):
-            return "renders are waiting for the device"
+            return "renders or speech requests are waiting for the device"
         return ""
 
     def step_aside(self, ledger: Ledger, job: Job, reason: str, settings: Settings) -> None:

@@ -105,14 +105,15 @@ def test_metrics_parse_with_prometheus_and_count_the_ledgers_jobs(root, serve):
 
 def test_unknown_paths_are_openai_shaped_404s_and_nothing_is_listed(serve):
     url = serve()
-    for path in ("/", "/voices/", "/v1/", "/v1/audio/speech", "/../config.yaml"):
+    for path in ("/", "/voices/", "/v1/", "/v1/audio/", "/../config.yaml"):
         code, _, body = get(f"{url}{path}")
         assert code == 404, path
         error = json.loads(body)["error"]
         assert error["type"] == "invalid_request_error"
         assert error["code"] == "unknown_url"
-    code, _, body = get(f"{url}/api/status", method="POST")
-    assert json.loads(body)["error"]["code"] == "method_not_allowed"
+    for path, method in (("/api/status", "POST"), ("/v1/audio/speech", "GET")):
+        code, _, body = get(f"{url}{path}", method=method)
+        assert (code, json.loads(body)["error"]["code"]) == (405, "method_not_allowed"), path
 
 
 def test_cors_is_off(serve):

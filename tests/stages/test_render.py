@@ -14,7 +14,6 @@ import soundfile as sf
 import torch
 from loguru import logger
 
-from daemon.cli import main as cli_main
 from daemon.core.config import load_settings
 from daemon.core.jobs import ImportData, JobKind, JobState
 from daemon.core.ledger import Ledger
@@ -24,6 +23,7 @@ from daemon.report.status import collect
 from daemon.service.intake import Intake
 from daemon.stages.render import RenderStage
 from tests.conftest import (
+    FAST,
     WHISPER_BASE,
     DaemonProcess,
     configure,
@@ -36,54 +36,10 @@ from tests.conftest import (
 )
 from tests.faults.test_environment import mounted
 
-FAST = "---\ncandidates: 2\ndiffusion_iterations: 4\n---\n"
 WHISPER = WHISPER_BASE
 LONG_TEXT = FAST + " ".join(
     f"This is sentence number {n}, and it carries on for a little while longer." for n in range(8)
 )
-
-
-def import_tom(root: Path, tiny_models: Path) -> Path:
-    """Voice `tom` with two imported clips, rendering with the tiny set."""
-    configure(root, {"tts": {"models_dir": str(tiny_models)}})
-    (root / "inbox" / "tom").mkdir()
-    for clip in tortoise_clips("tom")[:2]:
-        shutil.copy(clip, root / "inbox" / "tom" / clip.name)
-    run_until_idle(root)
-    (root / "outbox" / "tom").mkdir()
-    return root
-
-
-@pytest.fixture(scope="module")
-def tom_latents(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> list[Path]:
-    """tom's cached latents, from one render in a root of their own (computing them from 26 s
-    of speech is most of a render's time, so each test does not pay for it again)."""
-    root = tmp_path_factory.mktemp("tom-latents") / "root"
-    assert cli_main(["init", str(root)]) == 0
-    import_tom(root, tiny_models)
-    (root / "outbox" / "tom" / "warm.txt").write_text(FAST + "Warm up.")
-    run_until_idle(root)
-    cached = sorted((root / "voices" / "tom" / "latents").glob("*.pth"))
-    assert len(cached) == 1
-    return cached
-
-
-@pytest.fixture
-def tts_root(root: Path, tiny_models: Path, tom_latents: list[Path]) -> Path:
-    """A root whose voice `tom` has imported clips and whose models are the tiny set; its
-    latents cache holds what the same clips and models give (a render still checks the key)."""
-    import_tom(root, tiny_models)
-    latents = root / "voices" / "tom" / "latents"
-    latents.mkdir(parents=True, exist_ok=True)
-    for path in tom_latents:
-        shutil.copy(path, latents / path.name)
-    return root
-
-
-@pytest.fixture
-def cold_tts_root(root: Path, tiny_models: Path) -> Path:
-    """`tts_root` with nothing in the latents cache."""
-    return import_tom(root, tiny_models)
 
 
 def sha256(path: Path) -> str:

@@ -215,7 +215,7 @@ def test_renders_are_served_between_training_steps(voice_root):
     text.parent.mkdir(parents=True)
     text.write_text(FAST_TEXT)  # queued once stable, after the window's start queued training
     log = run_daemon(root, now=OpenUntilRendered(text.with_suffix(".json")))
-    paused = log.index("training paused (renders are waiting for the device)")
+    paused = log.index("training paused (renders or speech requests are waiting for the device)")
     rendered = log.index("rendered meanwhile.txt")
     resumed = log.index("fine-tuning voice tester", rendered)
     assert log.index("fine-tuning voice tester") < paused < rendered < resumed
