@@ -8,13 +8,15 @@ reads belong. Speech is queued for the worker and streamed back (speech.py, stre
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -33,7 +35,7 @@ from daemon.book.cache import GIB, ChunkCache
 from daemon.core.config import Settings
 from daemon.core.ledger import Ledger, LedgerDamaged
 from daemon.core.paths import Root
-from daemon.serve.speech import Speaker, SpeechRefused, SpeechRequest
+from daemon.serve.speech import Speaker, SpeechRefused, SpeechRequest, SpokenChunk
 from daemon.serve.stream import MAX_SPEED, MIN_SPEED, ResponseFormat, encoded
 from daemon.tts.generation import PRESETS
 
@@ -47,6 +49,7 @@ SPEECH_MODELS: dict[str, tuple[str, str | None]] = {
 }
 OPEN_PATHS = ("/metrics",)  # Prometheus scrapes without a key (issue 13: configurable later)
 BODY_OVERHEAD = 4096  # bytes of a speech request's JSON besides its input text
+DISCONNECT_POLL = 0.5  # s between looks for a client that hung up before hearing anything
 
 ReadStatus = Callable[[], dict[str, Any]]
 
@@ -88,7 +91,9 @@ def build_app(
             body = await bounded_body(request, limit)
             wanted, fmt, speed = speech_request(body, client_of(request))
             stream = speaker.speak(wanted)
-            first = await anext(stream)
+            first = await first_unless_gone(request, stream)
+        except ClientGone:
+            return Response(status_code=499)  # nobody reads it; nginx's "client closed"
         except BadRequest as exc:
             return error_response(exc.status, exc.message, "invalid_request_error", exc.code)
         except SpeechRefused as exc:
@@ -118,6 +123,28 @@ def models(_: Request) -> Response:
         for name, (preset, _) in SPEECH_MODELS.items()
     ]
     return JSONResponse({"object": "list", "data": data})
+
+
+class ClientGone(Exception):
+    """The client hung up before its first sentence was ready."""
+
+
+async def first_unless_gone(request: Request, stream: AsyncIterator[SpokenChunk]) -> SpokenChunk:
+    """The first sentence; a client that hangs up while it renders stops the job at once
+    (closing the stream removes its spool) instead of it rendering for nobody."""
+    first = asyncio.ensure_future(anext(stream))
+    try:
+        while True:
+            done, _ = await asyncio.wait({first}, timeout=DISCONNECT_POLL)
+            if done:
+                return first.result()
+            if await request.is_disconnected():
+                raise ClientGone
+    finally:
+        if not first.done():
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await first
 
 
 async def bounded_body(request: Request, limit: int) -> bytes:

@@ -20,7 +20,6 @@ from typing import TypeVar
 import numpy as np
 
 from daemon.core.config import Settings
-from daemon.core.files import file_sha256
 from daemon.core.jobs import JobKind, JobState
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoiceNameError, check_voice_name
@@ -152,9 +151,8 @@ class Speaker:
         spool = Spool.create(self.root, request)
         ledger = Ledger(self.root.ledger_file)
         try:
-            job, _ = ledger.enqueue(
-                JobKind.SPEECH, request.voice, spool.request_file, file_sha256(spool.request_file)
-            )
+            # the spool's random name, not the text's hash: asking twice is two requests
+            job, _ = ledger.enqueue(JobKind.SPEECH, request.voice, spool.request_file, spool.id)
         finally:
             ledger.close()
         return spool, job.id

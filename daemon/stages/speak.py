@@ -80,6 +80,10 @@ class Spool:
         spool.write(spool.request_file, json.dumps(asdict(request), ensure_ascii=False).encode())
         return spool
 
+    @property
+    def id(self) -> str:
+        return self.folder.name
+
     def chunk_file(self, index: int) -> Path:
         return self.folder / f"{index:04d}.f32"
 

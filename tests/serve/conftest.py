@@ -34,12 +34,13 @@ def serve(root: Path) -> Iterator[Callable[..., str]]:
     """serve(**settings) configures serve: for the root, starts the server the daemon would,
     and returns its base URL; the server is stopped after the test. With `worker=True` the
     daemon's worker runs beside it in this process (speech needs one), started after what
-    the test put into the root was imported."""
+    the test put into the root was imported; `sections` are other settings (`{"tts": …}`)."""
     servers: list[HttpServer] = []
     workers: list[Worker] = []
 
-    def start(worker: bool = False, **overrides: object) -> str:
-        configure(root, {"serve": {"enabled": True, "port": free_port(), **overrides}})
+    def start(worker: bool = False, sections: dict | None = None, **overrides: object) -> str:
+        serving = {"enabled": True, "port": free_port(), **overrides}
+        configure(root, {**(sections or {}), "serve": serving})
         settings = load_settings(root / "config.yaml")
         at = Root.at(root)
         server = HttpServer.bind(settings.serve, root / "config.yaml")
