@@ -3,15 +3,20 @@ port it cannot have or a host beyond loopback without a key."""
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import openai
 import pytest
+import soundfile as sf
 
 from daemon.core.config import ConfigError, load_settings
+from daemon.core.jobs import JobKind, JobState, Outcome
+from daemon.core.ledger import Ledger
 from tests.conftest import configure, run_until_idle, voicedrop, wait_for, write_wav
 from tests.serve.conftest import free_port
 
@@ -81,3 +86,45 @@ def test_a_host_beyond_loopback_needs_a_key(root: Path):
     configure(root, {"serve": {"enabled": True, "host": "my-server.lan"}})
     with pytest.raises(ConfigError, match=r"serve\.api_key must be set"):
         load_settings(root / "config.yaml")
+
+
+def test_kill_9_while_a_request_streams_then_the_daemon_restarts_clean(
+    tts_root, daemon, tiny_models
+):
+    """The daemon serving speech to the real openai client is killed mid-stream: the client
+    sees the stream end early, and the restarted daemon has no job stuck, no spool left, and
+    speaks the next request."""
+    port = free_port()
+    tts = {"models_dir": str(tiny_models), "candidates": 2, "diffusion_iterations": 4}
+    configure(tts_root, {"tts": tts, "serve": {"enabled": True, "port": port}})
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-", max_retries=0)
+    text = " ".join(f"This is sentence number {n}, spoken aloud." for n in range(30))
+    daemon.start()
+    streaming = client.audio.speech.with_streaming_response.create(
+        model="ultra_fast", voice="tom", input=text, response_format="pcm"
+    )
+    with pytest.raises(Exception, match="incomplete chunked read"), streaming as response:
+        for number, _ in enumerate(response.iter_bytes()):
+            if number == 0:
+                daemon.kill()
+    daemon.start()
+    jobs = ledger_jobs(tts_root, JobKind.SPEECH)
+    wait_for(
+        lambda: all(job.state is JobState.DONE for job in ledger_jobs(tts_root, JobKind.SPEECH))
+    )
+    [job] = ledger_jobs(tts_root, JobKind.SPEECH)
+    assert job.data.outcome is Outcome.ABANDONED, jobs
+    assert not list((tts_root / ".voicedrop" / "speech").glob("*"))
+    audio = client.audio.speech.create(
+        model="ultra_fast", voice="tom", input="Hello again.", response_format="wav"
+    ).content
+    assert sf.info(io.BytesIO(audio)).samplerate == 24000
+    assert daemon.stop() == 0
+
+
+def ledger_jobs(root: Path, kind: JobKind) -> list:
+    ledger = Ledger(root / ".voicedrop" / "ledger.sqlite3")
+    try:
+        return ledger.jobs(kind=kind)
+    finally:
+        ledger.close()
