@@ -183,6 +183,9 @@ class ServeSettings:
     port: int = 8765
     wyoming_port: int | None = 10200  # Wyoming's usual TTS port; None: no Wyoming server
     api_key: str | None = None
+    open_metrics: bool = True  # /metrics answers without api_key (Prometheus scrapes)
+    open_page: bool = True  # the status page's reads (status, render audio) without api_key
+    max_upload_mb: int = 1024  # MiB: import.max_bytes' default, past which a clip is refused
 
 
 @dataclass(frozen=True)
@@ -324,6 +327,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "training.promote_texts": (at_least_one, "must be at least 1"),
     "serve.port": (is_port, "must be a TCP port, 1-65535"),
     "serve.wyoming_port": (is_port, "must be a TCP port, 1-65535, or null (no Wyoming server)"),
+    "serve.max_upload_mb": (at_least_one, "must be at least 1 (MiB a file uploaded may have)"),
 }
 
 
