@@ -13,6 +13,7 @@ import hmac
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -28,16 +29,18 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from daemon.book.cache import GIB, ChunkCache
-from daemon.core.config import Settings
+from daemon.core.config import ServeSettings, Settings
 from daemon.core.ledger import Ledger, LedgerDamaged
 from daemon.core.paths import Root, VoiceNameError, check_voice_name
+from daemon.serve.page import PAGE_FILES, page_file, render_audio
+from daemon.serve.refusal import Refused
+from daemon.serve.uploads import Uploads
 from daemon.tts.generation import PRESETS
 from daemon.tts.latents import voice_clips
 
 # What the speech endpoint will render each OpenAI model name with; the presets are models
 # of their own. Listed by /v1/models with the preset, so a user sees what "tts-1" means.
 SPEECH_MODELS = {"tts-1": "ultra_fast", "tts-1-hd": "standard", **{p: p for p in PRESETS}}
-OPEN_PATHS = ("/metrics",)  # Prometheus scrapes without a key (issue 13: configurable later)
 
 ReadStatus = Callable[[], dict[str, Any]]
 
@@ -66,10 +69,37 @@ def build_app(root: Root, settings: Settings, read_status: ReadStatus) -> Starle
             Route("/metrics", metrics),
             Route("/v1/models", models),
             Route("/v1/audio/voices", voices),
+            *(Route(path, page_file) for path in PAGE_FILES),
+            Route("/api/renders/{voice}/{file}", partial(render_audio, root)),
+            Route(
+                "/api/upload/{folder}/{voice:path}",
+                Uploads(root, settings).endpoint,
+                methods=["POST"],
+            ),
         ],
-        middleware=[Middleware(BearerAuth, api_key=settings.serve.api_key)],
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        middleware=[
+            Middleware(
+                BearerAuth, api_key=settings.serve.api_key, is_open=open_paths(settings.serve)
+            )
+        ],
+        exception_handlers={
+            HTTPException: http_error,
+            Refused: refused,
+            Exception: server_error,
+        },
     )
+
+
+def open_paths(serve: ServeSettings) -> Callable[[str], bool]:
+    """What answers without serve.api_key: the page's own files (they hold no data), /metrics
+    by serve.open_metrics, and the page's reads by serve.open_page. Uploads never."""
+    exact = set(PAGE_FILES)
+    if serve.open_metrics:
+        exact.add("/metrics")
+    if serve.open_page:
+        exact.add("/api/status")
+    prefixes = ("/api/renders/",) if serve.open_page else ()
+    return lambda path: path in exact or path.startswith(prefixes)
 
 
 def models(_: Request) -> Response:
@@ -114,6 +144,11 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
     return error_response(exc.status_code, exc.detail, "invalid_request_error", None)
 
 
+async def refused(_: Request, exc: Refused) -> Response:
+    """What the page's endpoints refuse (a bad name, a file too large), said as they say it."""
+    return error_response(exc.status, exc.message, "invalid_request_error", exc.code)
+
+
 async def server_error(_: Request, exc: Exception) -> Response:
     """A bug or a fault of the machine: the client learns it is ours, and uvicorn puts the
     traceback into the daemon's log (server.py)."""
@@ -122,18 +157,19 @@ async def server_error(_: Request, exc: Exception) -> Response:
 
 
 class BearerAuth:
-    """With serve.api_key set, every request but OPEN_PATHS must carry
+    """With serve.api_key set, every request but those `is_open` lets through must carry
     `Authorization: Bearer <key>`, as OpenAI's clients send their api_key."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+    def __init__(self, app: ASGIApp, api_key: str | None, is_open: Callable[[str], bool]) -> None:
         self.app = app
         self.digest = None if api_key is None else key_digest(api_key)
+        self.is_open = is_open
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
             or self.digest is None
-            or scope["path"] in OPEN_PATHS
+            or self.is_open(scope["path"])
             or self.presented(Headers(scope=scope).get("authorization", ""))
         ):
             await self.app(scope, receive, send)
