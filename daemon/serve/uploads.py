@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+import anyio
 import anyio.from_thread
 import anyio.to_thread
 from starlette.requests import Request
@@ -36,6 +37,8 @@ from daemon.tts.outputs import is_text
 
 MIB = 1 << 20
 BODY_TYPE = "application/octet-stream"
+AT_ONCE = 4  # uploads received at once, each on a worker thread; more wait their turn
+IDLE_TIMEOUT = 60.0  # seconds an upload may send nothing before it is given up
 
 
 class Folder(StrEnum):
@@ -62,6 +65,7 @@ class Uploads:
         self.settings = settings
         self.limit = settings.serve.max_upload_mb * MIB
         self.receiving: set[Path] = set()
+        self.threads: anyio.CapacityLimiter | None = None  # made on the event loop
 
     async def endpoint(self, request: Request) -> Response:
         landed = await self.receive(request)
@@ -85,10 +89,15 @@ class Uploads:
         self.check_type(folder, name)
         target = free_upload_path(self.root.path / folder / voice, name, self.receiving)
         self.receiving.add(target)
+        self.threads = self.threads or anyio.CapacityLimiter(AT_ONCE)
         try:
             size = await anyio.to_thread.run_sync(
-                write_stream, request.stream(), target, self.limit
+                write_stream, request.stream(), target, self.limit, limiter=self.threads
             )
+        except TimeoutError:
+            raise Refused(
+                408, f"nothing arrived for {IDLE_TIMEOUT:.0f} s; send the file again", "timeout"
+            ) from None
         finally:
             self.receiving.discard(target)
         return Landed(folder, voice, target.name, size)
@@ -202,7 +211,10 @@ def from_event_loop(chunks: AsyncIterator[bytes]) -> Iterator[bytes]:
 
 
 async def next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
-    return await anext(chunks, None)
+    """TimeoutError after IDLE_TIMEOUT seconds without a byte: a stalled client frees its
+    turn (AT_ONCE) instead of holding it for ever."""
+    with anyio.fail_after(IDLE_TIMEOUT):
+        return await anext(chunks, None)
 
 
 def too_large(max_mb: int) -> Refused:

@@ -15,6 +15,9 @@ import pytest
 from daemon.core.atomic import TEMP_PREFIX
 from daemon.core.jobs import JobKind
 from daemon.core.ledger import Ledger
+from daemon.serve import uploads
+from daemon.serve.page import MEDIA_TYPES
+from daemon.tts.outputs import AUDIO_SUFFIXES
 from tests.conftest import run_until_idle, status, write_wav
 from tests.serve.conftest import API_KEY
 from tests.serve.test_api import get
@@ -200,6 +203,39 @@ def test_an_upload_appears_whole_or_not_at_all(root, serve):
     assert (folder / "hello.wav").read_bytes() == clip
 
 
+def stalled_upload(url: str, name: str) -> http.client.HTTPConnection:
+    """An upload that sends its headers and a first piece, then nothing."""
+    connection = http.client.HTTPConnection(urlsplit(url).netloc, timeout=30)
+    connection.putrequest("POST", f"/api/upload/inbox/eve?name={name}")
+    connection.putheader("Content-Type", "application/octet-stream")
+    connection.putheader("Content-Length", "1000")
+    connection.endheaders()
+    connection.send(b"RIFF")
+    return connection
+
+
+def test_a_stalled_upload_is_given_up_and_leaves_nothing(root, serve, monkeypatch):
+    monkeypatch.setattr(uploads, "IDLE_TIMEOUT", 0.5)
+    connection = stalled_upload(serve(), "slow.wav")
+    response = connection.getresponse()
+    assert response.status == 408
+    assert "nothing arrived for" in json.loads(response.read())["error"]["message"]
+    connection.close()
+    assert files_below(root / "inbox") == []
+
+
+def test_stalled_uploads_do_not_stop_the_page_from_answering(serve):
+    url = serve()
+    stalled = [stalled_upload(url, f"slow{n}.wav") for n in range(uploads.AT_ONCE + 45)]
+    try:
+        started = time.monotonic()
+        assert get(f"{url}/api/status")[0] == 200
+        assert time.monotonic() - started < 10
+    finally:
+        for connection in stalled:
+            connection.close()
+
+
 def test_an_upload_past_max_upload_mb_is_refused_without_being_read(root, serve):
     url = serve(max_upload_mb=1)
     # Announced as 10 GB: refused before a byte of it is sent
@@ -275,6 +311,11 @@ def test_a_voice_folder_linked_outside_the_root_takes_no_upload(root, tmp_path, 
     assert code == 400
     assert "outside the root" in answer["error"]["message"]
     assert list((tmp_path / "outside").iterdir()) == []
+
+
+def test_every_render_format_is_served_as_audio():
+    assert set(MEDIA_TYPES) == set(AUDIO_SUFFIXES)
+    assert all(media_type.startswith("audio/") for media_type in MEDIA_TYPES.values())
 
 
 def test_a_render_is_served_with_ranges_and_nothing_else_in_the_outbox_is(root, tmp_path, serve):
