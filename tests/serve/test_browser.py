@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from tests.conftest import configure, run_until_idle, tortoise_clips
-from tests.serve.conftest import free_port
+from tests.serve.conftest import API_KEY, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (`make setup`), never a downloaded build
 FAST = "---\ncandidates: 2\ndiffusion_iterations: 4\n---\n"
@@ -26,9 +26,10 @@ pytestmark = [
 
 
 @pytest.fixture
-def served(root: Path, tiny_models: Path, daemon) -> str:
-    """Voice `tom` with two clips and a rendered text, and the daemon serving it; the clips'
-    transcriptions wait (tests have no Whisper model), so they stay in the queue."""
+def served(root: Path, tiny_models: Path, daemon, request: pytest.FixtureRequest) -> str:
+    """Voice `tom` with two clips and a rendered text, and the daemon serving it (with the
+    serve settings a test passes as the fixture's param); the clips' transcriptions wait
+    (tests have no Whisper model), so they stay in the queue."""
     port = free_port()
     configure(root, {"tts": {"models_dir": str(tiny_models)}})
     (root / "inbox" / "tom").mkdir()
@@ -38,9 +39,8 @@ def served(root: Path, tiny_models: Path, daemon) -> str:
     (root / "outbox" / "tom" / "hello.txt").write_text(FAST + "Hello there.", encoding="utf-8")
     run_until_idle(root)
     assert (root / "outbox" / "tom" / "hello.wav").exists()
-    configure(
-        root, {"tts": {"models_dir": str(tiny_models)}, "serve": {"enabled": True, "port": port}}
-    )
+    serve = {"enabled": True, "port": port, **getattr(request, "param", {})}
+    configure(root, {"tts": {"models_dir": str(tiny_models)}, "serve": serve})
     daemon.start()
     return f"http://127.0.0.1:{port}"
 
@@ -109,3 +109,23 @@ def test_a_file_dropped_on_the_page_appears_in_the_queue(page: Page, tmp_path: P
         }"""
     )
     expect(page.locator("#drop-log")).to_contain_text("in outbox/tom/note.txt")
+
+
+@pytest.mark.parametrize("served", [{"api_key": API_KEY}], indirect=True)
+def test_with_a_key_the_page_shows_all_but_asks_for_it_to_take_a_file(page: Page, root: Path):
+    expect(page.locator('.voice[data-voice="tom"]')).to_contain_text("2 clips")  # open_page
+    expect(page.locator("#key-box")).to_be_hidden()
+    page.set_input_files(
+        "#drop-files", files=[{"name": "note.txt", "mimeType": "text/plain", "buffer": b"Hi."}]
+    )
+    expect(page.locator("#drop-log")).to_contain_text("Missing or wrong API key")
+    expect(page.locator("#key-box")).to_be_visible()
+    assert not (root / "outbox" / "tom" / "note.txt").exists()
+    page.fill("#key", API_KEY)
+    page.click("#key-form button")
+    expect(page.locator("#key-box")).to_be_hidden()
+    page.set_input_files(
+        "#drop-files", files=[{"name": "note.txt", "mimeType": "text/plain", "buffer": b"Hi."}]
+    )
+    expect(page.locator("#drop-log")).to_contain_text("in outbox/tom/note.txt")
+    assert (root / "outbox" / "tom" / "note.txt").read_bytes() == b"Hi."
