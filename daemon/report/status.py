@@ -256,7 +256,9 @@ def check_scores(check: object) -> dict[str, Any] | None:
 
 def loss_history(voice: VoicePaths) -> list[dict[str, float]]:
     """The latest training run's losses by step for the page's chart: at most LOSS_POINTS
-    points, spread over the last METRICS_TAIL_BYTES of its metrics."""
+    training and LOSS_POINTS validation points (validation is measured only every so many
+    steps, so it is thinned apart), spread over the last METRICS_TAIL_BYTES of its metrics,
+    and the last step."""
     runs = [(modified_at(path), path) for path in voice.training.glob(f"*/{METRICS_FILE}")]
     runs = [(written, path) for written, path in runs if written is not None]
     if not runs:
@@ -268,8 +270,15 @@ def loss_history(voice: VoicePaths) -> list[dict[str, float]]:
             records.append({k: record[k] for k in LOSS_KEYS if k in record})
         except (ValueError, TypeError):
             continue  # the line the tail cut, or one being written
-    stride = max(1, -(-len(records) // LOSS_POINTS))
-    return [r for r in records[::stride] if "step" in r]
+    records = [r for r in records if "step" in r]
+    validated = [r for r in records if "val_loss_total" in r]
+    points = {r["step"]: r for r in [*thinned(records), *thinned(validated), *records[-1:]]}
+    return [points[step] for step in sorted(points)]
+
+
+def thinned(records: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Every n-th record, n chosen to leave at most LOSS_POINTS."""
+    return records[:: max(1, -(-len(records) // LOSS_POINTS))]
 
 
 def modified_at(path: Path) -> float | None:

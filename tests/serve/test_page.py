@@ -106,8 +106,9 @@ def test_the_status_lists_the_queue_latest_renders_losses_models_and_disk(root, 
         time.sleep(0.01)  # distinct times: the newest first
     run = root / "voices" / "eve" / "training" / "run1"
     run.mkdir(parents=True)
-    records = [{"step": s, "loss_total": 5 - s / 1000, "loss_mel": 1.0} for s in range(1, 1001)]
-    records[-1]["val_loss_total"] = 4.2
+    records = [{"step": s, "loss_total": 5 - s / 1000, "loss_mel": 1.0} for s in range(1, 1002)]
+    for record in records[49::50]:
+        record["val_loss_total"] = 4.2  # measured every 50 steps
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     code, _, body = get(f"{serve()}/api/status")
     assert code == 200
@@ -125,9 +126,10 @@ def test_the_status_lists_the_queue_latest_renders_losses_models_and_disk(root, 
         "min_similarity": 0.87,
     }
     history = eve["training"]["loss_history"]
-    assert len(history) <= 200
+    assert len(history) <= 2 * 200 + 1
     assert history[0] == {"step": 1, "loss_total": 4.999}
-    assert {"step", "loss_total"} <= set(history[-1])
+    assert history[-1] == {"step": 1001, "loss_total": 5 - 1001 / 1000}  # the latest step
+    assert [p["step"] for p in history if "val_loss_total" in p] == list(range(50, 1001, 50))
     assert report["models"]["tts"]["missing"]  # tests find no TorToiSe weights
     assert report["disk"]["free_gb"] > 0
     assert report == status(root)  # the CLI's `status --json` and the page read one report
