@@ -4,8 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WHISPER := models/whisper-base/model.bin
-# gcc and python3-dev build webrtcvad (a dependency of resemblyzer, sdist only).
-APT_PACKAGES := ffmpeg espeak-ng sox gcc python3-dev
+# gcc and python3-dev build webrtcvad (a dependency of resemblyzer, sdist only); chromium
+# runs the status page's browser test (tests/serve/test_browser.py), driven by Playwright.
+APT_PACKAGES := ffmpeg espeak-ng sox gcc python3-dev chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup run test lint bench apt
@@ -14,7 +15,7 @@ setup: apt $(STAMP) $(WHISPER)
 
 apt:
 	@command -v ffmpeg >/dev/null && command -v espeak-ng >/dev/null && command -v sox >/dev/null \
-		&& command -v gcc >/dev/null && test -e "$$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" \
+		&& command -v gcc >/dev/null && command -v chromium >/dev/null && test -e "$$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" \
 		|| { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $(APT_PACKAGES); }
 
 # Plain pip on purpose: it takes torch 2.14.1 from this machine's local wheel store (uv and

@@ -186,6 +186,9 @@ class ServeSettings:
     max_input_chars: int = 4096  # a speech request's text (OpenAI's own limit); books: outbox/
     max_queued_per_client: int = 4  # speech requests one client may have queued or streaming
     speech_timeout: float = 600.0  # s a request may wait for its next sentence
+    open_metrics: bool = True  # /metrics answers without api_key (Prometheus scrapes)
+    open_page: bool = True  # the status page's reads (status, render audio) without api_key
+    max_upload_mb: int = 1024  # MiB: import.max_bytes' default, past which a clip is refused
 
 
 @dataclass(frozen=True)
@@ -333,6 +336,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "serve.max_queued_per_client": (at_least_one, "must be at least 1"),
     "serve.speech_timeout": (above_zero, "must be more than 0 seconds"),
+    "serve.max_upload_mb": (at_least_one, "must be at least 1 (MiB a file uploaded may have)"),
 }
 
 

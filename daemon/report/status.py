@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,16 @@ from daemon.dataset.lists import Transcripts
 from daemon.quality.audit import read_audit
 from daemon.quality.held import MISMATCH, SpeakerDecisions, held_clips, mismatch_warning
 from daemon.service.lock import running_pid
-from daemon.tts.outputs import CHECK_SUFFIX, is_text, name_problem
+from daemon.tts.outputs import CHECK_SUFFIX, Outputs, is_text, name_problem
 
 DEFAULT_REAL_TIME_FACTOR = 0.3  # Whisper's speed on a CPU until a voice's own is measured
 ACTIVE = (JobState.PENDING, JobState.RUNNING, JobState.WAITING)
+QUEUE_SHOWN = 50  # active jobs listed (the counts cover the rest)
+RECENT_RENDERS = 5  # renders listed per voice, newest first
+LOSS_POINTS = 200  # points of the loss chart: its shape, small enough to poll every 2 s
+METRICS_TAIL_BYTES = 1 << 20  # of a run's metrics.jsonl read for the chart (~5000 steps)
+LOSS_KEYS = ("step", "loss_total", "val_loss_total")
+METRICS_FILE = "metrics.jsonl"  # daemon/training/trainer.py's METRICS (importing it loads torch)
 
 
 def collect(root: Root, only_voice: str | None = None) -> dict[str, Any]:
@@ -44,8 +52,11 @@ def collect(root: Root, only_voice: str | None = None) -> dict[str, Any]:
                 "config_changed": pid is not None and config_changed(root),
             },
             "fetch": fetch_report(root),
+            "models": models_report(root),
+            "disk": disk_report(root),
             "chunk_cache": cache_report(root),
             "jobs": ledger.counts(),
+            "queue": queue_report(ledger, only_voice),
             "voices": {name: voice_report(root.voice(name), ledger) for name in names},
             "refused_voices": refused,
             "failed": [
@@ -64,6 +75,25 @@ def collect(root: Root, only_voice: str | None = None) -> dict[str, Any]:
         ledger.close()
 
 
+def queue_report(ledger: Ledger, only_voice: str | None) -> list[dict[str, Any]]:
+    """Jobs not finished, running first, each with why it waits: the first QUEUE_SHOWN."""
+    queue = []
+    for state in (JobState.RUNNING, JobState.PENDING, JobState.WAITING):
+        queue += [
+            {
+                "id": job.id,
+                "kind": job.kind,
+                "voice": job.voice,
+                "file": job.input_path.name,
+                "state": job.state,
+                "reason": job.last_error,
+            }
+            for job in ledger.jobs(state=state)
+            if only_voice in (None, job.voice)
+        ]
+    return queue[:QUEUE_SHOWN]
+
+
 def cache_report(root: Root) -> dict[str, Any]:
     """The chunk cache's size against its budget (render.cache_max_gb)."""
     from daemon.book.cache import GIB, ChunkCache
@@ -79,6 +109,43 @@ def cache_report(root: Root) -> dict[str, Any]:
         "gb": round(use.bytes / GIB, 3),
         "budget_gb": budget,
     }
+
+
+def models_report(root: Root) -> dict[str, Any]:
+    """Where the TorToiSe and Whisper weights were found, and what is missing (as `doctor`)."""
+    from daemon.core.config import ConfigError, load_settings
+    from daemon.tts.spec import missing_weights
+    from daemon.weights.store import ModelMissing, dvae_file, tortoise_models, whisper_model
+
+    try:
+        settings = load_settings(root.config_file)
+    except ConfigError as exc:
+        return {"problem": str(exc)}
+    tts = settings.tts
+    found = tortoise_models(root, settings, tts.models_dir, tts.decoder)
+    try:
+        whisper, whisper_problem = whisper_model(root, settings), None
+    except ModelMissing as exc:
+        whisper, whisper_problem = None, str(exc)
+    dvae = dvae_file(root, settings, tts.models_dir)
+    return {
+        "tts": {
+            "folder": str(found.folder),
+            "source": found.source.value,
+            "missing": missing_weights(found.folder, tts.decoder),
+        },
+        "whisper": whisper,
+        "whisper_problem": whisper_problem,
+        "fine_tuning": str(dvae) if dvae.is_file() else None,
+    }
+
+
+def disk_report(root: Root) -> dict[str, float]:
+    """The root's disk: what renders, clips and training still have room for."""
+    from daemon.book.cache import GIB
+
+    usage = shutil.disk_usage(root.path)
+    return {"free_gb": round(usage.free / GIB, 2), "total_gb": round(usage.total / GIB, 2)}
 
 
 def fetch_report(root: Root) -> dict[str, Any] | None:
@@ -124,6 +191,7 @@ def voice_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
             for job in ledger.jobs(voice=voice.name, state=JobState.WAITING)
         ],
         "rendering": render_progress(voice, ledger),
+        "renders": recent_renders(voice),
     }
 
 
@@ -139,6 +207,100 @@ def held_report(voice: VoicePaths) -> list[dict[str, Any]]:
         for name in sorted(decisions.held())
         if (voice.clips / name).exists()
     ]
+
+
+def recent_renders(voice: VoicePaths) -> list[dict[str, Any]]:
+    """The newest RECENT_RENDERS renders, by their sidecars (written last, so a listed render
+    is finished), with the render check's scores where it ran."""
+    if not voice.outbox.is_dir():
+        return []
+    dated = []
+    for text in voice.outbox.iterdir():
+        sidecar = Outputs.of(text).sidecar
+        if is_text(text) and (written := modified_at(sidecar)) is not None:
+            dated.append((written, text.name, sidecar))
+    renders = []
+    for written, text, sidecar in sorted(dated, reverse=True)[:RECENT_RENDERS]:
+        record = read_json_object(sidecar)
+        audio = record.get("output")
+        if not isinstance(audio, str) or not (voice.outbox / audio).is_file():
+            continue
+        renders.append(
+            {
+                "file": audio,
+                "text": text,
+                "seconds": record.get("audio_seconds"),
+                "rendered_at": datetime.fromtimestamp(written).isoformat(timespec="seconds"),
+                "check": check_scores(record.get("check")),
+            }
+        )
+    return renders
+
+
+def check_scores(check: object) -> dict[str, Any] | None:
+    """The render check in numbers: the worst kept chunk's character error rate and speaker
+    similarity (None: the check was off for this render)."""
+    try:
+        kept = [c["attempts"][c["kept"]] for c in check["chunks"] if c is not None]
+        cers = [a["cer"] for a in kept]
+        similarities = [a["similarity"] for a in kept if a["similarity"] is not None]
+    except (KeyError, IndexError, TypeError):  # no check (it was off), or an edited sidecar
+        return None
+    return {
+        "passed": check.get("passed"),
+        "failed_chunks": check.get("failed_chunks", []),
+        "max_cer": max(cers, default=None),
+        "min_similarity": min(similarities, default=None),
+    }
+
+
+def loss_history(voice: VoicePaths) -> list[dict[str, float]]:
+    """The latest training run's losses by step for the page's chart: at most LOSS_POINTS
+    training and LOSS_POINTS validation points (validation is measured only every so many
+    steps, so it is thinned apart), spread over the last METRICS_TAIL_BYTES of its metrics,
+    and the last step."""
+    runs = [(modified_at(path), path) for path in voice.training.glob(f"*/{METRICS_FILE}")]
+    runs = [(written, path) for written, path in runs if written is not None]
+    if not runs:
+        return []
+    records = []
+    for line in read_tail(max(runs)[1], METRICS_TAIL_BYTES).splitlines():
+        try:
+            record = json.loads(line)
+            records.append({k: record[k] for k in LOSS_KEYS if k in record})
+        except (ValueError, TypeError):
+            continue  # the line the tail cut, or one being written
+    records = [r for r in records if "step" in r]
+    validated = [r for r in records if "val_loss_total" in r]
+    points = {r["step"]: r for r in [*thinned(records), *thinned(validated), *records[-1:]]}
+    return [points[step] for step in sorted(points)]
+
+
+def thinned(records: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Every n-th record, n chosen to leave at most LOSS_POINTS."""
+    return records[:: max(1, -(-len(records) // LOSS_POINTS))]
+
+
+def modified_at(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def read_tail(path: Path, limit: int) -> str:
+    with open(path, "rb") as file:
+        file.seek(max(0, file.seek(0, 2) - limit))
+        return file.read(limit).decode("utf-8", "replace")
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; {} when it is gone, unreadable or not an object."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def render_progress(voice: VoicePaths, ledger: Ledger) -> list[dict[str, Any]]:
@@ -227,6 +389,7 @@ def training_report(voice: VoicePaths, ledger: Ledger) -> dict[str, Any]:
         "progress": None if progress is None else dataclasses.asdict(progress),
         "note": active[-1].last_error if active else None,
         "warnings": list(last.warnings) if last else [],
+        "loss_history": loss_history(voice),
     }
 
 

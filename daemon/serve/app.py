@@ -17,6 +17,7 @@ import math
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -32,11 +33,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from daemon.book.cache import GIB, ChunkCache
-from daemon.core.config import Settings
+from daemon.core.config import ServeSettings, Settings
 from daemon.core.ledger import Ledger, LedgerDamaged
 from daemon.core.paths import Root
-from daemon.serve.speech import Speaker, SpeechRefused, SpeechRequest, SpokenChunk
+from daemon.serve.page import PAGE_FILES, page_file, render_audio
+from daemon.serve.refusal import Refused
+from daemon.serve.speech import Speaker, SpeechRequest, SpokenChunk
 from daemon.serve.stream import MAX_SPEED, MIN_SPEED, ResponseFormat, encoded
+from daemon.serve.uploads import Uploads
 from daemon.tts.generation import PRESETS
 
 # What the speech endpoint renders each OpenAI model name with (preset, decoder; None: the
@@ -47,19 +51,10 @@ SPEECH_MODELS: dict[str, tuple[str, str | None]] = {
     "tts-1-hd": ("standard", None),
     **{preset: (preset, None) for preset in PRESETS},
 }
-OPEN_PATHS = ("/metrics",)  # Prometheus scrapes without a key (issue 13: configurable later)
 BODY_OVERHEAD = 4096  # bytes of a speech request's JSON besides its input text
 DISCONNECT_POLL = 0.5  # s between looks for a client that hung up before hearing anything
 
 ReadStatus = Callable[[], dict[str, Any]]
-
-
-class BadRequest(Exception):
-    """A request a client must change: 400 (or `status`) with the message."""
-
-    def __init__(self, message: str, code: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message, self.code, self.status = message, code, status
 
 
 def build_app(
@@ -94,11 +89,6 @@ def build_app(
             first = await first_unless_gone(request, stream)
         except ClientGone:
             return Response(status_code=499)  # nobody reads it; nginx's "client closed"
-        except BadRequest as exc:
-            return error_response(exc.status, exc.message, "invalid_request_error", exc.code)
-        except SpeechRefused as exc:
-            kind = "invalid_request_error" if exc.status < 500 else "server_error"
-            return error_response(exc.status, exc.message, kind, exc.code)
         except StopAsyncIteration:  # nothing to say: an empty file of the format
             return Response(b"", media_type=fmt.media_type)
         return StreamingResponse(encoded(first, stream, fmt, speed), media_type=fmt.media_type)
@@ -110,10 +100,37 @@ def build_app(
             Route("/v1/models", models),
             Route("/v1/audio/voices", voices),
             Route("/v1/audio/speech", speech, methods=["POST"]),
+            *(Route(path, page_file) for path in PAGE_FILES),
+            Route("/api/renders/{voice}/{file}", partial(render_audio, root)),
+            Route(
+                "/api/upload/{folder}/{voice:path}",
+                Uploads(root, settings).endpoint,
+                methods=["POST"],
+            ),
         ],
-        middleware=[Middleware(BearerAuth, api_key=settings.serve.api_key)],
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        middleware=[
+            Middleware(
+                BearerAuth, api_key=settings.serve.api_key, is_open=open_paths(settings.serve)
+            )
+        ],
+        exception_handlers={
+            HTTPException: http_error,
+            Refused: refused,
+            Exception: server_error,
+        },
     )
+
+
+def open_paths(serve: ServeSettings) -> Callable[[str], bool]:
+    """What answers without serve.api_key: the page's own files (they hold no data), /metrics
+    by serve.open_metrics, and the page's reads by serve.open_page. Uploads never."""
+    exact = set(PAGE_FILES)
+    if serve.open_metrics:
+        exact.add("/metrics")
+    if serve.open_page:
+        exact.add("/api/status")
+    prefixes = ("/api/renders/",) if serve.open_page else ()
+    return lambda path: path in exact or path.startswith(prefixes)
 
 
 def models(_: Request) -> Response:
@@ -151,12 +168,12 @@ async def bounded_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 past `limit` bytes before more than that is read."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise BadRequest(too_large(int(declared), limit), "request_too_large", 413)
+        raise Refused(413, too_large(int(declared), limit), "request_too_large")
     body = bytearray()
     async for part in request.stream():
         body += part
         if len(body) > limit:
-            raise BadRequest(too_large(len(body), limit), "request_too_large", 413)
+            raise Refused(413, too_large(len(body), limit), "request_too_large")
     return bytes(body)
 
 
@@ -172,32 +189,32 @@ def speech_request(body: bytes, client: str) -> tuple[SpeechRequest, ResponseFor
     try:
         fields = json.loads(body)
     except ValueError:
-        raise BadRequest("the body must be JSON", "invalid_json") from None
+        raise Refused(400, "the body must be JSON", "invalid_json") from None
     if not isinstance(fields, dict):
-        raise BadRequest("the body must be a JSON object", "invalid_json")
+        raise Refused(400, "the body must be a JSON object", "invalid_json")
     model = fields.get("model")
     if model not in SPEECH_MODELS:
-        raise BadRequest(
-            f"model {model!r} is not one of {', '.join(SPEECH_MODELS)}", "model_not_found"
+        raise Refused(
+            400, f"model {model!r} is not one of {', '.join(SPEECH_MODELS)}", "model_not_found"
         )
     text, voice = fields.get("input"), fields.get("voice")
     if isinstance(voice, dict):  # newer clients may send {"id": "<voice>"}
         voice = voice.get("id")
     if not isinstance(text, str):
-        raise BadRequest("input must be the text to speak", "invalid_input")
+        raise Refused(400, "input must be the text to speak", "invalid_input")
     if not isinstance(voice, str):
-        raise BadRequest("voice must be a voice's name (GET /v1/audio/voices)", "invalid_voice")
+        raise Refused(400, "voice must be a voice's name (GET /v1/audio/voices)", "invalid_voice")
     try:
         fmt = ResponseFormat(fields.get("response_format", "mp3"))
     except ValueError:
         formats = ", ".join(ResponseFormat)
-        raise BadRequest(f"response_format must be one of {formats}", "invalid_format") from None
+        raise Refused(400, f"response_format must be one of {formats}", "invalid_format") from None
     speed = fields.get("speed", 1.0)
     valid_speed = isinstance(speed, int | float) and not isinstance(speed, bool)
     if not valid_speed or not math.isfinite(speed) or not MIN_SPEED <= speed <= MAX_SPEED:
-        raise BadRequest(f"speed must be {MIN_SPEED}-{MAX_SPEED}", "invalid_speed")
+        raise Refused(400, f"speed must be {MIN_SPEED}-{MAX_SPEED}", "invalid_speed")
     if fields.get("stream_format", "audio") != "audio":
-        raise BadRequest("only stream_format 'audio' is offered", "invalid_stream_format")
+        raise Refused(400, "only stream_format 'audio' is offered", "invalid_stream_format")
     preset, decoder = SPEECH_MODELS[model]
     return SpeechRequest(voice, text, preset, decoder, client), fmt, float(speed)
 
@@ -224,6 +241,13 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
     return error_response(exc.status_code, exc.detail, "invalid_request_error", None)
 
 
+async def refused(_: Request, exc: Refused) -> Response:
+    """What an endpoint refuses (a bad name, a file too large, a voice it cannot speak with
+    now), said as OpenAI says it."""
+    kind = "invalid_request_error" if exc.status < 500 else "server_error"
+    return error_response(exc.status, exc.message, kind, exc.code)
+
+
 async def server_error(_: Request, exc: Exception) -> Response:
     """A bug or a fault of the machine: the client learns it is ours, and uvicorn puts the
     traceback into the daemon's log (server.py)."""
@@ -232,18 +256,19 @@ async def server_error(_: Request, exc: Exception) -> Response:
 
 
 class BearerAuth:
-    """With serve.api_key set, every request but OPEN_PATHS must carry
+    """With serve.api_key set, every request but those `is_open` lets through must carry
     `Authorization: Bearer <key>`, as OpenAI's clients send their api_key."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+    def __init__(self, app: ASGIApp, api_key: str | None, is_open: Callable[[str], bool]) -> None:
         self.app = app
         self.digest = None if api_key is None else key_digest(api_key)
+        self.is_open = is_open
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
             or self.digest is None
-            or scope["path"] in OPEN_PATHS
+            or self.is_open(scope["path"])
             or self.presented(Headers(scope=scope).get("authorization", ""))
         ):
             await self.app(scope, receive, send)

@@ -23,6 +23,7 @@ from daemon.core.config import Settings
 from daemon.core.jobs import JobKind, JobState
 from daemon.core.ledger import Ledger
 from daemon.core.paths import Root, VoiceNameError, check_voice_name
+from daemon.serve.refusal import Refused
 from daemon.stages.speak import SpeechRequest, Spool
 from daemon.tts.generation import PRESETS
 from daemon.tts.latents import voice_clips
@@ -47,14 +48,9 @@ class SpokenChunk:
         return (clipped * 32767.0).round().astype("<i2").tobytes()
 
 
-class SpeechRefused(Exception):
-    """The request is not spoken: an HTTP status, a message a user can act on, a short code."""
-
-    def __init__(self, status: int, message: str, code: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
+class SpeechRefused(Refused):
+    """The request is not spoken: an HTTP status, a message a user can act on, a short code
+    (Wyoming says it in an error event)."""
 
 
 class Speaker:

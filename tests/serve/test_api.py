@@ -48,18 +48,19 @@ def test_the_openai_client_lists_tts_1_tts_1_hd_and_the_presets(serve):
     assert [model.id for model in client.models.list()] == ["tts-1", "tts-1-hd", *PRESETS]
 
 
-def test_without_the_key_every_endpoint_but_metrics_answers_401(serve):
+def test_without_the_key_every_endpoint_but_metrics_and_the_page_answers_401(serve):
     url = serve(api_key=API_KEY)
     wrong = openai.OpenAI(base_url=f"{url}/v1", api_key="not-the-key")
     with pytest.raises(openai.AuthenticationError):
         wrong.models.list()
-    for path in ("/api/status", "/v1/models", "/v1/audio/voices"):
+    for path in ("/v1/models", "/v1/audio/voices"):
         code, headers, body = get(f"{url}{path}")
         assert code == 401, path
         assert headers["www-authenticate"] == "Bearer"
         assert json.loads(body)["error"]["code"] == "invalid_api_key"
         assert get(f"{url}{path}", key=API_KEY)[0] == 200
     assert get(f"{url}/metrics")[0] == 200
+    assert get(f"{url}/api/status")[0] == 200  # serve.open_page (tests/serve/test_page.py)
 
 
 def test_api_status_is_what_voicedrop_status_json_prints(root, serve):
@@ -105,7 +106,7 @@ def test_metrics_parse_with_prometheus_and_count_the_ledgers_jobs(root, serve):
 
 def test_unknown_paths_are_openai_shaped_404s_and_nothing_is_listed(serve):
     url = serve()
-    for path in ("/", "/voices/", "/v1/", "/v1/audio/", "/../config.yaml"):
+    for path in ("/voices/", "/v1/", "/v1/audio/", "/../config.yaml", "/api/renders/"):
         code, _, body = get(f"{url}{path}")
         assert code == 404, path
         error = json.loads(body)["error"]
