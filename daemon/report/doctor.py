@@ -68,6 +68,7 @@ def run_checks(root: Root, settings: Settings) -> list[Check]:
         disk_check(root),
         ledger_check(root),
         *permission_checks(root),
+        *serve_checks(root, settings),
     ]
 
 
@@ -223,3 +224,51 @@ def permission_checks(root: Root) -> list[Check]:
         else:
             checks.append(Check("ok", "folder", f"{folder} writable"))
     return checks
+
+
+SERVE_TIMEOUT = 5.0  # s a running daemon's endpoints have to answer
+SERVE_PATHS = ("/api/status", "/v1/models", "/v1/audio/voices", "/metrics")
+
+
+def serve_checks(root: Root, settings: Settings) -> list[Check]:
+    """The endpoints of the daemon running on this root, asked as a client would (with the
+    key when one is set): a port held by another program, or a daemon of another root,
+    shows here rather than in a client's confusing error."""
+    serve = settings.serve
+    if not serve.enabled:
+        return [Check("ok", "serve", "serve.enabled is false: nothing is served")]
+    host = "127.0.0.1" if serve.host in ("0.0.0.0", "::", "") else serve.host
+    url = f"http://{f'[{host}]' if ':' in host else host}:{serve.port}"
+    checks = []
+    for path in SERVE_PATHS:
+        problem, answer = ask(f"{url}{path}", serve.api_key)
+        if problem is not None:
+            checks.append(Check("warn" if problem.startswith("nothing") else "fail", path, problem))
+            if problem.startswith("nothing"):
+                return checks  # the others say the same
+            continue
+        if path == "/api/status" and answer.get("root") != str(root.path):
+            checks.append(Check("fail", path, f"{url} serves another root: {answer.get('root')}"))
+            continue
+        checks.append(Check("ok", path, f"{url}{path} answers"))
+    return checks
+
+
+def ask(url: str, api_key: str | None) -> tuple[str | None, dict]:
+    """(a problem in words, or None; the JSON answer when it is JSON)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=SERVE_TIMEOUT) as response:
+            body = response.read(1 << 20)
+            is_json = response.headers.get_content_type() == "application/json"
+    except urllib.error.HTTPError as exc:
+        return f"{url} answered {exc.code} {exc.reason}", {}
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"nothing answers on {url} ({reason}): is `voicedrop run` running?", {}
+    return None, json.loads(body) if is_json else {}

@@ -128,3 +128,20 @@ def ledger_jobs(root: Path, kind: JobKind) -> list:
         return ledger.jobs(kind=kind)
     finally:
         ledger.close()
+
+
+def test_doctor_asks_the_endpoints_of_the_running_daemon(root, daemon, tmp_path):
+    port = free_port()
+    configure(root, {"serve": {"enabled": True, "port": port, "api_key": "k" * 20}})
+    stopped = voicedrop("doctor", "--root", str(root), check=False).stdout
+    assert f"warn  /api/status: nothing answers on http://127.0.0.1:{port}" in stopped
+    daemon.start()
+    running = voicedrop("doctor", "--root", str(root), check=False).stdout
+    for path in ("/api/status", "/v1/models", "/v1/audio/voices", "/metrics"):
+        assert f"ok    {path}: http://127.0.0.1:{port}{path} answers" in running
+    other = tmp_path / "other"
+    voicedrop("init", str(other))
+    configure(other, {"serve": {"enabled": True, "port": port}})  # the same port, no key
+    mistaken = voicedrop("doctor", "--root", str(other), check=False).stdout
+    assert "fail  /api/status: " in mistaken
+    assert "401" in mistaken  # our daemon wants its key: not this root's daemon
