@@ -155,6 +155,8 @@ class RenderData(JobData):
     wav: Path | None = None  # the audio written (any format: the name is kept for old records)
     seconds: float | None = None
     progress: RenderProgress | None = None
+    audio_seconds: float | None = None  # of speech written: with `seconds`, the real-time factor
+    check_failed_chunks: int | None = None  # still failing the render check; None: not checked
 
 
 @dataclass(frozen=True)

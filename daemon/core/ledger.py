@@ -15,6 +15,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,23 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, not_before, id);
 """
+# PRAGMA user_version counts the steps applied on top of SCHEMA, so a ledger written by any
+# earlier version is brought up to date when it is opened (and stays readable by this one).
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: how long each job ran, for the job duration metric (daemon/serve/metrics.py)
+    (
+        "ALTER TABLE jobs ADD COLUMN started_at REAL",  # when the current run began
+        "ALTER TABLE jobs ADD COLUMN run_seconds REAL",  # its runs added up; NULL: unknown
+        "CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (kind, finished_at)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+# A run's seconds are added up when it ends (done, failed, retried, waiting, paused): a job
+# that steps aside and resumes counts each turn it ran, never the time it queued between.
+END_RUN = (
+    "run_seconds = CASE WHEN started_at IS NULL THEN run_seconds"
+    " ELSE COALESCE(run_seconds, 0) + MAX(? - started_at, 0) END, started_at = NULL"
+)
 
 
 class LedgerDamaged(Exception):
@@ -100,10 +118,24 @@ def open_checked(path: Path) -> Ledger:
     return Ledger(path)
 
 
+@dataclass(frozen=True)
+class RenderFigures:
+    """What a finished render recorded, as the metrics read it for many renders at once."""
+
+    voice: str
+    seconds: float | None  # None: rendered by a version that did not record it
+    audio_seconds: float | None
+    check_failed_chunks: int | None  # None: not checked
+
+
+JOB_COLUMNS = frozenset(field.name for field in dataclasses.fields(Job))
+
+
 def job_from_row(row: sqlite3.Row) -> Job:
     """A finished job never shows a request or progress, even one an older version (which
-    merged flags and never cleared them) left in its record."""
-    values = dict(row)
+    merged flags and never cleared them) left in its record. Columns a later version added
+    are left out."""
+    values = {name: value for name, value in dict(row).items() if name in JOB_COLUMNS}
     kind, state = JobKind(values["kind"]), JobState(values["state"])
     data = DATA_OF[kind].from_json(values["data"])
     values.update(
@@ -125,6 +157,21 @@ class Ledger:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self.upgrade()
+
+    def upgrade(self) -> None:
+        """Apply the migrations a ledger lacks, once: the version is read again inside the
+        write lock, so two processes opening an old ledger at once do not both alter it."""
+        if self.schema_version() >= SCHEMA_VERSION:
+            return
+        with self.transaction():
+            for step in MIGRATIONS[self.schema_version() :]:
+                for statement in step:
+                    self.db.execute(statement)
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
 
     def close(self) -> None:
         self.db.close()
@@ -204,6 +251,8 @@ class Ledger:
             last_error=None,
             not_before=0,
             finished_at=None,
+            started_at=None,
+            run_seconds=None,
         )
 
     def claim(self, priorities: dict[JobKind, int]) -> Job | None:
@@ -223,8 +272,9 @@ class Ledger:
             if row is None:
                 return None
             self.db.execute(
-                "UPDATE jobs SET state = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                (JobState.RUNNING, now, row["id"]),
+                "UPDATE jobs SET state = ?, attempts = attempts + 1, updated_at = ?,"
+                " started_at = ? WHERE id = ?",
+                (JobState.RUNNING, now, now, row["id"]),
             )
         return self.get(row["id"])
 
@@ -250,6 +300,7 @@ class Ledger:
         """Done, with what the job produced; its requests and progress are cleared."""
         self._update(
             job_id,
+            ends_run=True,
             state=JobState.DONE,
             last_error=None,
             finished_at=time.time(),
@@ -262,6 +313,7 @@ class Ledger:
             data = dataclasses.replace(data, outcome=outcome)
         self._update(
             job_id,
+            ends_run=True,
             state=JobState.FAILED,
             last_error=error,
             finished_at=time.time(),
@@ -270,16 +322,21 @@ class Ledger:
 
     def retry_later(self, job_id: int, error: str, delay: float) -> None:
         self._update(
-            job_id, state=JobState.PENDING, last_error=error, not_before=time.time() + delay
+            job_id,
+            ends_run=True,
+            state=JobState.PENDING,
+            last_error=error,
+            not_before=time.time() + delay,
         )
 
     def wait(self, job_id: int, reason: str) -> None:
         """Blocked is not a failed attempt: give the attempt back."""
+        now = time.time()
         with self.transaction():
             self.db.execute(
                 "UPDATE jobs SET state = ?, last_error = ?,"
-                " attempts = MAX(attempts - 1, 0), updated_at = ? WHERE id = ?",
-                (JobState.WAITING, reason, time.time(), job_id),
+                f" attempts = MAX(attempts - 1, 0), updated_at = ?, {END_RUN} WHERE id = ?",
+                (JobState.WAITING, reason, now, now, job_id),
             )
 
     def pause(self, job_id: int, reason: str, delay: float = 0.0) -> None:
@@ -289,8 +346,8 @@ class Ledger:
         with self.transaction():
             self.db.execute(
                 "UPDATE jobs SET state = ?, last_error = ?, not_before = ?,"
-                " attempts = MAX(attempts - 1, 0), updated_at = ? WHERE id = ?",
-                (JobState.PENDING, reason, now + delay, now, job_id),
+                f" attempts = MAX(attempts - 1, 0), updated_at = ?, {END_RUN} WHERE id = ?",
+                (JobState.PENDING, reason, now + delay, now, now, job_id),
             )
 
     def release_waiting(self, kind: JobKind | None = None, reason: str | None = None) -> int:
@@ -321,8 +378,12 @@ class Ledger:
     def recover(self, max_attempts: int) -> tuple[int, list[Job]]:
         """After a crash, jobs left running go back to pending; those that used up their
         attempts are returned, still running, for the worker to give up (a job that crashes
-        the daemon must not loop forever, and its input must be filed away)."""
+        the daemon must not loop forever, and its input must be filed away). How long a
+        crashed run ran is unknown: it adds nothing to the job's run time."""
         with self.transaction():
+            self.db.execute(
+                "UPDATE jobs SET started_at = NULL WHERE state = ?", (JobState.RUNNING,)
+            )
             spent = [
                 job_from_row(row)
                 for row in self.db.execute(
@@ -341,7 +402,7 @@ class Ledger:
         full or locked) go back to pending; only the one worker runs jobs."""
         with self.transaction():
             return self.db.execute(
-                "UPDATE jobs SET state = ?, updated_at = ? WHERE state = ?",
+                "UPDATE jobs SET state = ?, updated_at = ?, started_at = NULL WHERE state = ?",
                 (JobState.PENDING, time.time(), JobState.RUNNING),
             ).rowcount
 
@@ -365,6 +426,49 @@ class Ledger:
             "SELECT MIN(created_at) AS queued FROM jobs WHERE state = ?", (JobState.PENDING,)
         ).fetchone()
         return row["queued"]
+
+    def run_times(self, kind: JobKind, limit: int) -> list[float]:
+        """Run seconds of the `limit` jobs of `kind` that finished last; jobs without a
+        recorded run time (an older version's, or restored from the folders) are skipped."""
+        rows = self.db.execute(
+            "SELECT run_seconds FROM (SELECT run_seconds FROM jobs"
+            " WHERE kind = ? AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?)"
+            " WHERE run_seconds IS NOT NULL",
+            (kind, limit),
+        )
+        return [row[0] for row in rows]
+
+    def render_figures(self, limit: int) -> list[RenderFigures]:
+        """What the `limit` renders that finished last recorded (RenderData's fields, read
+        in SQL: parsing thousands of records in Python would slow every scrape)."""
+        rows = self.db.execute(
+            "SELECT voice, json_extract(data, '$.seconds'), json_extract(data, '$.audio_seconds'),"
+            " json_extract(data, '$.check_failed_chunks') FROM (SELECT voice, state, data"
+            " FROM jobs WHERE kind = ? AND finished_at IS NOT NULL"
+            " ORDER BY finished_at DESC LIMIT ?)"
+            " WHERE state = ? AND json_extract(data, '$.outcome') = ?",
+            (JobKind.RENDER, limit, JobState.DONE, Outcome.RENDERED),
+        )
+        return [RenderFigures(*row) for row in rows]
+
+    def training_runs(self) -> list[Job]:
+        """Per voice, the fine-tuning jobs not yet finished and the last one that trained."""
+        rows = self.db.execute(
+            "SELECT * FROM jobs WHERE kind = ? AND (state IN (?, ?, ?) OR id IN"
+            " (SELECT id FROM (SELECT id, MAX(finished_at) FROM jobs"
+            "  WHERE kind = ? AND state = ? AND json_extract(data, '$.step') IS NOT NULL"
+            "  GROUP BY voice)))"
+            " ORDER BY id",
+            (
+                JobKind.TRAIN,
+                JobState.PENDING,
+                JobState.RUNNING,
+                JobState.WAITING,
+                JobKind.TRAIN,
+                JobState.DONE,
+            ),
+        )
+        return [job_from_row(row) for row in rows]
 
     def busy(self) -> bool:
         """Work is pending or running (waiting jobs do not count: they need the user)."""
@@ -413,13 +517,15 @@ class Ledger:
             )
         return cursor.rowcount
 
-    def _update(self, job_id: int, **columns: Any) -> None:
-        columns["updated_at"] = time.time()
+    def _update(self, job_id: int, ends_run: bool = False, **columns: Any) -> None:
+        now = columns["updated_at"] = time.time()
         assignments = ", ".join(f"{name} = ?" for name in columns)
+        params = [*columns.values()]
+        if ends_run:
+            assignments += f", {END_RUN}"
+            params.append(now)
         with self.transaction():
-            self.db.execute(
-                f"UPDATE jobs SET {assignments} WHERE id = ?", [*columns.values(), job_id]
-            )
+            self.db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*params, job_id])
 
 
 class _Transaction:

@@ -15,6 +15,7 @@ import soxr
 
 from daemon.core.config import Settings
 from daemon.core.device import resolve_device
+from daemon.core.model_loads import LoadedModel, record_load
 from daemon.core.paths import Root
 from daemon.weights.store import whisper_model
 
@@ -86,12 +87,14 @@ class Whisper:
             from faster_whisper import WhisperModel
 
             self.release()
+            started = time.perf_counter()
             self.model = WhisperModel(
                 options.model,
                 device=options.device,
                 compute_type=options.compute_type,
                 cpu_threads=options.threads,
             )
+            record_load(LoadedModel.WHISPER, started)
             self.loaded_options = options
         return self.model
 

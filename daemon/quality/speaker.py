@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import soxr
 from daemon.core import atomic
 from daemon.core.device import resolve_device
 from daemon.core.jobs import SpeakerCheck
+from daemon.core.model_loads import LoadedModel, record_load
 from daemon.core.paths import VoicePaths
 from daemon.tts.latents import clip_set_hash, voice_clips
 
@@ -54,7 +56,9 @@ class SpeakerEncoder:
         device = resolve_device(self.device_setting)
         if self.model is None or self.loaded_device != device:
             self.release()
+            started = time.perf_counter()
             self.model = load_voice_encoder(device)
+            record_load(LoadedModel.SPEAKER_ENCODER, started)
             self.loaded_device = device
         return self.model
 

@@ -14,15 +14,11 @@ import hashlib
 import hmac
 import json
 import math
-import shutil
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -32,10 +28,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from daemon.book.cache import GIB, ChunkCache
 from daemon.core.config import ServeSettings, Settings
-from daemon.core.ledger import Ledger, LedgerDamaged
+from daemon.core.ledger import LedgerDamaged
 from daemon.core.paths import Root
+from daemon.serve.metrics import build_registry
 from daemon.serve.page import PAGE_FILES, page_file, render_audio
 from daemon.serve.refusal import Refused
 from daemon.serve.speech import Speaker, SpeechRequest, SpokenChunk
@@ -63,8 +59,7 @@ def build_app(
     """The app for one root; `read_status` is `collect()` for that root (the daemon passes it,
     so /api/status and `voicedrop status --json` are one code path), `speaker` queues speech
     for the daemon's worker."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(LedgerCollector(root, settings))
+    registry = build_registry(root, settings)
 
     def status(_: Request) -> Response:
         try:
@@ -294,48 +289,3 @@ class BearerAuth:
 
 def key_digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
-
-
-class LedgerCollector(Collector):
-    """Read at every scrape from the ledger and the folders, like `status`: what Prometheus
-    stores is what was true when it asked."""
-
-    def __init__(self, root: Root, settings: Settings) -> None:
-        self.root = root
-        self.cache_budget = settings.render.cache_max_gb * GIB
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        ledger = Ledger(self.root.ledger_file)  # one connection per thread, per scrape
-        try:
-            counts = ledger.counts_by_kind()
-            oldest = ledger.oldest_pending()
-        finally:
-            ledger.close()
-        jobs = GaugeMetricFamily(
-            "voicedrop_jobs", "Jobs in the ledger by kind and state", labels=["kind", "state"]
-        )
-        for (kind, state), count in counts.items():
-            jobs.add_metric([kind.value, state.value], count)
-        yield jobs
-        yield GaugeMetricFamily(
-            "voicedrop_oldest_pending_job_age_seconds",
-            "How long the longest-queued pending job has waited (0: none pending)",
-            value=0.0 if oldest is None else max(0.0, time.time() - oldest),
-        )
-        use = ChunkCache(self.root.chunk_cache).use()
-        yield GaugeMetricFamily(
-            "voicedrop_chunk_cache_bytes", "Size of the rendered-chunk cache", value=use.bytes
-        )
-        yield GaugeMetricFamily(
-            "voicedrop_chunk_cache_chunks", "Chunks in the rendered-chunk cache", value=use.chunks
-        )
-        yield GaugeMetricFamily(
-            "voicedrop_chunk_cache_budget_bytes",
-            "render.cache_max_gb: beyond it the least recently used chunks go",
-            value=self.cache_budget,
-        )
-        yield GaugeMetricFamily(
-            "voicedrop_disk_free_bytes",
-            "Free space on the root's disk",
-            value=shutil.disk_usage(self.root.path).free,
-        )

@@ -548,8 +548,17 @@ class RenderStage(Stage):
         except Blocked as exc:
             atomic.write_text(error, f"{exc}\n")
             raise
-        seconds = sidecar["timings"]["total_seconds"]
-        ledger.finish(job.id, RenderData(Outcome.RENDERED, wav=outputs.audio, seconds=seconds))
+        seconds, check = sidecar["timings"]["total_seconds"], sidecar["check"]
+        ledger.finish(
+            job.id,
+            RenderData(
+                Outcome.RENDERED,
+                wav=outputs.audio,
+                seconds=seconds,
+                audio_seconds=sidecar["audio_seconds"],
+                check_failed_chunks=None if check is None else len(check["failed_chunks"]),
+            ),
+        )
         logger.info(
             "rendered {} ({}): {:.1f} s of speech in {:.1f} s",
             text.name,

@@ -13,6 +13,7 @@ import contextlib
 import gc
 import math
 import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 from daemon.core.atomic import atomic_path
 from daemon.core.device import resolve_device
 from daemon.core.files import file_signature
+from daemon.core.model_loads import LoadedModel, record_load
 from daemon.tts.checkpoints import (
     VOCODER_KEY,
     build_autoregressive,
@@ -166,11 +168,17 @@ class Engine:
         if spec != self._spec:
             self.release()
             self._spec = spec
+        held, started = self.signatures(), time.perf_counter()
         for name in names:
             if name != AUTOREGRESSIVE_FILE or autoregressive is None:
                 self._model(name, self.models_dir / name)
         if autoregressive is not None:
             self._model(OVERRIDE, Path(autoregressive))
+        if self.signatures() != held:  # something was (re)loaded, not only found loaded
+            record_load(LoadedModel.TORTOISE, started)
+
+    def signatures(self) -> dict[str, tuple[str, int, int]]:
+        return {key: signature for key, (signature, _) in self._models.items()}
 
     def _model(self, key: str, path: Path) -> torch.nn.Module:
         """The module for `key` loaded from `path`, reloaded when the file changed."""

@@ -1,6 +1,7 @@
 """daemon.core.ledger and daemon.core.jobs: a real SQLite ledger with typed job records."""
 
 import json
+import sqlite3
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -11,11 +12,12 @@ from daemon.core.jobs import (
     JobKind,
     JobState,
     Outcome,
+    RenderData,
     TrainData,
     TrainProgress,
     TranscribeData,
 )
-from daemon.core.ledger import Ledger, ledger_problem, set_aside
+from daemon.core.ledger import MIGRATIONS, SCHEMA, Ledger, ledger_problem, set_aside
 
 IMPORT, RENDER, TRAIN = JobKind.IMPORT, JobKind.RENDER, JobKind.TRAIN
 ALL = dict.fromkeys(JobKind, 0)
@@ -195,3 +197,67 @@ def test_a_file_that_is_no_database_is_a_problem_and_is_set_aside_with_its_wal(t
     )
     assert first.with_name(first.name + "-wal").read_bytes() == b"wal"
     assert not path.exists() and not path.with_name("ledger.sqlite3-wal").exists()
+
+
+def old_ledger(path: Path) -> None:
+    """A ledger as voicedrop wrote it before run times were kept: the first schema, one job
+    finished."""
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA)
+    db.execute(
+        "INSERT INTO jobs (kind, voice, input_path, content_hash, state, data, created_at,"
+        " updated_at, finished_at) VALUES ('import', 'v', '/in/a.wav', 'h', 'done', '{}', 1, 2, 2)"
+    )
+    db.commit()
+    db.close()
+
+
+def test_an_old_ledger_is_upgraded_once_and_its_jobs_are_read(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    old_ledger(path)
+    first, second = Ledger(path), Ledger(path)  # the second finds it upgraded already
+    assert first.schema_version() == second.schema_version() == len(MIGRATIONS)
+    [job] = second.jobs()
+    assert job.state is JobState.DONE and job.input_path == Path("/in/a.wav")
+    assert second.run_times(IMPORT, 10) == []  # its run time was never recorded
+
+
+def test_a_jobs_run_time_adds_up_its_turns_but_not_its_pauses(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    job, _ = ledger.enqueue(RENDER, "v", Path("t.txt"), "h")
+    ledger.claim(ALL)
+    time.sleep(0.2)
+    ledger.pause(job.id, "other work goes first")
+    time.sleep(0.5)  # paused: not counted
+    ledger.claim(ALL)
+    time.sleep(0.2)
+    ledger.finish(job.id, RenderData(Outcome.RENDERED))
+    [seconds] = ledger.run_times(RENDER, 10)
+    assert 0.4 <= seconds < 0.85  # with the pause: 0.9
+
+
+def test_a_requeued_job_starts_its_run_time_afresh_and_a_crash_adds_nothing(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    job, _ = ledger.enqueue(IMPORT, "v", Path("a.wav"), "h")
+    ledger.claim(ALL)
+    ledger.fail(job.id, "too short")
+    ledger.requeue(job.id, Path("a.wav"))
+    ledger.claim(ALL)
+    time.sleep(0.3)  # the daemon dies here: this run's time is unknown
+    ledger.recover(max_attempts=3)
+    ledger.claim(ALL)
+    ledger.finish(job.id, ImportData(Outcome.IMPORTED))
+    [seconds] = ledger.run_times(IMPORT, 10)
+    assert seconds < 0.1
+
+
+def test_run_times_describe_only_the_jobs_that_finished_last(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    for number in range(5):
+        job, _ = ledger.enqueue(IMPORT, "v", Path(f"{number}.wav"), f"h{number}")
+        ledger.claim(ALL)
+        time.sleep(0.01 * number)
+        ledger.finish(job.id, ImportData(Outcome.IMPORTED))
+    assert len(ledger.run_times(IMPORT, 2)) == 2
+    assert min(ledger.run_times(IMPORT, 2)) >= 0.03  # the last two: 0.03 s and 0.04 s
+    assert ledger.run_times(RENDER, 2) == []

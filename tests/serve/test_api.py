@@ -11,7 +11,6 @@ from pathlib import Path
 import openai
 import pytest
 from loguru import logger
-from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.tts.generation import PRESETS
 from tests.conftest import run_until_idle, voicedrop, wait_for, write_wav
@@ -79,29 +78,6 @@ def test_voices_are_those_with_clips(root, serve):
     code, _, body = get(f"{serve()}/v1/audio/voices")
     assert code == 200
     assert json.loads(body) == {"voices": [{"id": "eve", "name": "eve"}]}
-
-
-def test_metrics_parse_with_prometheus_and_count_the_ledgers_jobs(root, serve):
-    import_clip(root, "eve")
-    code, headers, body = get(f"{serve()}/metrics")
-    assert code == 200
-    assert headers["content-type"].startswith("text/plain; version=")
-    families = {family.name: family for family in text_string_to_metric_families(body.decode())}
-    jobs = {
-        (sample.labels["kind"], sample.labels["state"]): sample.value
-        for sample in families["voicedrop_jobs"].samples
-    }
-    assert jobs[("import", "done")] == 1
-    assert jobs[("transcribe", "waiting")] == 1  # no Whisper model in the test store
-    assert jobs[("render", "failed")] == 0  # every kind and state, zeros included
-
-    def value(name: str) -> float:
-        return families[name].samples[0].value
-
-    assert value("voicedrop_oldest_pending_job_age_seconds") == 0
-    assert value("voicedrop_chunk_cache_bytes") == value("voicedrop_chunk_cache_chunks") == 0
-    assert value("voicedrop_chunk_cache_budget_bytes") == 2 * 1024**3
-    assert value("voicedrop_disk_free_bytes") > 0
 
 
 def test_unknown_paths_are_openai_shaped_404s_and_nothing_is_listed(serve):
