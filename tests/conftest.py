@@ -47,7 +47,7 @@ TEST_SETTINGS = {
     "training": {"schedule": "0 0 1 1 *", "catch_up": 0},
     "models": {"store": EMPTY_STORE},
     # Daemons in tests serve only when a test asks (tests/serve/), on a free port it picks.
-    "serve": {"enabled": False},
+    "serve": {"enabled": False, "wyoming_port": None},
 }
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from loguru import logger
 
-from daemon.tts.generation import GenerationKnobs, GenerationSettings
+from daemon.tts.generation import SPEECH_MODELS, GenerationKnobs, GenerationSettings
 
 AUDIO_EXTENSIONS = (
     "wav",
@@ -182,6 +182,7 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8765
     wyoming_port: int | None = 10200  # Wyoming's usual TTS port; None: no Wyoming server
+    wyoming_model: str = "tts-1"  # what Wyoming speaks with: a name /v1/models lists
     api_key: str | None = None
     max_input_chars: int = 4096  # a speech request's text (OpenAI's own limit); books: outbox/
     max_queued_per_client: int = 4  # speech requests one client may have queued or streaming
@@ -330,6 +331,10 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "training.promote_texts": (at_least_one, "must be at least 1"),
     "serve.port": (is_port, "must be a TCP port, 1-65535"),
     "serve.wyoming_port": (is_port, "must be a TCP port, 1-65535, or null (no Wyoming server)"),
+    "serve.wyoming_model": (
+        lambda name: name in SPEECH_MODELS,
+        f"must be one of {', '.join(SPEECH_MODELS)}",
+    ),
     "serve.max_input_chars": (
         lambda chars: 1 <= chars <= 100_000,
         "must be 1-100000 characters (long texts go into outbox/)",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from daemon.core.config import Settings
+from daemon.core.config import ServeSettings, Settings
 from daemon.core.paths import Root
 from daemon.tts.spec import (
     AUTOREGRESSIVE_FILE,
@@ -239,6 +239,10 @@ def serve_checks(root: Root, settings: Settings) -> list[Check]:
         return [Check("ok", "serve", "serve.enabled is false: nothing is served")]
     host = "127.0.0.1" if serve.host in ("0.0.0.0", "::", "") else serve.host
     url = f"http://{f'[{host}]' if ':' in host else host}:{serve.port}"
+    return [*http_checks(root, serve, url), wyoming_check(host, serve.wyoming_port)]
+
+
+def http_checks(root: Root, serve: ServeSettings, url: str) -> list[Check]:
     checks = []
     for path in SERVE_PATHS:
         problem, answer = ask(f"{url}{path}", serve.api_key)
@@ -252,6 +256,37 @@ def serve_checks(root: Root, settings: Settings) -> list[Check]:
             continue
         checks.append(Check("ok", path, f"{url}{path} answers"))
     return checks
+
+
+def wyoming_check(host: str, port: int | None) -> Check:
+    """`describe`, asked as Home Assistant asks it."""
+    if port is None:
+        return Check("ok", "wyoming", "serve.wyoming_port is null: no Wyoming server")
+    import asyncio
+
+    address = f"tcp://{host}:{port}"
+    try:
+        voices = asyncio.run(wyoming_voices(host, port))
+    except (OSError, TimeoutError) as exc:
+        return Check("warn", "wyoming", f"nothing answers on {address} ({exc})")
+    if voices is None:
+        return Check("fail", "wyoming", f"{address} answers, but not as voicedrop's Wyoming server")
+    return Check("ok", "wyoming", f"{address} answers describe: {len(voices)} voices")
+
+
+async def wyoming_voices(host: str, port: int) -> list[str] | None:
+    """The voices voicedrop's TTS program lists there; None: something else answers."""
+    from wyoming.client import AsyncTcpClient
+    from wyoming.info import Describe, Info
+
+    client = AsyncTcpClient(host, port, connect_timeout=SERVE_TIMEOUT, read_timeout=SERVE_TIMEOUT)
+    async with client:
+        await client.write_event(Describe().event())
+        event = await client.read_event()
+    if event is None or not Info.is_type(event.type):
+        return None
+    programs = [program for program in Info.from_event(event).tts if program.name == "voicedrop"]
+    return [voice.name for voice in programs[0].voices] if programs else None
 
 
 def ask(url: str, api_key: str | None) -> tuple[str | None, dict]:

@@ -37,16 +37,11 @@ from daemon.serve.refusal import Refused
 from daemon.serve.speech import Speaker, SpeechRequest, SpokenChunk
 from daemon.serve.stream import MAX_SPEED, MIN_SPEED, ResponseFormat, encoded
 from daemon.serve.uploads import Uploads
-from daemon.tts.generation import PRESETS
+from daemon.tts.generation import SPEECH_MODELS
 
 # What the speech endpoint renders each OpenAI model name with (preset, decoder; None: the
 # voice's decoder); the presets are models of their own. /v1/models lists the preset, so a
 # user sees what "tts-1" means.
-SPEECH_MODELS: dict[str, tuple[str, str | None]] = {
-    "tts-1": ("ultra_fast", "hifigan"),
-    "tts-1-hd": ("standard", None),
-    **{preset: (preset, None) for preset in PRESETS},
-}
 BODY_OVERHEAD = 4096  # bytes of a speech request's JSON besides its input text
 DISCONNECT_POLL = 0.5  # s between looks for a client that hung up before hearing anything
 

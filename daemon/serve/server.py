@@ -37,24 +37,7 @@ class HttpServer:
     @classmethod
     def bind(cls, serve: ServeSettings, config_file: Path) -> HttpServer:
         """ConfigError (one line, naming serve.port or serve.host) when it cannot listen."""
-        try:
-            found = socket.getaddrinfo(
-                serve.host, serve.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )
-        except socket.gaierror as exc:
-            raise ConfigError(
-                f"{config_file}: serve.host: cannot listen on {serve.host} ({exc.strerror})"
-            ) from None
-        # IPv4 first: "localhost" then answers at 127.0.0.1, where clients look first
-        family, kind, proto, _, address = min(found, key=lambda info: info[0] != socket.AF_INET)
-        listener = socket.socket(family, kind, proto)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-        try:
-            listener.bind(address)
-        except OSError as exc:
-            listener.close()
-            raise ConfigError(bind_problem(config_file, serve, exc)) from None
-        return cls(listener)
+        return cls(bind_listener(serve.host, serve.port, "serve.port", config_file))
 
     def start(self, app: ASGIApp) -> None:
         """Returns once uvicorn accepts connections; RuntimeError if it never does."""
@@ -112,13 +95,38 @@ def url_of(listener: socket.socket) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-def bind_problem(config_file: Path, serve: ServeSettings, exc: OSError) -> str:
-    where = f"{serve.host}:{serve.port}"
+def bind_listener(host: str, port: int, setting: str, config_file: Path) -> socket.socket:
+    """A socket bound to host:port; ConfigError (one line, naming `setting` or serve.host)
+    when it cannot listen, so a port in use stops the start-up before any work."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"{config_file}: serve.host: cannot listen on {host} ({exc.strerror})"
+        ) from None
+    # IPv4 first: "localhost" then answers at 127.0.0.1, where clients look first
+    family, kind, proto, _, address = min(found, key=lambda info: info[0] != socket.AF_INET)
+    listener = socket.socket(family, kind, proto)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        listener.bind(address)
+    except OSError as exc:
+        listener.close()
+        raise ConfigError(bind_problem(config_file, f"{host}:{port}", setting, exc)) from None
+    return listener
+
+
+def bind_problem(config_file: Path, where: str, setting: str, exc: OSError) -> str:
     if exc.errno == errno.EADDRINUSE:
         return (
-            f"{config_file}: serve.port: {where} is already in use (another voicedrop or "
-            "another program); choose another serve.port, or serve.enabled: false"
+            f"{config_file}: {setting}: {where} is already in use (another voicedrop or "
+            f"another program); choose another {setting}, or {off_switch(setting)}"
         )
     if exc.errno == errno.EACCES:
-        return f"{config_file}: serve.port: {where} needs privileges; choose a port above 1023"
+        return f"{config_file}: {setting}: {where} needs privileges; choose a port above 1023"
     return f"{config_file}: serve.host: cannot listen on {where} ({exc.strerror})"
+
+
+def off_switch(setting: str) -> str:
+    """The setting that turns off what listens on `setting`'s port."""
+    return "serve.enabled: false" if setting == "serve.port" else f"{setting}: null"

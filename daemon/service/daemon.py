@@ -26,8 +26,7 @@ from daemon.core.ledger import Ledger, ledger_problem, set_aside
 from daemon.core.paths import Root
 from daemon.core.worker import StageContext, Worker
 from daemon.report.status import collect
-from daemon.serve.app import build_app
-from daemon.serve.server import HttpServer
+from daemon.serve.servers import Servers
 from daemon.serve.speech import Speaker
 from daemon.service.intake import Intake
 from daemon.service.lock import InstanceLock
@@ -99,8 +98,7 @@ class Daemon:
             intake.check_voice_folders()
             if server is not None:
                 speaker = Speaker(self.root, self.settings, worker.wake.set)
-                read_status = partial(collect, self.root)
-                server.start(build_app(self.root, self.settings, read_status, speaker))
+                server.start(self.settings, partial(collect, self.root), speaker)
             self.notifier.ready(f"watching {self.root.path}")
             logger.info("voicedrop ready on {}: {} files to look at", self.root.path, found)
             worker.start()
@@ -135,12 +133,13 @@ class Daemon:
         logger.info("voicedrop stopped")
         return 0
 
-    def bind_server(self, until_idle: bool) -> HttpServer | None:
-        """serve.enabled: the HTTP port, taken now and served once the start-up scan is done.
-        `run --until-idle` is a batch run that exits when the work is done: it never serves."""
+    def bind_server(self, until_idle: bool) -> Servers | None:
+        """serve.enabled: the HTTP and Wyoming ports, taken now and served once the start-up
+        scan is done. `run --until-idle` is a batch run that exits when the work is done: it
+        never serves."""
         if until_idle or not self.settings.serve.enabled:
             return None
-        return HttpServer.bind(self.settings.serve, self.root.config_file)
+        return Servers.bind(self.settings, self.root.config_file)
 
     def open_ledger(self) -> Ledger:
         """The ledger is a cache of the folders: a damaged one would stop every start with a

@@ -36,6 +36,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "standard": {**TORTOISE_DEFAULTS, "candidates": 256, "diffusion_iterations": 200},
     "high_quality": {**TORTOISE_DEFAULTS, "candidates": 256, "diffusion_iterations": 400},
 }
+# What a network client asks for by name (OpenAI's models, Wyoming's serve.wyoming_model):
+# the preset, and the decoder when the name fixes one (None: the voice's tts.decoder).
+SPEECH_MODELS: dict[str, tuple[str, Decoder | None]] = {
+    "tts-1": ("ultra_fast", "hifigan"),
+    "tts-1-hd": ("standard", None),
+    **{preset: (preset, None) for preset in PRESETS},
+}
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,7 @@ def test_repo_config_is_the_documented_template():
         ("serve:\n  port: 70000\n", "serve.port: must be a TCP port, 1-65535"),
         ("serve:\n  port: 10200\n", "serve.wyoming_port: must differ from serve.port"),
         ("serve:\n  max_upload_mb: 0\n", "serve.max_upload_mb: must be at least 1"),
+        ("serve:\n  wyoming_model: tts-2\n", "serve.wyoming_model: must be one of tts-1, tts-1-hd"),
         ("serve:\n  api_key: ''\n", "serve.api_key: expected a non-empty text"),
         ("serve:\n  host: '::'\n", "serve.host: :: can be reached from other machines"),
         ("watch: [1, 2]\n", "watch: expected a mapping"),

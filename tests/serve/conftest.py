@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -9,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from daemon.core.config import load_settings
+from daemon.core.config import Settings, load_settings
 from daemon.core.paths import Root
 from daemon.core.worker import StageContext, Worker
 from daemon.report.status import collect
 from daemon.serve.app import build_app
 from daemon.serve.server import HttpServer
 from daemon.serve.speech import Speaker
+from daemon.serve.wyoming import WyomingServer
 from daemon.stages import build_stages
 from tests.conftest import configure
 
@@ -36,26 +38,62 @@ def serve(root: Path) -> Iterator[Callable[..., str]]:
     daemon's worker runs beside it in this process (speech needs one), started after what
     the test put into the root was imported; `sections` are other settings (`{"tts": …}`)."""
     servers: list[HttpServer] = []
-    workers: list[Worker] = []
+    with workers() as start_worker:
 
-    def start(worker: bool = False, sections: dict | None = None, **overrides: object) -> str:
-        serving = {"enabled": True, "port": free_port(), **overrides}
-        configure(root, {**(sections or {}), "serve": serving})
-        settings = load_settings(root / "config.yaml")
-        at = Root.at(root)
-        server = HttpServer.bind(settings.serve, root / "config.yaml")
-        servers.append(server)
-        speaker = Speaker(at, settings, wake=lambda: None)  # alone: nothing runs speech jobs
-        if worker:
-            stages = build_stages(StageContext(at, settings))
-            workers.append(Worker(at.ledger_file, settings, stages))
-            workers[-1].start()
-            speaker = Speaker(at, settings, wake=workers[-1].wake.set)
-        server.start(build_app(at, settings, partial(collect, at), speaker))
-        return server.url
+        def start(worker: bool = False, sections: dict | None = None, **overrides: object) -> str:
+            settings = serve_settings(root, sections, {"port": free_port(), **overrides})
+            server = HttpServer.bind(settings.serve, root / "config.yaml")
+            servers.append(server)
+            at = Root.at(root)
+            wake = start_worker(at, settings) if worker else lambda: None
+            speaker = Speaker(at, settings, wake)  # no worker: nothing runs speech jobs
+            server.start(build_app(at, settings, partial(collect, at), speaker))
+            return server.url
 
-    yield start
-    for server in servers:
-        server.stop()
-    for running in workers:
-        running.stop()
+        yield start
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def wyoming(root: Path) -> Iterator[Callable[..., tuple[str, int]]]:
+    """wyoming(**settings): the Wyoming server the daemon would run for the root, with the
+    daemon's worker beside it; returns its (host, port). Stopped after the test."""
+    servers: list[WyomingServer] = []
+    with workers() as start_worker:
+
+        def start(sections: dict | None = None, **overrides: object) -> tuple[str, int]:
+            port = free_port()
+            settings = serve_settings(root, sections, {"wyoming_port": port, **overrides})
+            server = WyomingServer.bind(settings.serve, root / "config.yaml")
+            servers.append(server)
+            at = Root.at(root)
+            server.start(Speaker(at, settings, start_worker(at, settings)), settings)
+            return "127.0.0.1", port
+
+        yield start
+        for server in servers:
+            server.stop()
+
+
+def serve_settings(root: Path, sections: dict | None, serving: dict) -> Settings:
+    configure(root, {**(sections or {}), "serve": {"enabled": True, **serving}})
+    return load_settings(root / "config.yaml")
+
+
+@contextlib.contextmanager
+def workers() -> Iterator[Callable[[Root, Settings], Callable[[], None]]]:
+    """start(root, settings) runs the daemon's worker in this process and returns its wake;
+    every worker started is stopped on the way out (after the servers that feed it)."""
+    started: list[Worker] = []
+
+    def start(at: Root, settings: Settings) -> Callable[[], None]:
+        started.append(Worker(at.ledger_file, settings, build_stages(StageContext(at, settings))))
+        started[-1].start()
+        return started[-1].wake.set
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.stop()

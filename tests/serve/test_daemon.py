@@ -3,6 +3,7 @@ port it cannot have or a host beyond loopback without a key."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import socket
@@ -13,6 +14,8 @@ from pathlib import Path
 import openai
 import pytest
 import soundfile as sf
+from wyoming.client import AsyncTcpClient
+from wyoming.info import Describe, Info
 
 from daemon.core.config import ConfigError, load_settings
 from daemon.core.jobs import JobKind, JobState, Outcome
@@ -26,20 +29,35 @@ def read_json(url: str) -> dict:
         return json.load(response)
 
 
-def test_the_daemon_serves_until_sigterm(root, daemon):
-    port = free_port()
-    configure(root, {"serve": {"enabled": True, "port": port}})
+def wyoming_voices(port: int) -> list[str]:
+    async def describe() -> list[str]:
+        async with AsyncTcpClient("127.0.0.1", port, connect_timeout=5, read_timeout=30) as client:
+            await client.write_event(Describe().event())
+            event = await client.read_event()
+        assert event is not None
+        return [voice.name for voice in Info.from_event(event).tts[0].voices]
+
+    return asyncio.run(describe())
+
+
+def test_the_daemon_serves_http_and_wyoming_until_sigterm(root, daemon):
+    port, wyoming_port = free_port(), free_port()
+    configure(root, {"serve": {"enabled": True, "port": port, "wyoming_port": wyoming_port}})
     url = f"http://127.0.0.1:{port}"
     daemon.start()
     assert f"serving on {url}" in daemon.output()
+    assert f"Wyoming on tcp://127.0.0.1:{wyoming_port}" in daemon.output()
     assert read_json(f"{url}/api/status")["daemon"]["pid"] == daemon.process.pid
     write_wav(root / "inbox" / "eve" / "hello.wav", seconds=2.0)
     voices = wait_for(lambda: read_json(f"{url}/v1/audio/voices")["voices"], timeout=60)
     assert voices == [{"id": "eve", "name": "eve"}]
+    assert wyoming_voices(wyoming_port) == ["eve"]
     assert daemon.stop() == 0
     assert "voicedrop stopped" in daemon.output()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"{url}/api/status", timeout=5)
+    with pytest.raises(ConnectionRefusedError):
+        wyoming_voices(wyoming_port)
 
 
 def test_a_second_daemon_on_a_served_root_says_it_runs_not_that_the_port_is_taken(root, daemon):
@@ -131,14 +149,17 @@ def ledger_jobs(root: Path, kind: JobKind) -> list:
 
 
 def test_doctor_asks_the_endpoints_of_the_running_daemon(root, daemon, tmp_path):
-    port = free_port()
-    configure(root, {"serve": {"enabled": True, "port": port, "api_key": "k" * 20}})
+    port, wyoming = free_port(), free_port()
+    serving = {"enabled": True, "port": port, "wyoming_port": wyoming, "api_key": "k" * 20}
+    configure(root, {"serve": serving})
     stopped = voicedrop("doctor", "--root", str(root), check=False).stdout
     assert f"warn  /api/status: nothing answers on http://127.0.0.1:{port}" in stopped
+    assert f"warn  wyoming: nothing answers on tcp://127.0.0.1:{wyoming}" in stopped
     daemon.start()
     running = voicedrop("doctor", "--root", str(root), check=False).stdout
     for path in ("/api/status", "/v1/models", "/v1/audio/voices", "/metrics"):
         assert f"ok    {path}: http://127.0.0.1:{port}{path} answers" in running
+    assert f"ok    wyoming: tcp://127.0.0.1:{wyoming} answers describe: 0 voices" in running
     other = tmp_path / "other"
     voicedrop("init", str(other))
     configure(other, {"serve": {"enabled": True, "port": port}})  # the same port, no key
