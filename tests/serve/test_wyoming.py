@@ -27,7 +27,9 @@ from wyoming.tts import (
 from daemon.core.config import ConfigError, load_settings
 from daemon.core.jobs import JobKind, JobState, Outcome
 from daemon.core.ledger import Ledger
+from daemon.serve import wyoming as wyoming_module
 from daemon.serve.servers import Servers
+from daemon.serve.wyoming import MAX_CONNECTIONS
 from tests.conftest import configure, wait_for, write_wav
 from tests.serve.conftest import free_port
 
@@ -263,3 +265,43 @@ def test_a_wyoming_port_in_use_is_one_line_naming_the_setting(root):
             Servers.bind(settings, root / "config.yaml")
     with socket.socket() as again:  # the HTTP port bound first was let go
         again.bind(("127.0.0.1", http))
+
+
+def test_connections_past_the_limit_are_refused_and_idle_ones_closed(root, wyoming, monkeypatch):
+    monkeypatch.setattr(wyoming_module, "IDLE_TIMEOUT", 3.0)
+    address = wyoming()
+    idle = [socket.create_connection(address, timeout=30) for _ in range(MAX_CONNECTIONS)]
+    try:
+        wait_for(lambda: len(raw_exchange(address, b"")) == 1, timeout=10)
+        [refused] = raw_exchange(address, b"")
+        assert refused["type"] == "error" and "32 connections" in refused["text"]
+        started = time.monotonic()
+        assert idle[0].recv(1) == b""  # closed by the server once idle
+        assert 2 < time.monotonic() - started < 20
+    finally:
+        for connection in idle:
+            connection.close()
+    [event] = ask(address, Describe().event(), until="info")  # room again
+    assert Info.is_type(event.type)
+
+
+def test_a_second_request_of_the_same_client_past_its_limit_is_refused(
+    tts_root, tiny_models, wyoming
+):
+    root, tts = tts_root, {"models_dir": str(tiny_models), **SPEAK_FAST}
+    address = wyoming(max_queued_per_client=1, sections={"tts": tts})
+    long_text = " ".join(f"Sentence number {n} is here." for n in range(1, 13))
+    voice = SynthesizeVoice(name="tom")
+
+    async def two_at_once() -> Error:
+        async with AsyncTcpClient(*address, connect_timeout=10, read_timeout=120) as first:
+            await first.write_event(Synthesize(long_text, voice=voice).event())
+            wait_for(lambda: speech_jobs(root), timeout=30)
+            async with AsyncTcpClient(*address, connect_timeout=10, read_timeout=120) as second:
+                await second.write_event(Synthesize("Hello.", voice=voice).event())
+                event = await second.read_event()
+        assert event is not None
+        return Error.from_event(event)
+
+    error = asyncio.run(two_at_once())
+    assert error.code == "rate_limit_exceeded" and "serve.max_queued_per_client" in error.text
