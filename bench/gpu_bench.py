@@ -710,9 +710,9 @@ def run_cases(
         if budget is not None and elapsed + predicted_seconds(case, done) * repeats > budget:
             skipped.append(f"{case.preset}@{case.codes}")
             continue
-        order = sides if index % 2 == 0 else sides[::-1]  # neither side always goes first
         runs: dict[str, list[Render]] = {side.name: [] for side in sides}
-        for _ in range(repeats):
+        for repeat in range(repeats):
+            order = sides if (index + repeat) % 2 == 0 else sides[::-1]  # no side always first
             for side in order:
                 runs[side.name].append(measure(side, case, device))
         medians = [median_render(runs[side.name]) for side in sides]
