@@ -38,7 +38,7 @@ import importlib.metadata as md, sys
 import torch
 print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)
 print("gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")
-for name in ("tortoise-tts", "transformers", "tokenizers", "huggingface-hub", "numpy", "librosa"):
+for name in ("tortoise-tts", "transformers", "tokenizers", "huggingface-hub", "accelerate", "numpy"):
     print(name, md.version(name))
 PY
 } 2>&1 | tee "$OUT/environment.txt"
