@@ -210,9 +210,15 @@ def stage_work(
         ar = build_autoregressive(spec)
         ar.post_init_gpt2_config(kv_cache=True)
         clvp, diffusion = build_clvp(spec), build_diffusion(spec)
-        work = {
-            case: _case_work(spec, case, text_tokens, batch, ar, clvp, diffusion) for case in cases
-        }
+        counted: dict[tuple[str, int], float] = {}  # presets at the same codes share them
+
+        def flops(stage: str, codes: int, run: Callable[[], Any]) -> float:
+            if (stage, codes) not in counted:
+                counted[stage, codes] = _flops(run)
+            return counted[stage, codes]
+
+        models = (ar, clvp, diffusion)
+        work = {case: _case_work(spec, case, text_tokens, batch, models, flops) for case in cases}
     vocoder = build_vocoder(spec)
     return {
         case: [*stages, _vocoder_work(vocoder, case.mel_frames)] for case, stages in work.items()
@@ -224,15 +230,23 @@ def _case_work(
     case: Case,
     text_tokens: int,
     batch: int,
-    ar: torch.nn.Module,
-    clvp: torch.nn.Module,
-    diffusion: torch.nn.Module,
+    models: tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module],
+    flops: Callable[[str, int, Callable[[], Any]], float],
 ) -> list[StageWork]:
+    ar, clvp, diffusion = models
     step_params = sum(_count(part) for part in (ar.gpt.h, ar.gpt.ln_f, ar.final_norm, ar.mel_head))
     batches = case.candidates // batch
     forwards = case.diffusion_steps * case.diffusion_passes
-    clvp_flops = _flops(lambda: _clvp_forward(clvp, batch, text_tokens, case.codes))
-    step_flops = _flops(lambda: _diffusion_forward(diffusion, spec, case.mel_frames))
+    clvp_flops = flops(
+        "clvp", case.codes, lambda: _clvp_forward(clvp, batch, text_tokens, case.codes)
+    )
+    step_flops = flops(
+        "diffusion", case.codes, lambda: _diffusion_forward(diffusion, spec, case.mel_frames)
+    )
+    aligned_flops = flops("aligned", case.codes, lambda: _diffusion_aligned(diffusion, spec, case))
+    latents_flops = flops(
+        "ar_latents", case.codes, lambda: _ar_forward(ar, text_tokens, case.codes)
+    )
     return [
         _ar_sampling(spec, step_params, text_tokens, case.codes, batch, batches),
         _ar_sampling(spec, step_params, text_tokens, case.codes, case.candidates, 1, ONE_BATCH),
@@ -245,13 +259,13 @@ def _case_work(
         StageWork(
             "ar_latents",
             _count(ar) * HALF_BYTES,
-            _flops(lambda: _ar_forward(ar, text_tokens, case.codes)),
+            latents_flops,
             "one forward over the best candidate",
         ),
         StageWork(
             "diffusion",
             _count(diffusion) * HALF_BYTES * forwards,
-            step_flops * forwards + _flops(lambda: _diffusion_aligned(diffusion, spec, case)),
+            step_flops * forwards + aligned_flops,
             f"{case.diffusion_steps} steps x {case.diffusion_passes} passes over "
             f"{case.mel_frames} frames",
         ),
@@ -514,11 +528,8 @@ class Side(Protocol):
 class VoicedropRunner:
     """voicedrop's Engine with a side's arguments, on the bench's files."""
 
-    def __init__(
-        self, side: VoicedropSide, models_dir: Path, device: torch.device, latents: Latents
-    ) -> None:
-        self.name, self.side, self.latents = side.name, side, latents
-        self.engine = Engine(models_dir, device=str(device), **side.engine)
+    def __init__(self, side: VoicedropSide, engine: Engine, latents: Latents) -> None:
+        self.name, self.side, self.engine, self.latents = side.name, side, engine, latents
         self.engine.load()
         self.resident_bytes = weight_bytes(self.engine.spec)
 
@@ -919,11 +930,13 @@ def build_sides(
     models_dir: Path, spec: ModelSpec, device: torch.device
 ) -> tuple[list[VoicedropRunner], TortoiseRunner]:
     """The Engine of the first voicedrop side computes the latents every side is given."""
-    first = Engine(models_dir, device=str(device), **VOICEDROP_SIDES[0].engine)
-    latents = first.conditioning_latents([synthetic_clip()], method="tortoise", seed=SEED)
-    first.release()
-    engines = [VoicedropRunner(side, models_dir, device, latents) for side in VOICEDROP_SIDES]
-    return engines, TortoiseRunner(models_dir, spec, device, latents)
+    engines = [Engine(models_dir, device=str(device), **side.engine) for side in VOICEDROP_SIDES]
+    latents = engines[0].conditioning_latents([synthetic_clip()], method="tortoise", seed=SEED)
+    runners = [
+        VoicedropRunner(side, engine, latents)
+        for side, engine in zip(VOICEDROP_SIDES, engines, strict=True)
+    ]
+    return runners, TortoiseRunner(models_dir, spec, device, latents)
 
 
 def _tokenizer() -> Any:
