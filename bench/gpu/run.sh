@@ -36,12 +36,15 @@ export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
   python3 - <<'PY'
 import importlib.metadata as md, sys
 import torch
+import tortoise.api  # fails here, before the bench, if the carried set does not import
 print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)
 print("gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")
 for name in ("tortoise-tts", "transformers", "tokenizers", "huggingface-hub", "accelerate", "numpy"):
-    print(name, md.version(name))
+    try:
+        print(name, md.version(name))
+    except md.PackageNotFoundError:
+        print(name, "absent")
 PY
 } 2>&1 | tee "$OUT/environment.txt"
-set -o pipefail
 timeout --signal=TERM --kill-after=20 "$LIMIT_S" \
   python3 -m bench.gpu_bench --out "$OUT" --budget-s "$BUDGET_S" "$@" 2>&1 | tee "$OUT/gpu_bench.log"
