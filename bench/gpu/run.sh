@@ -7,12 +7,12 @@
 #   bash bench/gpu/run.sh [gpu_bench.py arguments...]
 #   (through the device tool: command "bash bench/gpu/run.sh", carry [".whl"], timeout_s 600)
 #
-# LIMIT_S (default 540) kills the bench; BUDGET_S (default 420) makes it skip the cases it
+# LIMIT_S (default 520) kills the bench; BUDGET_S (default 420) makes it skip the cases it
 # predicts would end later, so a cut-short run still leaves whole cases in the JSON.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-bench/out}
-LIMIT_S=${LIMIT_S:-540}
+LIMIT_S=${LIMIT_S:-520}
 BUDGET_S=${BUDGET_S:-420}
 SITE=${SITE:-/tmp/site}
 mkdir -p "$OUT"
