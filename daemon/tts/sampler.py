@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import torch
 
 HF_TOP_K = 50  # transformers' GenerationConfig default: generate applies it unless told 0
-PROMPT_TOKEN = 1  # inference_speech's stand-in ids for the prompt (the repetition penalty sees them)
+PROMPT_TOKEN = 1  # inference_speech's stand-in prompt ids (the repetition penalty sees them)
 STEP_WIDTHS = 16  # activations of one decode step per layer and candidate, in model widths
 LOGIT_BUFFERS = 16  # float32 vocabulary-wide buffers the logits processing holds per candidate
 FREE_SHARE = 0.9  # of the free memory the candidates may take; the rest for the allocator
@@ -133,7 +133,7 @@ class CodeSampler:
         """Codes for every candidate, (batch, n): n is max_codes, or fewer when every
         candidate drew the stop code (a finished one is padded with it, as generate does)."""
         if prompt.shape[1] != self.prompt_length:
-            raise ValueError(f"the prompt has {prompt.shape[1]} positions, not {self.prompt_length}")
+            raise ValueError(f"a prompt of {prompt.shape[1]} positions, not {self.prompt_length}")
         self._reset()
         self._prefill(prompt)
         drawn = 0
