@@ -115,7 +115,9 @@ class CodeSampler:
         cache = (model.layers, batch, self.heads, self.length, self.head_dim)
         self.keys = torch.zeros(cache, device=device, dtype=dtype)
         self.values = torch.zeros(cache, device=device, dtype=dtype)
-        self.visible = torch.zeros((1, 1, 1, self.length), device=device, dtype=torch.bool)
+        # additive: 0 where a slot is written, -inf ahead (a boolean mask would be converted
+        # to this in every layer of every step)
+        self.mask = torch.full((1, 1, 1, self.length), -math.inf, device=device, dtype=dtype)
         self.codes = torch.full((batch, max_codes), self.stop, device=device, dtype=torch.long)
         self.token = torch.zeros(batch, device=device, dtype=torch.long)
         self.count = torch.zeros(1, device=device, dtype=torch.long)  # codes drawn so far
@@ -157,8 +159,8 @@ class CodeSampler:
         self.seen.zero_()
         self.seen[:, PROMPT_TOKEN] = True
         self.seen[:, self.model.start_mel_token] = True
-        self.visible.zero_()
-        self.visible[..., : self.prompt_length] = True
+        self.mask.fill_(-math.inf)
+        self.mask[..., : self.prompt_length] = 0
 
     def _step(self) -> None:
         """Feed the last drawn code, draw the next: what the CUDA graph replays."""
@@ -192,13 +194,13 @@ class CodeSampler:
         # count the conditioning twice); the start token sat at 0
         position = self.model.mel_pos_embedding.emb.weight.index_select(0, self.count + 1)
         hidden = self.model.mel_embedding(self.token).unsqueeze(1) + position
-        self.visible.index_fill_(-1, slot, True)
+        self.mask.index_fill_(-1, slot, 0)
         for layer, block in enumerate(self.model.gpt.h):
             query, key, value = self._heads(block, hidden)
             self.keys[layer].index_copy_(2, slot, key)
             self.values[layer].index_copy_(2, slot, value)
             attended = F.scaled_dot_product_attention(
-                query, self.keys[layer], self.values[layer], attn_mask=self.visible
+                query, self.keys[layer], self.values[layer], attn_mask=self.mask
             )
             hidden = self._finish_block(block, hidden, attended)
         self.logits.copy_(self._logits(hidden).squeeze(1))

@@ -176,7 +176,7 @@ def test_the_step_writes_into_its_buffers_and_allocates_none(model, conditioning
     with torch.no_grad():
         prompt = prompt_embeddings(model, conditioning, tokens)
         sampler = CodeSampler(model, 3, prompt.shape[1], 30, TORTOISE)
-        names = ("keys", "values", "visible", "codes", "token", "count", "seen", "logits", "noise")
+        names = ("keys", "values", "mask", "codes", "token", "count", "seen", "logits", "noise")
         before = {name: getattr(sampler, name).data_ptr() for name in names}
         first = sampler.sample(prompt)
         second = sampler.sample(prompt)  # the same buffers serve the next batch
