@@ -131,7 +131,7 @@ def cases(quick: bool) -> dict[str, list[Case]]:
         return {"tiny": [Case("tiny", 8, 100, 1)], "released": [Case("released", 2, 8, 1)]}
     return {
         "tiny": [Case("tiny", 1, 250, 3), Case("tiny", 8, 250, 3)],
-        "released": [Case("released", 1, 24, 1), Case("released", 4, 24, 1)],
+        "released": [Case("released", 1, 24, 2), Case("released", 4, 24, 2)],
     }
 
 

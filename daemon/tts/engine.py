@@ -45,6 +45,7 @@ from daemon.tts.sampler import (
     candidate_bytes,
     even_batch,
     prompt_embeddings,
+    prompt_length,
 )
 from daemon.tts.spec import (
     AUTOREGRESSIVE_FILE,
@@ -655,12 +656,6 @@ def _sampling(settings: GenerationSettings) -> Sampling:
         top_p=float(settings.top_p),
         repetition_penalty=float(settings.repetition_penalty),
     )
-
-
-def prompt_length(tokens: torch.Tensor) -> int:
-    """Positions of the AR prompt for `tokens`: the conditioning latent, the text between its
-    start and stop tokens, the start mel token."""
-    return tokens.shape[-1] + 4
 
 
 def _pieces(wave: torch.Tensor, window: int) -> Iterator[torch.Tensor]:

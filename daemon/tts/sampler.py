@@ -66,6 +66,12 @@ def even_batch(candidates: int, most: int) -> int:
     return math.ceil(candidates / batches)
 
 
+def prompt_length(text_tokens: torch.Tensor) -> int:
+    """Positions of prompt_embeddings(text_tokens): the conditioning latent, the text between
+    its start and stop tokens, the start mel token."""
+    return text_tokens.shape[-1] + 4
+
+
 def prompt_embeddings(
     model: torch.nn.Module, conditioning: torch.Tensor, text_tokens: torch.Tensor
 ) -> torch.Tensor:
@@ -291,7 +297,7 @@ class CodeSampler:
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             self._reset()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self._step()
         except RuntimeError as error:
             logger.warning("sampling without a CUDA graph: capture failed ({})", error)

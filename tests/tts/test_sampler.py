@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from daemon.tts.engine import Engine, prompt_length
+from daemon.tts.engine import Engine
 from daemon.tts.sampler import (
     CodeSampler,
     Sampling,
@@ -19,6 +19,7 @@ from daemon.tts.sampler import (
     candidate_bytes,
     even_batch,
     prompt_embeddings,
+    prompt_length,
 )
 from daemon.tts.spec import ModelSpec
 
