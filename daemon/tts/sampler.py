@@ -132,7 +132,7 @@ class CodeSampler:
         self.logits = torch.zeros((batch, vocabulary), device=device, dtype=dtype)
         self.noise = torch.zeros((batch, vocabulary), device=device, dtype=torch.float32)
         self.graph: torch.cuda.CUDAGraph | None = None
-        if device.type == "cuda":
+        if device.type == "cuda" and max_codes > 1:  # one code is drawn without a step
             self.graph = self._capture()
 
     # -- the loop ----------------------------------------------------------------------
@@ -291,8 +291,8 @@ class CodeSampler:
         stream.wait_stream(torch.cuda.current_stream())
         try:
             with torch.cuda.stream(stream):
-                self._reset()
                 for _ in range(3):
+                    self._reset()  # each at the first slot: never past the buffers' ends
                     self._step()
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
