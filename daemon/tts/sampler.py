@@ -124,11 +124,12 @@ class CodeSampler:
         # additive: 0 where a slot is written, -inf ahead (a boolean mask would be converted
         # to this in every layer of every step)
         self.mask = torch.full((1, 1, 1, self.length), -math.inf, device=device, dtype=dtype)
-        self.codes = torch.full((batch, max_codes), self.stop, device=device, dtype=torch.long)
+        # generate's input_ids: the prompt's stand-in ids, then the drawn codes; positions
+        # not drawn yet hold a stand-in id too, which the penalty has already seen
+        self.ids = torch.full((batch, self.length), PROMPT_TOKEN, device=device, dtype=torch.long)
         self.token = torch.zeros(batch, device=device, dtype=torch.long)
         self.count = torch.zeros(1, device=device, dtype=torch.long)  # codes drawn so far
         self.unfinished = torch.ones(batch, device=device, dtype=torch.long)
-        self.seen = torch.zeros((batch, vocabulary), device=device, dtype=torch.bool)
         self.logits = torch.zeros((batch, vocabulary), device=device, dtype=dtype)
         self.noise = torch.zeros((batch, vocabulary), device=device, dtype=torch.float32)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -155,16 +156,14 @@ class CodeSampler:
             drawn += 1
             if not bool(self.unfinished.any()):
                 break
-        return self.codes[:, :drawn].clone()
+        return self.ids[:, self.prompt_length : self.prompt_length + drawn].clone()
 
     def _reset(self) -> None:
-        """Back to no codes drawn; the prompt's stand-in ids and start token count as seen
-        by the repetition penalty, as they are in generate's input_ids."""
+        """Back to no codes drawn: the ids are the prompt's stand-ins and start mel token."""
         self.count.zero_()
         self.unfinished.fill_(1)
-        self.seen.zero_()
-        self.seen[:, PROMPT_TOKEN] = True
-        self.seen[:, self.model.start_mel_token] = True
+        self.ids.fill_(PROMPT_TOKEN)
+        self.ids[:, self.prompt_length - 1] = self.model.start_mel_token
         self.mask.fill_(-math.inf)
         self.mask[..., : self.prompt_length] = 0
 
@@ -249,23 +248,24 @@ class CodeSampler:
         # numbers), but without the host check that keeps it out of a CUDA graph
         drawn = probs.div(self.noise.exponential_(1)).argmax(dim=-1)
         drawn = drawn * self.unfinished + self.stop * (1 - self.unfinished)
-        self.codes.index_copy_(1, self.count, drawn.unsqueeze(1))
+        self.ids.index_copy_(1, self.count + self.prompt_length, drawn.unsqueeze(1))
         self.token.copy_(drawn)
-        self.seen.scatter_(1, drawn.unsqueeze(1), True)
         self.unfinished.mul_(drawn.ne(self.stop))
         self.count.add_(1)
 
     def _processed(self, scores: torch.Tensor) -> torch.Tensor:
         """transformers 4.31's RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
         TopKLogitsWarper and TopPLogitsWarper in generate's order, each only where generate
-        adds it; the penalty over a seen-code mask instead of gather/scatter over the ids."""
+        adds it. The penalty gathers and scatters over every id as generate does; the
+        stand-ins beyond the drawn codes repeat an id already there, which changes nothing."""
         import torch
 
         sampling = self.sampling
         if sampling.repetition_penalty != 1.0:
             penalty = sampling.repetition_penalty
-            penalised = torch.where(scores < 0, scores * penalty, scores / penalty)
-            scores = torch.where(self.seen, penalised, scores)
+            score = torch.gather(scores, 1, self.ids)
+            score = torch.where(score < 0, score * penalty, score / penalty)
+            scores = scores.scatter(1, self.ids, score)
         if sampling.temperature != 1.0:
             scores = scores / sampling.temperature
         if sampling.top_k != 0:

@@ -177,14 +177,14 @@ def test_the_step_writes_into_its_buffers_and_allocates_none(model, conditioning
     with torch.no_grad():
         prompt = prompt_embeddings(model, conditioning, tokens)
         sampler = CodeSampler(model, 3, prompt.shape[1], 30, TORTOISE)
-        names = ("keys", "values", "mask", "codes", "token", "count", "seen", "logits", "noise")
+        names = ("keys", "values", "mask", "ids", "token", "count", "logits", "noise")
         before = {name: getattr(sampler, name).data_ptr() for name in names}
         first = sampler.sample(prompt)
         second = sampler.sample(prompt)  # the same buffers serve the next batch
     assert {name: getattr(sampler, name).data_ptr() for name in names} == before
     assert sampler.keys.shape == (1, 3, 2, prompt.shape[1] + 30, 32)  # layers, batch, heads
     assert not first.equal(second)  # the next batch draws on, from the same generator
-    assert first.data_ptr() != sampler.codes.data_ptr()  # what it hands back is the caller's
+    assert first.data_ptr() != sampler.ids.data_ptr()  # what it hands back is the caller's
 
 
 def test_the_prompt_is_inference_speechs(model, conditioning, tokens) -> None:
