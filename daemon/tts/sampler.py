@@ -115,7 +115,7 @@ class CodeSampler:
         device, dtype = weight.device, weight.dtype
         self.heads = model.heads
         self.head_dim = model.model_dim // model.heads
-        self.length = prompt_length + max_codes  # the last code is drawn, never fed back
+        self.length = prompt_length + max_codes  # every id; the cache uses one slot less
         self.stop = model.stop_mel_token
         vocabulary = weight.shape[0]
         cache = (model.layers, batch, self.heads, self.length, self.head_dim)
