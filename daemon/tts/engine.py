@@ -450,8 +450,9 @@ class Engine:
         return contextlib.nullcontext()
 
     def _batch_size(self) -> int:
-        """Candidates per AR pass: tortoise's memory table on CUDA (by total memory, so it
-        does not change between renders), a fixed size on the CPU."""
+        """Candidates per CLVP pass (and AR pass with tortoise's sampler): tortoise's memory
+        table on CUDA (by total memory, so it does not change between renders), a fixed size
+        on the CPU."""
         import torch
 
         if self.device.type != "cuda":
@@ -621,7 +622,7 @@ class Engine:
         the AR's latents of all its codes decoded by HiFi-GAN."""
         sampling = dataclasses.replace(_sampling(settings), top_k=FAST_TOP_K)
         length = self.generation_length(settings)
-        codes = next(self._draw(model, conditioning, tokens, sampling, length, [1]))
+        [codes] = self._draw(model, conditioning, tokens, sampling, length, [1])
         progress("autoregressive", 1.0)
         speech = self._speech_latents(model, conditioning, tokens, codes)
         return self._hifigan(speech, conditioning)
