@@ -221,10 +221,7 @@ class Engine:
         module.eval()  # UnivNetGenerator.eval returns None, so no chaining
         if key in (AUTOREGRESSIVE_FILE, OVERRIDE):
             if self._half_weights:
-                # voicedrop's sampler runs the weights as they are (a CUDA graph cannot keep
-                # autocast's casts); the conditioning encoder stays float32, so latents match
-                module.half()
-                module.conditioning_encoder.float()
+                to_half_weights(module)
             module.post_init_gpt2_config(kv_cache=True, half=self.half)
         if key == VOCODER_FILE:
             module.eval(inference=True)  # folds weight norm away, as tortoise does
@@ -647,6 +644,14 @@ BUILDERS: dict[str, tuple[Callable[[ModelSpec], Any], str | None]] = {
     CLVP_FILE: (build_clvp, None),
     HIFIGAN_FILE: (build_hifigan, None),
 }
+
+
+def to_half_weights(model: torch.nn.Module) -> None:
+    """The AR in float16 for voicedrop's sampler, which runs the weights as they are (a CUDA
+    graph cannot keep autocast's casts); the conditioning encoder stays float32, so a
+    voice's latents do not change."""
+    model.half()
+    model.conditioning_encoder.float()
 
 
 def _sampling(settings: GenerationSettings) -> Sampling:

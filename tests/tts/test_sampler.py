@@ -5,13 +5,14 @@ sizing arithmetic."""
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from daemon.tts.engine import Engine
+from daemon.tts.engine import Engine, to_half_weights
 from daemon.tts.sampler import (
     CodeSampler,
     Sampling,
@@ -186,6 +187,23 @@ def test_the_step_writes_into_its_buffers_and_allocates_none(model, conditioning
     assert sampler.keys.shape == (1, 3, 2, prompt.shape[1] + 30, 32)  # layers, batch, heads
     assert not first.equal(second)  # the next batch draws on, from the same generator
     assert first.data_ptr() != sampler.ids.data_ptr()  # what it hands back is the caller's
+
+
+def test_float16_weights_sample_in_float16(model, conditioning, tokens) -> None:
+    """What tts.half loads on CUDA, run here on the CPU: the cache, mask and logits follow
+    the weights, the draw stays float32, and the first codes are float32's."""
+    half = copy.deepcopy(model)
+    to_half_weights(half)
+    assert half.conditioning_encoder.init.weight.dtype == torch.float32
+    torch.manual_seed(0)
+    with torch.no_grad():
+        prompt = prompt_embeddings(half, conditioning, tokens)
+        sampler = CodeSampler(half, 3, prompt.shape[1], 12, TORTOISE)
+        codes = sampler.sample(prompt)
+    assert prompt.dtype == sampler.keys.dtype == sampler.logits.dtype == torch.float16
+    assert codes.shape == (3, 12)
+    full = loop_codes(model, conditioning, tokens, 3, 12, TORTOISE, seed=0)
+    assert codes[:, :5].equal(full[:, :5])
 
 
 def test_the_prompt_is_inference_speechs(model, conditioning, tokens) -> None:
