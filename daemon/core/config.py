@@ -122,6 +122,7 @@ class TtsSettings(GenerationKnobs):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     half: bool = False
     latents: Literal["voicedrop", "tortoise"] = "voicedrop"
+    sampler: Literal["voicedrop", "tortoise"] = "voicedrop"  # how, not what: an engine option
     output_sample_rate: int = 24000
     idle_unload: float = 600.0
 

@@ -242,7 +242,10 @@ class RenderScorer:
         from daemon.tts.texts import chunk_text
 
         if self.engine is None:
-            self.engine = Engine(self.models_dir, device=self.tts.device, half=self.tts.half)
+            tts = self.tts
+            self.engine = Engine(
+                self.models_dir, device=tts.device, half=tts.half, sampler=tts.sampler
+            )
         engine, generation = self.engine, self.tts.generation()
         clips = [sf.read(clip, dtype="float32")[0] for clip in voice_clips(voice)]
         if not clips:  # deleted since training: nothing to condition a render on

@@ -96,10 +96,10 @@ class Renderer:
     def engine_for(self, tts: TtsSettings, decoder: str):
         from daemon.tts.engine import Engine
 
-        key = (self.models_dir(tts, decoder), tts.device, tts.half)
+        key = (self.models_dir(tts, decoder), tts.device, tts.half, tts.sampler)
         if self.engine is None or key != self.engine_key:
             self.release()
-            self.engine = Engine(key[0], device=tts.device, half=tts.half)
+            self.engine = Engine(key[0], device=tts.device, half=tts.half, sampler=tts.sampler)
             self.engine_key = key
         self.last_used = time.monotonic()
         return self.engine

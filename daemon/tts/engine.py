@@ -10,6 +10,7 @@ one, and rendering is seeded so the same inputs give the same audio.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
 import random
@@ -37,6 +38,15 @@ from daemon.tts.checkpoints import (
     read_state_dict,
 )
 from daemon.tts.generation import GenerationSettings
+from daemon.tts.sampler import (
+    CodeSampler,
+    Sampling,
+    batch_for_memory,
+    candidate_bytes,
+    even_batch,
+    prompt_embeddings,
+    prompt_length,
+)
 from daemon.tts.spec import (
     AUTOREGRESSIVE_FILE,
     CLVP_FILE,
@@ -65,6 +75,7 @@ MEL_MARGIN = 2  # the start and stop mel tokens the AR adds around the generated
 CPU_BATCH = 8  # candidates sampled at once on a CPU; fixed, as it changes the random draws
 FAST_TOP_K = 50  # api_fast.py samples its one candidate with top_k=50
 LATENT_METHODS = ("voicedrop", "tortoise")
+SAMPLERS = ("voicedrop", "tortoise")  # daemon.tts.sampler's loop, or inference_speech
 
 
 @dataclass(frozen=True)
@@ -101,12 +112,21 @@ class Engine:
 
     SAMPLE_RATE: ClassVar[int] = 24000
 
-    def __init__(self, models_dir: Path, device: str = "auto", half: bool = False) -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        device: str = "auto",
+        half: bool = False,
+        sampler: str = "voicedrop",
+    ) -> None:
         import torch
 
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}: use {' or '.join(SAMPLERS)}")
         self.models_dir = Path(models_dir)
         self.device = torch.device(resolve_device(device))
         self.half = half
+        self.sampler = sampler
         self._spec: ModelSpec | None = None
         self._models: dict[str, tuple[tuple[str, int, int], torch.nn.Module]] = {}
         self._tokenizer: Any = None
@@ -200,10 +220,18 @@ class Engine:
         module.to(self.device)
         module.eval()  # UnivNetGenerator.eval returns None, so no chaining
         if key in (AUTOREGRESSIVE_FILE, OVERRIDE):
+            if self._half_weights:
+                to_half_weights(module)
             module.post_init_gpt2_config(kv_cache=True, half=self.half)
         if key == VOCODER_FILE:
             module.eval(inference=True)  # folds weight norm away, as tortoise does
         return module
+
+    @property
+    def _half_weights(self) -> bool:
+        """Whether the AR's weights are float16: half on CUDA with voicedrop's sampler
+        (tortoise's inference_speech runs float32 weights under autocast, as upstream)."""
+        return self.half and self.device.type == "cuda" and self.sampler == "voicedrop"
 
     def _loaded(self, key: str) -> torch.nn.Module:
         return self._models[key][1]
@@ -419,8 +447,9 @@ class Engine:
         return contextlib.nullcontext()
 
     def _batch_size(self) -> int:
-        """Candidates per AR pass: tortoise's memory table on CUDA (by total memory, so it
-        does not change between renders), a fixed size on the CPU."""
+        """Candidates per CLVP pass (and AR pass with tortoise's sampler): tortoise's memory
+        table on CUDA (by total memory, so it does not change between renders), a fixed size
+        on the CPU."""
         import torch
 
         if self.device.type != "cuda":
@@ -439,23 +468,73 @@ class Engine:
         """`settings.candidates` code sequences of at most the generation length, padded with
         the stop code to exactly that length and fixed as api.py tts() does before CLVP."""
         length = self.generation_length(settings)
+        sampling = _sampling(settings)
+        size = self._sampler_batch(model, tokens, length, settings.candidates)
+        counts = [count for _, count in _batches(settings.candidates, size)]
         batches = []
-        for start, count in _batches(settings.candidates, self._batch_size()):
-            with self._autocast():
-                codes = model.inference_speech(
-                    conditioning,
-                    tokens,
-                    do_sample=True,
-                    top_p=settings.top_p,
-                    temperature=settings.temperature,
-                    num_return_sequences=count,
-                    length_penalty=settings.length_penalty,
-                    repetition_penalty=settings.repetition_penalty,
-                    max_generate_length=length,
-                )
+        for codes in self._draw(model, conditioning, tokens, sampling, length, counts):
             batches.append(codes)
-            progress("autoregressive", (start + count) / settings.candidates)
+            progress("autoregressive", sum(batch.shape[0] for batch in batches) / sum(counts))
         return pad_and_fix(batches, length, model.stop_mel_token)
+
+    def _draw(
+        self,
+        model: torch.nn.Module,
+        conditioning: torch.Tensor,
+        tokens: torch.Tensor,
+        sampling: Sampling,
+        length: int,
+        counts: list[int],
+    ) -> Iterator[torch.Tensor]:
+        """Each batch's codes, (count, at most length), by the configured sampler; the
+        random draws follow the global generator either way."""
+        if self.sampler == "tortoise":
+            for count in counts:
+                with self._autocast():
+                    codes = model.inference_speech(
+                        conditioning,
+                        tokens,
+                        do_sample=True,
+                        num_beams=1,
+                        top_k=sampling.top_k,
+                        top_p=sampling.top_p,
+                        temperature=sampling.temperature,
+                        num_return_sequences=count,
+                        repetition_penalty=sampling.repetition_penalty,
+                        max_generate_length=length,
+                    )
+                yield codes
+            return
+        prompt = prompt_embeddings(model, conditioning, tokens)
+        sampler: CodeSampler | None = None
+        for count in counts:
+            if sampler is None or sampler.batch != count:
+                sampler = None  # the old buffers go before the new ones are allocated
+                sampler = CodeSampler(model, count, prompt.shape[1], length, sampling)
+            yield sampler.sample(prompt)
+
+    def _sampler_batch(
+        self, model: torch.nn.Module, tokens: torch.Tensor, length: int, candidates: int
+    ) -> int:
+        """Candidates per AR pass. On CUDA with voicedrop's sampler the most whose KV cache
+        and buffers fit the free memory now (what the allocator holds unused counts as
+        free), split evenly; otherwise _batch_size() (fixed on the CPU, as the split
+        changes the random draws)."""
+        import torch
+
+        if self.device.type != "cuda" or self.sampler == "tortoise":
+            return self._batch_size()
+        free, _ = torch.cuda.mem_get_info(self.device)
+        free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        per_candidate = candidate_bytes(
+            layers=model.layers,
+            model_dim=model.model_dim,
+            heads=model.heads,
+            length=prompt_length(tokens) + length,
+            vocabulary=model.number_mel_codes,
+            element_bytes=model.mel_head.weight.element_size(),
+        )
+        return even_batch(candidates, batch_for_memory(free, per_candidate, candidates))
 
     def _rank(self, codes: torch.Tensor, tokens: torch.Tensor, progress: Progress) -> torch.Tensor:
         """The candidate CLVP thinks matches the text best, (1, length)."""
@@ -538,20 +617,9 @@ class Engine:
     ) -> torch.Tensor:
         """tortoise api_fast.py tts(): one candidate sampled with top_k=50, no CLVP ranking,
         the AR's latents of all its codes decoded by HiFi-GAN."""
-        with self._autocast():
-            codes = model.inference_speech(
-                conditioning,
-                tokens,
-                top_k=FAST_TOP_K,
-                top_p=settings.top_p,
-                temperature=settings.temperature,
-                do_sample=True,
-                num_beams=1,
-                num_return_sequences=1,
-                length_penalty=float(settings.length_penalty),
-                repetition_penalty=float(settings.repetition_penalty),
-                max_generate_length=self.generation_length(settings),
-            )
+        sampling = dataclasses.replace(_sampling(settings), top_k=FAST_TOP_K)
+        length = self.generation_length(settings)
+        [codes] = self._draw(model, conditioning, tokens, sampling, length, [1])
         progress("autoregressive", 1.0)
         speech = self._speech_latents(model, conditioning, tokens, codes)
         return self._hifigan(speech, conditioning)
@@ -576,6 +644,24 @@ BUILDERS: dict[str, tuple[Callable[[ModelSpec], Any], str | None]] = {
     CLVP_FILE: (build_clvp, None),
     HIFIGAN_FILE: (build_hifigan, None),
 }
+
+
+def to_half_weights(model: torch.nn.Module) -> None:
+    """The AR in float16 for voicedrop's sampler, which runs the weights as they are (a CUDA
+    graph cannot keep autocast's casts); the conditioning encoder stays float32, so a
+    voice's latents do not change."""
+    model.half()
+    model.conditioning_encoder.float()
+
+
+def _sampling(settings: GenerationSettings) -> Sampling:
+    """The AR sampling knobs of `settings`, as floats (transformers refuses an int);
+    length_penalty is left out: generate uses it in beam search only, never in sampling."""
+    return Sampling(
+        temperature=float(settings.temperature),
+        top_p=float(settings.top_p),
+        repetition_penalty=float(settings.repetition_penalty),
+    )
 
 
 def _pieces(wave: torch.Tensor, window: int) -> Iterator[torch.Tensor]:

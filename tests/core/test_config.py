@@ -81,6 +81,7 @@ def test_repo_config_is_the_documented_template():
         ("tts:\n  max_mel_tokens: 0\n", "tts.max_mel_tokens: must be 1-602"),
         ("tts:\n  max_mel_tokens: 700\n", "tts.max_mel_tokens: must be 1-602"),
         ("tts:\n  latents: random\n", "tts.latents: expected one of voicedrop, tortoise"),
+        ("tts:\n  sampler: beam\n", "tts.sampler: expected one of voicedrop, tortoise"),
         ("tts:\n  diffusion_temperature: 0\n", "tts.diffusion_temperature: must be more than 0"),
         ("tts:\n  diffusion_temperature: hot\n", "tts.diffusion_temperature: expected a number"),
         ("tts:\n  top_p: 1.5\n", "tts.top_p: must be in (0, 1]"),

@@ -157,6 +157,25 @@ def test_hifigan_decoder(engine: Engine, latents: Latents) -> None:
     assert np.array_equal(audio, render(engine, latents, decoder="hifigan"))
 
 
+@pytest.mark.parametrize("decoder", ["diffusion", "hifigan"])
+def test_voicedrops_sampler_renders_what_tortoises_inference_speech_renders(
+    engine: Engine, tiny_models: Path, latents: Latents, decoder: str
+) -> None:
+    """The default sampler draws the same codes on a CPU, so the audio is bit for bit the
+    same; 10 candidates take two batches of CPU_BATCH and the rest."""
+    assert engine.sampler == "voicedrop"
+    tortoise = Engine(tiny_models, device="cpu", sampler="tortoise")
+    settings = dataclasses.replace(QUICK, decoder=decoder, candidates=10, seed=3)
+    assert np.array_equal(
+        engine.render(TEXT, latents, settings), tortoise.render(TEXT, latents, settings)
+    )
+
+
+def test_an_unknown_sampler_is_refused(tiny_models: Path) -> None:
+    with pytest.raises(ValueError, match="voicedrop or tortoise"):
+        Engine(tiny_models, device="cpu", sampler="beam")
+
+
 def test_a_fine_tuned_autoregressive_model_replaces_the_base_one(
     engine: Engine, latents: Latents, fine_tune: Path, tiny_models: Path
 ) -> None:
