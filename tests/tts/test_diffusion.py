@@ -280,3 +280,44 @@ def test_front_matter_and_voice_yaml_set_the_sampler(tmp_path: Path) -> None:
     assert text.generation() == GenerationSettings(diffusion_sampler="dpm++2m")
     with pytest.raises(ConfigError, match=r"front matter\.diffusion_sampler: expected one of"):
         text_settings(TtsSettings(), {"diffusion_sampler": "dpm"}, tmp_path / "a.txt")
+
+
+MEL_TOLERANCE = 0.01  # docs/TORTOISE.md, "Half precision": relative L2 error of the mel
+
+
+def test_the_decoders_float16_stays_within_the_stated_tolerance(
+    decoder: torch.nn.Module, aligned: torch.Tensor
+) -> None:
+    """CUDA's float16 cannot run here: the CPU's float16 autocast stands in for it, with the
+    decoder's own mixed precision (enable_fp16) as the engine sets it on CUDA."""
+
+    def mel() -> torch.Tensor:
+        with torch.no_grad():
+            return sample_mel(
+                "dpm++2m",
+                decoder,
+                aligned,
+                start_noise(6),
+                steps=10,
+                cond_free=True,
+                cond_free_k=2.0,
+                on_step=ignore,
+            )
+
+    full = mel()
+    default = torch.get_autocast_dtype("cpu")
+    torch.set_autocast_dtype("cpu", torch.float16)
+    decoder.enable_fp16 = True
+    try:
+        half = mel()
+    finally:
+        decoder.enable_fp16 = False
+        torch.set_autocast_dtype("cpu", default)
+    error = float((half - full).norm() / full.norm())
+    assert 0 < error < MEL_TOLERANCE  # it did run in float16, and stayed close
+
+
+def test_half_is_for_cuda_only(tiny_models: Path) -> None:
+    engine = Engine(tiny_models, device="cpu", half=True)
+    engine.load()
+    assert engine.half and not engine._loaded(DIFFUSION_FILE).enable_fp16
