@@ -12,13 +12,15 @@ and starting noise go into every row.
    absolute difference of the log mel (natural log units).
 2. Precision: dpm++2m run in float32 and with the decoder's own mixed precision
    (DiffusionTts.enable_fp16: every layer but the first under autocast) in bfloat16 and
-   float16, then UnivNet on that mel under the same autocast; relative L2 error of the mel
-   and of the wave against float32.
+   float16, then UnivNet under the same autocast; relative L2 error against float32 of
+   the mel, of the wave UnivNet makes of the float32 mel in half precision ("vocoder"),
+   of the wave of the half mel in half precision ("both") and of the wave float32 UnivNet
+   makes of the half mel ("mel only": the decoder alone in half precision).
 
 Random weights say nothing about how good the audio sounds; they do say how far the
 samplers' answers lie apart and how much half precision moves the numbers.
 
-    python -m bench.diffusion_bench [--quick]
+    python -m bench.diffusion_bench [--quick] [--precision-only]
 
 Prints tables and writes bench/out/diffusion.json.
 """
@@ -164,6 +166,13 @@ def precision(decoder: torch.nn.Module, dtype: torch.dtype | None) -> Iterator[N
         torch.set_autocast_dtype("cpu", default)
 
 
+def vocode(vocoder: torch.nn.Module, mel: torch.Tensor) -> torch.Tensor:
+    """UnivNet's wave of a normalised mel, with the same noise every time: its inference
+    draws its noise input from torch's global generator."""
+    torch.manual_seed(0)
+    return vocoder.inference(denormalize_tacotron_mel(mel))
+
+
 def precision_table(quick: bool) -> list[dict[str, Any]]:
     sizes = [("tiny", ModelSpec.tiny(), 20)]
     if not quick:
@@ -173,13 +182,13 @@ def precision_table(quick: bool) -> list[dict[str, Any]]:
         decoder, vocoder, aligned = decoder_inputs(spec)
         with torch.no_grad():
             mel32, seconds32, _ = run(decoder, aligned, "dpm++2m", steps)
-            wave32 = vocoder.inference(denormalize_tacotron_mel(mel32))
+            wave32 = vocode(vocoder, mel32)
             for dtype in (torch.bfloat16, torch.float16):
                 with precision(decoder, dtype):
                     mel, seconds, _ = run(decoder, aligned, "dpm++2m", steps)
                 with torch.autocast("cpu", dtype=dtype):
-                    vocoded = vocoder.inference(denormalize_tacotron_mel(mel32))
-                    wave = vocoder.inference(denormalize_tacotron_mel(mel))
+                    vocoded, wave = vocode(vocoder, mel32), vocode(vocoder, mel)
+                engine_wave = vocode(vocoder, mel)
                 rows.append(
                     {
                         "dims": name,
@@ -189,6 +198,7 @@ def precision_table(quick: bool) -> list[dict[str, Any]]:
                         "mel_log_distance": log_mel_distance(mel, mel32),
                         "vocoder_wave_relative": relative(vocoded, wave32),
                         "wave_relative": relative(wave, wave32),
+                        "wave_float32_vocoder_relative": relative(engine_wave, wave32),
                         "seconds_float32": seconds32,
                         "seconds": seconds,
                     }
@@ -199,9 +209,11 @@ def precision_table(quick: bool) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rows, tiny dims only")
-    quick = parser.parse_args().quick
+    parser.add_argument("--precision-only", action="store_true", help="skip the samplers")
+    args = parser.parse_args()
+    quick = args.quick
     machine = describe_machine(torch=torch.__version__, threads=torch.get_num_threads())
-    samplers = sampler_table(quick)
+    samplers = [] if args.precision_only else sampler_table(quick)
     print(
         text_table(
             [
@@ -225,7 +237,7 @@ def main() -> None:
     print(
         text_table(
             [
-                ("dims", "steps", "dtype", "mel rel", "logmel", "vocoder rel", "wave rel"),
+                ("dims", "steps", "dtype", "mel", "logmel", "vocoder", "both", "mel only"),
                 *(
                     (
                         row["dims"],
@@ -235,6 +247,7 @@ def main() -> None:
                         f"{row['mel_log_distance']:.2e}",
                         f"{row['vocoder_wave_relative']:.2e}",
                         f"{row['wave_relative']:.2e}",
+                        f"{row['wave_float32_vocoder_relative']:.2e}",
                     )
                     for row in precisions
                 ),

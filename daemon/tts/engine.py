@@ -204,10 +204,6 @@ class Engine:
             module.post_init_gpt2_config(kv_cache=True, half=self.half)
         if key == VOCODER_FILE:
             module.eval(inference=True)  # folds weight norm away, as tortoise does
-        if key == DIFFUSION_FILE:
-            # DiffusionTts's own mixed precision (every layer but the first under autocast:
-            # float16 on CUDA) stays within docs/TORTOISE.md's tolerance; UnivNet does not
-            module.enable_fp16 = self.half and self.device.type == "cuda"
         return module
 
     def _loaded(self, key: str) -> torch.nn.Module:
