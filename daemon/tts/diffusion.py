@@ -5,7 +5,8 @@ noise (its first 100 output channels; the other 100 are a learned variance only 
 sampler uses). `p` is tortoise's ancestral sampler, run by tortoise's own code so renders
 stay what they were. `ddim` (Song et al. 2021, eta 0) and `dpm++2m` (Lu et al. 2022,
 DPM-Solver++(2M)) solve the probability-flow ODE of the same respaced schedule from the same
-starting noise, so they need no random draws after it and far fewer steps. All three
+starting noise: no random draws after it, and (as tortoise-tts-fast found by ear on the
+released weights) fewer steps for the same quality. All three
 guide the model the way tortoise's p_mean_variance does: the unconditioned output mixed in
 with a weight ramped by the step, and the predicted clean mel clamped to [-1, 1].
 """

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -251,23 +250,6 @@ def test_the_sampler_picks_the_presets_steps_unless_they_are_set() -> None:
         GenerationSettings(diffusion_sampler="euler")
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        (
-            "tts:\n  diffusion_sampler: euler\n",
-            "tts.diffusion_sampler: expected one of p, ddim, dpm++2m, got 'euler'",
-        ),
-        ("tts:\n  diffusion_iterations: 4001\n", "tts.diffusion_iterations: must be 2-4000"),
-    ],
-)
-def test_config_refuses_a_sampler_it_does_not_have(tmp_path: Path, text: str, expected: str):
-    config = tmp_path / "config.yaml"
-    config.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError, match=re.escape(expected)):
-        load_settings(config)
-
-
 def test_front_matter_and_voice_yaml_set_the_sampler(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("tts:\n  diffusion_sampler: ddim\n", encoding="utf-8")
@@ -280,4 +262,3 @@ def test_front_matter_and_voice_yaml_set_the_sampler(tmp_path: Path) -> None:
     assert text.generation() == GenerationSettings(diffusion_sampler="dpm++2m")
     with pytest.raises(ConfigError, match=r"front matter\.diffusion_sampler: expected one of"):
         text_settings(TtsSettings(), {"diffusion_sampler": "dpm"}, tmp_path / "a.txt")
-
