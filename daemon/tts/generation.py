@@ -35,7 +35,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "high_quality": {**TORTOISE_DEFAULTS, "candidates": 256},
 }
 # Diffusion steps by preset and sampler: p is tortoise's table; the deterministic solvers
-# reach what they converge to in far fewer steps (bench/RESULTS.md, "Diffusion samplers").
+# follow tortoise-tts-fast's presets (bench/RESULTS.md, "Diffusion samplers and half
+# precision").
 DIFFUSION_STEPS: dict[str, dict[str, int]] = {
     "ultra_fast": {"p": 30, "ddim": 15, "dpm++2m": 10},
     "fast": {"p": 80, "ddim": 30, "dpm++2m": 20},
