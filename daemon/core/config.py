@@ -21,7 +21,12 @@ from typing import Any, Literal
 import yaml
 from loguru import logger
 
-from daemon.tts.generation import SPEECH_MODELS, GenerationKnobs, GenerationSettings
+from daemon.tts.generation import (
+    SPEECH_MODELS,
+    TRAINED_DIFFUSION_STEPS,
+    GenerationKnobs,
+    GenerationSettings,
+)
 
 AUDIO_EXTENSIONS = (
     "wav",
@@ -322,7 +327,10 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "tts.temperature": (above_zero, "must be more than 0"),
     "tts.top_p": (lambda top_p: 0 < top_p <= 1, "must be in (0, 1]"),
     "tts.repetition_penalty": (above_zero, "must be more than 0"),
-    "tts.diffusion_iterations": (at_least_one, "must be at least 1"),
+    "tts.diffusion_iterations": (
+        lambda steps: 2 <= steps <= TRAINED_DIFFUSION_STEPS,
+        f"must be 2-{TRAINED_DIFFUSION_STEPS} (the steps the decoder was trained on)",
+    ),
     "tts.diffusion_temperature": (above_zero, "must be more than 0"),
     "tts.output_sample_rate": (lambda rate: 8000 <= rate <= 192000, "must be 8000-192000 (Hz)"),
     "training.batch_size": (is_count_or_auto, "must be 1 or more"),

@@ -37,6 +37,7 @@ from daemon.tts.checkpoints import (
     load_tolerant,
     read_state_dict,
 )
+from daemon.tts.diffusion import sample_mel
 from daemon.tts.generation import GenerationSettings
 from daemon.tts.sampler import (
     CodeSampler,
@@ -579,31 +580,26 @@ class Engine:
         settings: GenerationSettings,
         progress: Progress,
     ) -> torch.Tensor:
-        """Diffusion decoder -> mel at 24 kHz -> UnivNet, as api.py's do_spectrogram_diffusion."""
+        """Diffusion decoder -> mel at 24 kHz -> UnivNet, as api.py's do_spectrogram_diffusion,
+        with the sampler the settings name (daemon/tts/diffusion.py)."""
         import torch
-        from tortoise.api import load_discrete_vocoder_diffuser
         from tortoise.utils.audio import denormalize_tacotron_mel
 
         diffusion = self._loaded(DIFFUSION_FILE)
-        diffuser = load_discrete_vocoder_diffuser(
-            desired_diffusion_steps=settings.diffusion_iterations,
+        frames = speech.shape[1] * 4 * self.SAMPLE_RATE // CONDITIONING_RATE
+        aligned = diffusion.timestep_independent(speech, conditioning, frames, False)
+        noise = torch.randn((speech.shape[0], 100, frames), device=self.device)
+        steps = settings.diffusion_iterations
+        mel = sample_mel(
+            settings.diffusion_sampler,
+            diffusion,
+            aligned,
+            noise * settings.diffusion_temperature,
+            steps=steps,
             cond_free=settings.cond_free,
             cond_free_k=settings.cond_free_k,
+            on_step=lambda done: progress("diffusion", done / steps),
         )
-        frames = speech.shape[1] * 4 * self.SAMPLE_RATE // CONDITIONING_RATE
-        shape = (speech.shape[0], 100, frames)
-        aligned = diffusion.timestep_independent(speech, conditioning, frames, False)
-        noise = torch.randn(shape, device=self.device) * settings.diffusion_temperature
-        steps = diffuser.p_sample_loop_progressive(
-            diffusion,
-            shape,
-            noise=noise,
-            model_kwargs={"precomputed_aligned_embeddings": aligned},
-        )
-        mel = noise
-        for step, output in enumerate(steps, 1):
-            mel = output["sample"]
-            progress("diffusion", step / diffuser.num_timesteps)
         mel = denormalize_tacotron_mel(mel)[:, :, :frames]
         return self._loaded(VOCODER_FILE).inference(mel)
 

@@ -87,7 +87,12 @@ def test_repo_config_is_the_documented_template():
         ("tts:\n  top_p: 1.5\n", "tts.top_p: must be in (0, 1]"),
         ("tts:\n  temperature: 0\n", "tts.temperature: must be more than 0"),
         ("tts:\n  candidates: 0\n", "tts.candidates: must be at least 1"),
-        ("tts:\n  diffusion_iterations: 0\n", "tts.diffusion_iterations: must be at least 1"),
+        ("tts:\n  diffusion_iterations: 1\n", "tts.diffusion_iterations: must be 2-4000"),
+        ("tts:\n  diffusion_iterations: 4001\n", "tts.diffusion_iterations: must be 2-4000"),
+        (
+            "tts:\n  diffusion_sampler: euler\n",
+            "tts.diffusion_sampler: expected one of p, ddim, dpm++2m, got 'euler'",
+        ),
         ("tts:\n  cond_free_k: -1\n", "tts.cond_free_k: must be 0 or more"),
         ("tts:\n  output_sample_rate: 4000\n", "tts.output_sample_rate: must be 8000-192000"),
         ("serve:\n  port: 0\n", "serve.port: must be a TCP port, 1-65535"),

@@ -19,7 +19,13 @@ from daemon.tts.engine import (
     GenerationSettings,
     Latents,
 )
-from daemon.tts.generation import PRESETS, GenerationKnobs, Preset
+from daemon.tts.generation import (
+    DIFFUSION_STEPS,
+    PRESETS,
+    DiffusionSampler,
+    GenerationKnobs,
+    Preset,
+)
 from daemon.tts.spec import BadCheckpoint, ModelSpec, WeightsMissing
 from daemon.tts.tiny import write_tiny_models
 from tests.conftest import tortoise_clips, write_wav
@@ -411,7 +417,10 @@ def test_presets_follow_tortoise() -> None:
         GenerationSettings(preset="turbo")
     assert typing.get_args(Preset) == tuple(PRESETS)
     unset = {f.name for f in dataclasses.fields(GenerationKnobs) if f.default is None}
-    assert all(set(values) == unset for values in PRESETS.values())  # a value for every None
+    assert all(set(values) == unset - {"diffusion_iterations"} for values in PRESETS.values())
+    samplers = set(typing.get_args(DiffusionSampler))
+    assert all(set(steps) == samplers for steps in DIFFUSION_STEPS.values())  # by sampler
+    assert set(DIFFUSION_STEPS) == set(PRESETS)
 
 
 def test_cached_latents_are_computed_once_per_clip_set_models_and_method(
