@@ -64,7 +64,7 @@ from daemon.tts.checkpoints import (
     save_checkpoint,
 )
 from daemon.tts.engine import CONDITIONING_RATE, CPU_BATCH, Engine, Latents
-from daemon.tts.generation import PRESETS, GenerationSettings
+from daemon.tts.generation import DIFFUSION_STEPS, PRESETS, GenerationSettings
 from daemon.tts.spec import (
     AUTOREGRESSIVE_FILE,
     CLVP_FILE,
@@ -137,7 +137,8 @@ class Case:
 
     @property
     def diffusion_steps(self) -> int:
-        return PRESETS[self.preset]["diffusion_iterations"]
+        """tortoise's own (its p sampler): the floors are those of the preset as it runs."""
+        return DIFFUSION_STEPS[self.preset]["p"]
 
     @property
     def diffusion_passes(self) -> int:
