@@ -79,15 +79,15 @@ UNTRAINED_SETTINGS = (
     "promote_texts",
 )
 CHECKPOINT = "checkpoint.pt"
+CANDIDATE = "candidate.pth"
+METRICS = "metrics.jsonl"
+RESULT = "result.json"
 # transformers 4.31.0 calls torch.utils.checkpoint without use_reentrant, which torch warns
 # about at every checkpointed block; the reentrant default it gets is right for this loop
 # (inputs that need gradients, backward() rather than autograd.grad).
 warnings.filterwarnings(
     "ignore", message="torch.utils.checkpoint: the use_reentrant parameter", category=UserWarning
 )
-CANDIDATE = "candidate.pth"
-METRICS = "metrics.jsonl"
-RESULT = "result.json"
 
 
 class NoTrainingLines(Exception):
@@ -473,15 +473,15 @@ def validate(
     precision: Precision,
     options: TrainingOptions,
 ) -> dict[str, float]:
-    """Mean losses over the validation lines, with the same crops every time so they compare."""
+    """Mean losses over the validation lines, with the same crops every time and padded to
+    one length (as a training batch is), so they compare whatever the micro-batch."""
     model.eval()
     device = next(model.parameters()).device
     crops = torch.Generator().manual_seed(options.seed)
     sums = [0.0, 0.0]
-    for start in range(0, len(examples), micro_batch):
-        part = examples[start : start + micro_batch]
+    for part in collate(examples, spec, crops, device).split(micro_batch):
         with autocast(precision, device):
-            loss_text, loss_mel = losses(model, collate(part, spec, crops, device))
+            loss_text, loss_mel = losses(model, part)
         sums[0] += loss_text.item() * len(part)
         sums[1] += loss_mel.item() * len(part)
     model.train()

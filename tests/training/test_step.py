@@ -24,6 +24,7 @@ from daemon.training.trainer import (
     losses,
     optimizer_step,
     training_spec,
+    validate,
 )
 from daemon.tts.checkpoints import build_autoregressive, load_strict
 from daemon.tts.spec import AUTOREGRESSIVE_FILE, ModelSpec
@@ -36,6 +37,10 @@ LINES = ((12, 1.2), (30, 2.1), (5, 0.7), (22, 1.6))
 
 def tiny_batch(lines: tuple[tuple[int, float], ...] = LINES) -> Batch:
     """Random tokens, audio and codes of the given lengths, collated as training does."""
+    return collate(tiny_examples(lines), ModelSpec.tiny(), torch.Generator().manual_seed(0), CPU)
+
+
+def tiny_examples(lines: tuple[tuple[int, float], ...] = LINES) -> list[Example]:
     generator = torch.Generator().manual_seed(7)
     examples = []
     for tokens, seconds in lines:
@@ -47,7 +52,7 @@ def tiny_batch(lines: tuple[tuple[int, float], ...] = LINES) -> Batch:
                 codes=torch.randint(0, 8192, (samples // 1024 + 1,), generator=generator),
             )
         )
-    return collate(examples, ModelSpec.tiny(), torch.Generator().manual_seed(0), CPU)
+    return examples
 
 
 def tiny_model(models: Path, checkpointing: bool = False, layers: int | None = None) -> nn.Module:
@@ -140,6 +145,17 @@ def test_the_loss_and_gradients_are_the_same_whatever_the_split_into_micro_batch
         split_losses, split_grads = step_gradients(model, batch, micro_batch)
         assert split_losses == pytest.approx(whole_losses, rel=1e-5), micro_batch
         assert_same_gradients(split_grads, whole_grads, atol=1e-6)
+
+
+def test_the_validation_loss_is_the_same_whatever_the_micro_batch(tiny_models: Path) -> None:
+    """Hold-out losses of two models compare even when free memory sized them differently."""
+    model = tiny_model(tiny_models)
+    examples = tiny_examples()
+    options = TrainingOptions()
+    spec = ModelSpec.tiny()
+    whole = validate(model, examples, spec, 4, WEIGHTS, Precision.FP32, options)
+    one_by_one = validate(model, examples, spec, 1, WEIGHTS, Precision.FP32, options)
+    assert one_by_one == pytest.approx(whole, rel=1e-5)
 
 
 def test_a_micro_batch_keeps_the_batch_length_so_padding_weighs_the_same(
