@@ -2,8 +2,9 @@
 
 bf16 autocast keeps fp32 weights and optimizer state and needs no loss scaling (its exponent
 is fp32's); fp16 needs a GradScaler. `auto` is bf16 on a CUDA device that supports it
-(Ampere and later) and fp32 elsewhere: on a CPU without bf16 units autocast is slower than
-fp32 (bench/RESULTS.md), so the CPU trains in bf16 only when asked.
+(Ampere and later) and fp32 elsewhere. The CPU trains in bf16 only when asked: whether it
+pays depends on the CPU having bf16 units (AVX512-BF16, AMX), which torch does not report
+(on the team's AMX box it was faster than fp32 at reduced dims, bench/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -192,21 +192,18 @@ def test_bf16_on_the_cpu_trains_with_a_loss_close_to_fp32(tiny_models: Path) -> 
     assert torch.nn.functional.cosine_similarity(flat32, flat16, dim=0) > 0.99
 
 
-def test_adamw_is_foreach_on_the_cpu_and_fused_on_cuda(tiny_models: Path) -> None:
-    """The CUDA choice is made from the device alone; this CPU model stands in for a GPU's."""
-    model = tiny_model(tiny_models)
-    on_cpu = build_optimizer(model, TrainingOptions(), CPU)
-    assert on_cpu.defaults["foreach"] is True and not on_cpu.defaults["fused"]
-    on_cuda = build_optimizer(model, TrainingOptions(), torch.device("cuda"))
-    assert on_cuda.defaults["fused"] is True and not on_cuda.defaults["foreach"]
-    assert [g["weight_decay"] for g in on_cpu.param_groups] == [0.01, 0.0]
+def test_adamw_is_fused_with_the_recipes_groups(tiny_models: Path) -> None:
+    optimizer = build_optimizer(tiny_model(tiny_models), TrainingOptions())
+    assert optimizer.defaults["fused"] is True
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]
+    assert optimizer.defaults["betas"] == (0.9, 0.96)
 
 
 def test_adamw8bit_steps_with_8_bit_state(tiny_models: Path) -> None:
     pytest.importorskip("bitsandbytes")  # pyproject's train-8bit extra
     model = tiny_model(tiny_models)
     options = TrainingOptions(optimizer="adamw8bit", learning_rate=1e-3)
-    optimizer = build_optimizer(model, options, CPU)
+    optimizer = build_optimizer(model, options)
     batch, scaler = tiny_batch(), grad_scaler(Precision.FP32)
     before = model.text_head.weight.detach().clone()
     first = optimizer_step(model, optimizer, scaler, batch, 4, WEIGHTS, Precision.FP32)
@@ -221,4 +218,4 @@ def test_adamw8bit_without_bitsandbytes_says_what_to_install(
 ) -> None:
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
     with pytest.raises(OptimizerMissing, match=r"pip install 'voicedrop\[train-8bit\]'"):
-        build_optimizer(tiny_model(tiny_models), TrainingOptions(optimizer="adamw8bit"), CPU)
+        build_optimizer(tiny_model(tiny_models), TrainingOptions(optimizer="adamw8bit"))
