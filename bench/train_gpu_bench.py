@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     batch_size, lengths, steps = BATCH, LINE_LENGTHS, args.steps or 3
     if args.cpu:
         spec = dataclasses.replace(spec, autoregressive={**spec.autoregressive, **CPU_DIMS})
-        batch_size, lengths, steps = CPU_BATCH, CPU_LINE_LENGTHS, args.steps or 6
+        batch_size, lengths, steps = CPU_BATCH, CPU_LINE_LENGTHS, args.steps or 16
         torch.set_num_threads(CPU_THREADS)
     started = time.monotonic()
     info = describe_machine(

@@ -4,7 +4,8 @@ bf16 autocast keeps fp32 weights and optimizer state and needs no loss scaling (
 is fp32's); fp16 needs a GradScaler. `auto` is bf16 on a CUDA device that supports it
 (Ampere and later) and fp32 elsewhere. The CPU trains in bf16 only when asked: whether it
 pays depends on the CPU having bf16 units (AVX512-BF16, AMX), which torch does not report
-(on the team's AMX box it was faster than fp32 at reduced dims, bench/RESULTS.md).
+(on the team's AMX box, at reduced dims, runs disagreed on which was faster:
+bench/RESULTS.md).
 """
 
 from __future__ import annotations

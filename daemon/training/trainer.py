@@ -547,7 +547,7 @@ def step_shape(model: nn.Module, examples: list[Example]) -> StepShape:
 
 def build_optimizer(model: nn.Module, options: TrainingOptions) -> torch.optim.Optimizer:
     """AdamW with the recipe's groups and betas: torch's fused kernels, on CUDA (a launch for
-    all tensors) and on the CPU alike (there 2.4-3.4x faster than foreach, bench/RESULTS.md); or
+    all tensors) and on the CPU alike (there 3.4-4.4x faster than foreach, bench/RESULTS.md); or
     bitsandbytes' 8-bit AdamW when configured."""
     groups = parameter_groups(model)
     if options.optimizer == "adamw8bit":
