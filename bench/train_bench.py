@@ -181,7 +181,7 @@ class BareLoop:
             train.parameter_groups(self.model),
             lr=options.learning_rate,
             betas=BETAS,
-            fused=False,
+            fused=True,  # as train.build_optimizer
         )
         self.weights = (options.text_weight(LANGUAGE), options.mel_lr_weight)
         self.batches = batches

@@ -145,7 +145,8 @@ class TrainingSettings:
     learning_rate: float = 1e-4
     batch_size: int | Literal["auto"] = 128
     micro_batch: int | Literal["auto"] = "auto"
-    half: bool | Literal["auto"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"
     checkpointing: bool | Literal["auto"] = "auto"
     text_lr_weight: float | Literal["auto"] = "auto"
     mel_lr_weight: float = 1.0
@@ -222,6 +223,7 @@ GLOBAL_ONLY_SECTIONS = ("watch", "jobs", "logging", "models", "serve")
 RETIRED_SETTINGS = {
     "training.grad_accum": "gradient accumulation now follows from training.batch_size and "
     "training.micro_batch",
+    "training.half": "training.precision replaces it (fp16 for what half: true did)",
 }
 # Offsets may move a cut earlier, and a negative length penalty favours shorter candidates;
 # every other number is a size, a time, a rate or a weight.

@@ -47,7 +47,12 @@ class TrainStage(Stage):
 
     def run(self, job: Job, ledger: Ledger) -> None:
         from daemon.quality.promotion import rejected_model
-        from daemon.training.trainer import NoTrainingLines, TrainingOptions, train_voice
+        from daemon.training.trainer import (
+            NoTrainingLines,
+            OptimizerMissing,
+            TrainingOptions,
+            train_voice,
+        )
         from daemon.tts.spec import BadCheckpoint, WeightsMissing
         from daemon.weights.store import dvae_file, tortoise_models
 
@@ -81,6 +86,8 @@ class TrainStage(Stage):
             raise Blocked(f"{exc}; fine-tuning starts once the model files are fixed") from exc
         except NoTrainingLines as exc:
             raise Rejected(str(exc)) from exc
+        except OptimizerMissing as exc:
+            raise Blocked(str(exc)) from exc
         if not result.finished:
             self.step_aside(ledger, job, reason[0], settings)
             return

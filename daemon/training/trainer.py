@@ -18,12 +18,12 @@ end at any step and the next night picks up where it stopped.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -43,6 +43,8 @@ from daemon.core.files import cached_sha256
 from daemon.core.jobs import TrainProgress
 from daemon.dataset.lists import CLIP_RATE, UNKNOWN_TOKEN, tortoise_tokenizer
 from daemon.training.dvae import CodesCache, build_dvae, wave_to_mel
+from daemon.training.memory import StepShape, largest_micro_batch
+from daemon.training.precision import Precision, autocast, grad_scaler, resolve_precision
 from daemon.tts.checkpoints import (
     build_autoregressive,
     load_strict,
@@ -62,9 +64,7 @@ GRAD_CLIP = 4.0
 LR_GAMMA = 0.5
 DEFAULT_BATCH = 128  # ai-voice-cloning's optimizer batch
 CPU_MICRO_BATCH = 4
-# ai-voice-cloning's memory table (GiB free -> micro-batch): it caps the micro-batch, and
-# gradient accumulation makes up the rest of the batch
-CUDA_MICRO_BATCHES = ((69, 128), (31, 64), (15, 8), (7, 4), (5, 2))
+MEL_COMPRESSION = 1024  # samples per dVAE code (UnifiedVoice's mel_length_compression)
 WARN_TAIL = 5  # steps averaged for the end-of-run loss comparison
 VAL_RISE = 1.02  # the last validation loss this much above its best means overfitting
 # When a run trains and how its model is judged, not what it trains: changing them never
@@ -82,10 +82,20 @@ CHECKPOINT = "checkpoint.pt"
 CANDIDATE = "candidate.pth"
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
+# transformers 4.31.0 calls torch.utils.checkpoint without use_reentrant, which torch warns
+# about at every checkpointed block; the reentrant default it gets is right for this loop
+# (inputs that need gradients, backward() rather than autograd.grad).
+warnings.filterwarnings(
+    "ignore", message="torch.utils.checkpoint: the use_reentrant parameter", category=UserWarning
+)
 
 
 class NoTrainingLines(Exception):
     """No line of the dataset can be learnt from: the voice needs more (or cleaner) clips."""
+
+
+class OptimizerMissing(Exception):
+    """training.optimizer names a package that is not installed: the user must install it."""
 
 
 @dataclass(frozen=True)
@@ -187,19 +197,16 @@ def train_voice(
     saved = read_state_dict(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).exists() else None
     model = load_strict(build_autoregressive(training_spec(spec, options, device)), base)
     model = model.to(device).train()
+    precision = resolve_precision(options.precision, device)
     batch_size = saved["batch_size"] if saved else optimizer_batch(options, len(train))
-    micro_batch = (
-        saved["micro_batch"] if saved else pick_micro_batch(options, batch_size, memory_cap(device))
-    )
+    fits = memory_cap(device, step_shape(model, train), precision, options)
+    micro_batch = saved["micro_batch"] if saved else pick_micro_batch(options, batch_size, fits)
     steps_per_epoch = len(train) // batch_size  # the partial last batch is dropped, as DLAS does
     total_steps = options.epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model), lr=options.learning_rate, betas=BETAS, fused=device.type == "cuda"
-    )
+    optimizer = build_optimizer(model, options)
     milestones = [epoch * steps_per_epoch for epoch in options.lr_schedule]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=LR_GAMMA)
-    amp = use_half(options, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = grad_scaler(precision)
     crops = torch.Generator().manual_seed(options.seed)
     torch.manual_seed(options.seed)  # dropout; a resumed run gets the saved state instead
     learner = Learner(model, optimizer, scheduler, scaler, crops)
@@ -219,7 +226,7 @@ def train_voice(
         while True:
             try:
                 loss_text, loss_mel = optimizer_step(
-                    model, optimizer, scaler, batch, micro_batch, weights, amp
+                    model, optimizer, scaler, batch, micro_batch, weights, precision
                 )
                 break
             except torch.OutOfMemoryError:
@@ -248,7 +255,9 @@ def train_voice(
         }
         last = step == total_steps
         if validation and epoch_done and ((epoch + 1) % options.validate_every == 0 or last):
-            record.update(validate(model, validation, spec, micro_batch, weights, amp, options))
+            record.update(
+                validate(model, validation, spec, micro_batch, weights, precision, options)
+            )
         metrics.append(record)
         eta = (total_steps - step) / steps_per_s if steps_per_s else None
         on_progress(
@@ -369,18 +378,22 @@ def epoch_order(count: int, seed: int, epoch: int) -> list[int]:
 def collate(
     examples: list[Example], spec: ModelSpec, crops: torch.Generator, device: torch.device
 ) -> Batch:
-    """Pad to one length and take the conditioning crops (2 of the same clip, DLAS's default)."""
+    """Pad to one length and take the conditioning crops (2 of the same clip, DLAS's default).
+    The codes are cut where UnifiedVoice cuts a batch (its longest clip // 1024), here for the
+    whole batch, so that every micro-batch keeps the batch's length (see `losses`)."""
     stop_mel = 8193
     text = nn.utils.rnn.pad_sequence([e.text for e in examples], batch_first=True)
     codes = nn.utils.rnn.pad_sequence(
         [e.codes for e in examples], batch_first=True, padding_value=stop_mel
     )
+    wav_lengths = [e.wave.numel() for e in examples]
+    codes = codes[:, : max(wav_lengths) // MEL_COMPRESSION]
     mels = torch.stack([mel for e in examples for mel in conditioning_mels(e, crops, device)])
     return Batch(
         text=text.to(device),
         text_lengths=torch.tensor([len(e.text) for e in examples], device=device),
         codes=codes.to(device),
-        wav_lengths=torch.tensor([e.wave.numel() for e in examples], device=device),
+        wav_lengths=torch.tensor(wav_lengths, device=device),
         conditioning=mels.view(len(examples), CONDITIONING_CROPS, *mels.shape[1:]),
     )
 
@@ -411,10 +424,14 @@ def crop(wave: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def losses(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """UnifiedVoice's text and mel cross-entropy, the conditioning encoder inside the graph."""
+    """UnifiedVoice's text and mel cross-entropy, the conditioning encoder inside the graph.
+    Its mean runs over every padded position, so a micro-batch cut to its own longest line
+    (UnifiedVoice's clip_inputs) would weigh padding differently from the whole batch: the
+    batch comes cut once (`collate`) and is not cut again, so the batch's loss is the
+    line-weighted mean of its micro-batches' whatever the split."""
     latent = model.get_conditioning(batch.conditioning)
     loss_text, loss_mel, _ = model(
-        latent, batch.text, batch.text_lengths, batch.codes, batch.wav_lengths
+        latent, batch.text, batch.text_lengths, batch.codes, batch.wav_lengths, clip_inputs=False
     )
     return loss_text, loss_mel
 
@@ -426,14 +443,14 @@ def optimizer_step(
     batch: Batch,
     micro_batch: int,
     weights: tuple[float, float],
-    amp: bool,
+    precision: Precision,
 ) -> tuple[float, float]:
     """Accumulate gradients over micro-batches, clip, step; the batch's mean losses."""
     optimizer.zero_grad(set_to_none=True)
     totals = [0.0, 0.0]
     for part in batch.split(micro_batch):
         share = len(part) / len(batch)
-        with autocast(amp):
+        with autocast(precision, part.text.device):
             loss_text, loss_mel = losses(model, part)
             loss = (weights[0] * loss_text + weights[1] * loss_mel) * share
         scaler.scale(loss).backward()
@@ -446,13 +463,6 @@ def optimizer_step(
     return totals[0], totals[1]
 
 
-def autocast(amp: bool) -> contextlib.AbstractContextManager:
-    """fp16 autocast on CUDA; full precision on the CPU."""
-    if amp:
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def validate(
     model: nn.Module,
@@ -460,18 +470,18 @@ def validate(
     spec: ModelSpec,
     micro_batch: int,
     weights: tuple[float, float],
-    amp: bool,
+    precision: Precision,
     options: TrainingOptions,
 ) -> dict[str, float]:
-    """Mean losses over the validation lines, with the same crops every time so they compare."""
+    """Mean losses over the validation lines, with the same crops every time and padded to
+    one length (as a training batch is), so they compare whatever the micro-batch."""
     model.eval()
     device = next(model.parameters()).device
     crops = torch.Generator().manual_seed(options.seed)
     sums = [0.0, 0.0]
-    for start in range(0, len(examples), micro_batch):
-        part = examples[start : start + micro_batch]
-        with autocast(amp):
-            loss_text, loss_mel = losses(model, collate(part, spec, crops, device))
+    for part in collate(examples, spec, crops, device).split(micro_batch):
+        with autocast(precision, device):
+            loss_text, loss_mel = losses(model, part)
         sums[0] += loss_text.item() * len(part)
         sums[1] += loss_mel.item() * len(part)
     model.train()
@@ -512,30 +522,60 @@ def pick_micro_batch(options: TrainingOptions, batch: int, cap: int) -> int:
     return math.ceil(batch / accumulation)
 
 
-def memory_cap(device: torch.device) -> int:
+def memory_cap(
+    device: torch.device, shape: StepShape, precision: Precision, options: TrainingOptions
+) -> int:
     """The largest micro-batch the device's free memory takes (a fixed small one on CPU)."""
     if device.type != "cuda":
         return CPU_MICRO_BATCH
-    return micro_batch_cap(torch.cuda.mem_get_info(device)[0] / 1024**3)
+    free = torch.cuda.mem_get_info(device)[0]
+    checkpointing = checkpointing_on(options, device)
+    return largest_micro_batch(free, shape, precision, checkpointing, options.optimizer)
 
 
-def micro_batch_cap(free_gib: float) -> int:
-    return next((size for gib, size in CUDA_MICRO_BATCHES if free_gib >= gib), 1)
+def step_shape(model: nn.Module, examples: list[Example]) -> StepShape:
+    """The model's size and the longest line, which every micro-batch may be padded to."""
+    return StepShape(
+        layers=len(model.gpt.h),
+        model_dim=model.model_dim,
+        heads=model.heads,
+        parameters=sum(p.numel() for p in model.parameters()),
+        text_tokens=max(len(e.text) for e in examples),
+        mel_codes=max(e.wave.numel() for e in examples) // MEL_COMPRESSION,
+    )
 
 
-def use_half(options: TrainingOptions, device: torch.device) -> bool:
-    """fp16 (GradScaler + autocast) only when asked and only on CUDA."""
-    if options.half is True and device.type != "cuda":
-        logger.warning("training.half is true but training runs on the CPU: training in fp32")
-    return options.half is True and device.type == "cuda"
+def build_optimizer(model: nn.Module, options: TrainingOptions) -> torch.optim.Optimizer:
+    """AdamW with the recipe's groups and betas: torch's fused kernels, on CUDA (a launch for
+    all tensors) and on the CPU alike (there 3.4-4.4x faster than foreach, bench/RESULTS.md); or
+    bitsandbytes' 8-bit AdamW when configured."""
+    groups = parameter_groups(model)
+    if options.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes
+        except ImportError as exc:
+            raise OptimizerMissing(
+                "training.optimizer is adamw8bit, which needs bitsandbytes: "
+                "pip install 'voicedrop[train-8bit]' (or set training.optimizer: adamw)"
+            ) from exc
+        return bitsandbytes.optim.AdamW8bit(groups, lr=options.learning_rate, betas=BETAS)
+    return torch.optim.AdamW(groups, lr=options.learning_rate, betas=BETAS, fused=True)
+
+
+def checkpointing_on(options: TrainingOptions, device: torch.device) -> bool:
+    """Gradient checkpointing as configured (auto: on CUDA, where memory is short)."""
+    if options.checkpointing == "auto":
+        return device.type == "cuda"
+    return bool(options.checkpointing)
 
 
 def training_spec(spec: ModelSpec, options: TrainingOptions, device: torch.device) -> ModelSpec:
-    """The spec with gradient checkpointing as configured (auto: on CUDA, where memory is
-    short); it changes memory and speed, never the weights or the file."""
-    enabled = device.type == "cuda" if options.checkpointing == "auto" else options.checkpointing
+    """The spec with gradient checkpointing of the GPT2 blocks as configured (tortoise passes
+    it to GPT2Config, which turns it on and use_cache off); it changes memory and speed, never
+    the weights or the file."""
+    enabled = checkpointing_on(options, device)
     return dataclasses.replace(
-        spec, autoregressive={**spec.autoregressive, "checkpointing": bool(enabled)}
+        spec, autoregressive={**spec.autoregressive, "checkpointing": enabled}
     )
 
 
@@ -733,7 +773,10 @@ def holdout_loss(
     path = model if model is not None else models_dir / AUTOREGRESSIVE_FILE
     network = load_strict(build_autoregressive(training_spec(spec, options, device)), path)
     network = network.to(device)
-    micro_batch = pick_micro_batch(options, len(examples), memory_cap(device))
+    precision = resolve_precision(options.precision, device)
+    fits = memory_cap(device, step_shape(network, examples), precision, options)
+    micro_batch = pick_micro_batch(options, len(examples), fits)
     weights = (options.text_weight(language), options.mel_lr_weight)
-    amp = use_half(options, device)
-    return validate(network, examples, spec, micro_batch, weights, amp, options)["val_loss_total"]
+    return validate(network, examples, spec, micro_batch, weights, precision, options)[
+        "val_loss_total"
+    ]
