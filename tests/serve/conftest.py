@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from daemon.core.config import Settings, load_settings
+from daemon.core.jobs import JobKind
+from daemon.core.ledger import Ledger
 from daemon.core.paths import Root
 from daemon.core.worker import StageContext, Worker
 from daemon.report.status import collect
@@ -29,6 +31,15 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def speech_jobs(root: Path) -> list:
+    """The speech jobs in the root's ledger."""
+    ledger = Ledger(root / ".voicedrop" / "ledger.sqlite3")
+    try:
+        return ledger.jobs(kind=JobKind.SPEECH)
+    finally:
+        ledger.close()
 
 
 @pytest.fixture

@@ -17,10 +17,9 @@ import openai
 import pytest
 import soundfile as sf
 
-from daemon.core.jobs import JobKind, JobState, Outcome
-from daemon.core.ledger import Ledger
+from daemon.core.jobs import JobState, Outcome
 from tests.conftest import wait_for
-from tests.serve.conftest import API_KEY
+from tests.serve.conftest import API_KEY, speech_jobs
 
 THREE_SENTENCES = (
     "The kettle in the kitchen is on. The front door of the house is open. "
@@ -31,14 +30,6 @@ SPEAK_FAST = {"candidates": 2, "diffusion_iterations": 4}  # knobs set win over 
 
 def client(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0, timeout=120)
-
-
-def speech_jobs(root: Path) -> list:
-    ledger = Ledger(root / ".voicedrop" / "ledger.sqlite3")
-    try:
-        return ledger.jobs(kind=JobKind.SPEECH)
-    finally:
-        ledger.close()
 
 
 @pytest.fixture

@@ -25,13 +25,12 @@ from wyoming.tts import (
 )
 
 from daemon.core.config import ConfigError, load_settings
-from daemon.core.jobs import JobKind, JobState, Outcome
-from daemon.core.ledger import Ledger
+from daemon.core.jobs import JobState, Outcome
 from daemon.serve import wyoming as wyoming_module
 from daemon.serve.servers import Servers
 from daemon.serve.wyoming import MAX_CONNECTIONS
 from tests.conftest import configure, wait_for, write_wav
-from tests.serve.conftest import free_port
+from tests.serve.conftest import free_port, speech_jobs
 
 SPEAK_FAST = {"candidates": 2, "diffusion_iterations": 4}
 SENTENCES = (
@@ -58,14 +57,6 @@ def ask(address: tuple[str, int], *events: Event, until: str = "audio-stop") -> 
             return answer
 
     return asyncio.run(talk())
-
-
-def speech_jobs(root: Path) -> list:
-    ledger = Ledger(root / ".voicedrop" / "ledger.sqlite3")
-    try:
-        return ledger.jobs(kind=JobKind.SPEECH)
-    finally:
-        ledger.close()
 
 
 def pcm_of(events: list[Event]) -> np.ndarray:
