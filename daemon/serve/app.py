@@ -14,6 +14,8 @@ import hashlib
 import hmac
 import json
 import math
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
@@ -43,6 +45,7 @@ from daemon.tts.generation import SPEECH_MODELS
 # voice's decoder); the presets are models of their own. /v1/models lists the preset, so a
 # user sees what "tts-1" means.
 BODY_OVERHEAD = 4096  # bytes of a speech request's JSON besides its input text
+FRESH_FOR = 1.0  # s an /api/status or /metrics answer is served again to whoever asks
 DISCONNECT_POLL = 0.5  # s between looks for a client that hung up before hearing anything
 
 ReadStatus = Callable[[], dict[str, Any]]
@@ -55,15 +58,17 @@ def build_app(
     so /api/status and `voicedrop status --json` are one code path), `speaker` queues speech
     for the daemon's worker."""
     registry = build_registry(root, settings)
+    status_body = Fresh(lambda: JSONResponse(read_status()).body)
+    metrics_body = Fresh(partial(generate_latest, registry))
 
     def status(_: Request) -> Response:
         try:
-            return JSONResponse(read_status())
+            return Response(status_body(), media_type="application/json")
         except LedgerDamaged as exc:
             return error_response(503, str(exc), "server_error", "ledger_damaged")
 
     def metrics(_: Request) -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics_body(), media_type=CONTENT_TYPE_LATEST)
 
     def voices(_: Request) -> Response:
         names = speaker.voices()
@@ -109,6 +114,25 @@ def build_app(
             Exception: server_error,
         },
     )
+
+
+class Fresh:
+    """The last answer of `compute`, computed again once older than FRESH_FOR: clients that
+    ask faster (a page open in many tabs, a scraper gone wild) share one answer instead of
+    taking the daemon's CPU from its render, with the same GIL and cores."""
+
+    def __init__(self, compute: Callable[[], bytes]) -> None:
+        self.compute = compute
+        self.lock = threading.Lock()  # one computes; those asking meanwhile wait for it
+        self.answer: bytes | None = None
+        self.at = 0.0
+
+    def __call__(self) -> bytes:
+        with self.lock:
+            now = time.monotonic()
+            if self.answer is None or now - self.at >= FRESH_FOR:
+                self.answer, self.at = self.compute(), now
+            return self.answer
 
 
 def open_paths(serve: ServeSettings) -> Callable[[str], bool]:

@@ -168,14 +168,18 @@ class VoiceHandler(AsyncEventHandler):
                     await self.write_event(Error(text=str(exc), code="bad_event").event())
                     await self.linger()
                     break
-                if event is None or not await self.handle_event(event):
+                if event is None:
+                    break
+                if not await self.handle_event(event):
+                    await self.linger()
                     break
         finally:
             self.writer.close()
 
     async def linger(self) -> None:
-        """Read on a little after refusing what a client sent: closing a socket with unread
-        bytes resets the connection, and the client would lose the error it was sent."""
+        """Read on a little after a refusal: closing a socket with unread bytes (events the
+        client sent after the one refused) resets the connection, and the client would lose
+        the error it was sent."""
         self.writer.write_eof()
         with contextlib.suppress(TimeoutError, ConnectionError):
             async with asyncio.timeout(LINGER_SECONDS):

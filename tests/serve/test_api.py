@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from email.message import Message
@@ -12,6 +13,7 @@ import openai
 import pytest
 from loguru import logger
 
+from daemon.serve.app import FRESH_FOR
 from daemon.tts.generation import PRESETS
 from tests.conftest import run_until_idle, voicedrop, wait_for, write_wav
 from tests.serve.conftest import API_KEY
@@ -121,3 +123,18 @@ def test_a_failure_is_an_openai_shaped_500_with_its_traceback_in_the_log(root, s
     error = json.loads(body)["error"]
     assert error["type"] == "server_error"
     assert "its log has the details" in error["message"]
+
+
+def test_status_asked_many_times_a_second_is_computed_once_a_second(root, serve):
+    """A client hammering /api/status (or /metrics) shares one answer a second, so it cannot
+    take the CPU a render needs: what changed meanwhile shows at most FRESH_FOR later."""
+    url = serve()
+
+    def voices() -> list[str]:
+        return list(json.loads(get(f"{url}/api/status")[2])["voices"])
+
+    assert voices() == []
+    (root / "inbox" / "eve").mkdir()
+    assert voices() == []  # the answer of a moment ago
+    time.sleep(FRESH_FOR + 0.1)
+    assert voices() == ["eve"]

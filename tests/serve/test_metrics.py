@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.request
 from pathlib import Path
 
@@ -19,12 +20,14 @@ from daemon.core.paths import Root
 from daemon.dataset.whisper import shared_whisper
 from daemon.quality.speaker import shared_encoder
 from daemon.serve import metrics
+from daemon.serve.app import FRESH_FOR
 from tests.conftest import (
     WHISPER_BASE,
     configure,
     run_until_idle,
     tortoise_clips,
     voiced_signal,
+    wait_for,
     write_wav,
 )
 
@@ -151,7 +154,11 @@ def test_rejected_files_count_under_their_reason_until_deleted(root, serve):
     }
     (inbox / "rejected" / "notes.txt").unlink()
     (inbox / "rejected" / "notes.txt.reason.txt").unlink()
-    assert value(scrape(url), "voicedrop_rejected_files", voice="eve", reason="extension") is None
+    wait_for(lambda: rejected_for(url, "extension") is None, timeout=5)  # within FRESH_FOR
+
+
+def rejected_for(url: str, reason: str) -> float | None:
+    return value(scrape(url), "voicedrop_rejected_files", voice="eve", reason=reason)
 
 
 def test_reason_files_past_the_bound_are_counted_unread(root, serve, monkeypatch):
@@ -234,6 +241,7 @@ def test_training_shows_the_run_under_way_else_the_last_finished_one(root, serve
     ledger = Ledger(Root.at(root).ledger_file)
     ledger.pause(fresh.id, "the training window closed")  # before any progress
     ledger.close()
+    time.sleep(FRESH_FOR)  # the scrape of a moment ago is answered again until then
     samples = scrape(url)
     assert value(samples, "voicedrop_training_in_progress", voice="bob") == 0
     assert value(samples, "voicedrop_training_step", voice="bob") == 800
