@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
 import math
 import re
@@ -357,12 +358,19 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 def load_settings(config_file: Path) -> Settings:
-    """Read config.yaml; a missing file means all defaults."""
+    """Read config.yaml; a missing file means all defaults. A text read before is not parsed
+    again: `status`, the status page and /metrics read it at every poll."""
     if not config_file.exists():
         return Settings()
-    return check_ranges(
-        apply_overrides(Settings(), read_yaml_mapping(config_file), config_file), config_file
-    )
+    return parsed_settings(config_file, read_yaml_text(config_file))
+
+
+@functools.lru_cache(maxsize=32)
+def parsed_settings(config_file: Path, text: str) -> Settings:
+    """Settings are frozen, so one parse of a text can be shared; an error is raised anew
+    each time (nothing is cached for it)."""
+    data = yaml_mapping(text, config_file)
+    return check_ranges(apply_overrides(Settings(), data, config_file), config_file)
 
 
 def check_ranges(settings: Settings, source: Path) -> Settings:
@@ -441,12 +449,21 @@ def yaml_section_names() -> list[str]:
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    return yaml_mapping(read_yaml_text(path), path)
+
+
+def read_yaml_text(path: Path) -> str:
     if path.stat().st_size > MAX_YAML_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES >> 10} KiB; settings never are")
     try:
-        data = load_small_yaml(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc})") from exc
+
+
+def yaml_mapping(text: str, path: Path) -> dict[str, Any]:
+    try:
+        data = load_small_yaml(text)
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     if data is None:

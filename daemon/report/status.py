@@ -124,7 +124,7 @@ def models_report(root: Root) -> dict[str, Any]:
     tts = settings.tts
     found = tortoise_models(root, settings, tts.models_dir, tts.decoder)
     try:
-        whisper, whisper_problem = whisper_model(root, settings), None
+        whisper, whisper_problem = whisper_model(root, settings, check_name=False), None
     except ModelMissing as exc:
         whisper, whisper_problem = None, str(exc)
     dvae = dvae_file(root, settings, tts.models_dir)

@@ -167,10 +167,11 @@ def dvae_file(root: Root, settings: Settings, tts_models_dir: str | None) -> Pat
 # -- Whisper --------------------------------------------------------------------------------
 
 
-def whisper_model(root: Root, settings: Settings) -> str:
+def whisper_model(root: Root, settings: Settings, *, check_name: bool = True) -> str:
     """whisper.model as a folder (absolute, relative to the root, or a folder of that name
     in the store) or a faster-whisper model name to download. `models/NAME`, the old
-    default, also finds NAME in the store."""
+    default, also finds NAME in the store. `status` passes check_name False: checking a name
+    against faster-whisper's list imports faster-whisper and PyAV, which it must not pay."""
     model, store = settings.whisper.model, store_dir(root, settings)
     if "/" in model or model.startswith(".") or Path(model).expanduser().is_absolute():
         path = root.resolve_setting_path(model)
@@ -180,6 +181,8 @@ def whisper_model(root: Root, settings: Settings) -> str:
         return checked_whisper_folder(path)
     if (store / model).is_dir():
         return checked_whisper_folder(store / model)
+    if not check_name:
+        return model
     from faster_whisper import available_models
 
     if model in available_models():
