@@ -114,7 +114,7 @@ class DatasetSettings:
     trim_silence: bool = True
     start_offset: float = 0.0
     end_offset: float = 0.0
-    max_cer: float = 0.3  # espeak pieces: 0-0.08 said right, 0.71-0.86 another sentence
+    max_cer: float = 0.3  # espeak pieces: 0-0.13 said right, 0.71-0.86 another sentence
     min_similarity: float = 0.6  # tom's pieces 0.73-0.95 (short ones lowest), espeak's 0.39
     drop_suspect: bool = False
 

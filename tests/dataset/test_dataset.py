@@ -86,7 +86,9 @@ def test_generated_speech_is_transcribed_accurately(root):
     assert sorted(f"audio/{p['file']}" for p in audit) == sorted(
         line.split("|")[0] for line in all_lines(root, "robot")
     )
-    assert report["suspect"] == [] and all(p["cer"] <= 0.1 for p in audit), audit
+    # Heard again, a piece said right differs from its transcript by a word at most (up to
+    # 0.13 here: faster-whisper's int8 kernels differ between CPUs); another sentence is 0.7+
+    assert report["suspect"] == [] and all(p["cer"] <= 0.2 for p in audit), audit
 
 
 def test_tortoise_clips_become_a_dataset_with_language_detected_once(root):
