@@ -163,6 +163,7 @@ class Renderer:
             dataclasses.asdict(generation),
             latents_key,
             None if check is None else dataclasses.asdict(check.limits),
+            engine_numerics(engine),
         )
         return Session(
             engine,
@@ -420,6 +421,14 @@ def shared_renderer(root: Root, settings: Settings) -> Renderer:
     """One engine per daemon: file renders and speech requests take turns on it rather than
     each loading the models."""
     return Renderer(root, settings)
+
+
+def engine_numerics(engine: Any) -> dict[str, object]:
+    """How the engine computes, for the chunk cache: the same settings may give other audio
+    on another device, with the other sampler (their kernels differ) or in half precision
+    (which acts on CUDA only), and a user switching one expects to hear its own audio."""
+    cuda = engine.device.type == "cuda"
+    return {"device": engine.device.type, "sampler": engine.sampler, "half": engine.half and cuda}
 
 
 @dataclass(frozen=True)

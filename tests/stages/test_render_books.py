@@ -21,7 +21,7 @@ import soundfile as sf
 from ebooklib import epub
 from PIL import Image
 
-from tests.conftest import run_until_idle, status
+from tests.conftest import WHISPER_BASE, configure, run_until_idle, status
 from tests.quality.speech import EspeakEngine, configure_espeak_root, espeak_voice_root
 
 CHAPTERS = {
@@ -208,6 +208,29 @@ def test_editing_one_paragraph_re_renders_only_its_chunks(book_root):
     run_until_idle(book_root)
     assert EspeakEngine.texts[4:] == ["The second paragraph now says something else entirely."]
     assert status(book_root)["chunk_cache"]["chunks"] == 5
+
+
+def test_another_sampler_renders_the_chunks_again_and_the_same_one_reuses_them(
+    book_root, tiny_models
+):
+    text = book_root / "outbox" / "eve" / "note.txt"
+    text.write_text("The sampler decides how the codes are drawn.\n", encoding="utf-8")
+    run_until_idle(book_root)
+    assert len(EspeakEngine.texts) == 1
+    text.with_suffix(".wav").unlink()
+    run_until_idle(book_root)
+    assert len(EspeakEngine.texts) == 1  # the same settings: the chunk came from the cache
+    text.with_suffix(".wav").unlink()
+    configure(
+        book_root,
+        {
+            "tts": {"models_dir": str(tiny_models), "sampler": "tortoise"},
+            "whisper": {"model": str(WHISPER_BASE), "language": "en"},
+            "render": {"check": False},
+        },
+    )
+    run_until_idle(book_root)
+    assert len(EspeakEngine.texts) == 2 and text.with_suffix(".wav").exists()
 
 
 @pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "opus", "m4a", "m4b"])
