@@ -151,7 +151,12 @@ class Case:
 
     @property
     def mel_frames(self) -> int:
-        return self.codes * MEL_FRAMES_PER_CODE * DIFFUSION_RATE // CONDITIONING_RATE
+        return mel_frames(self.codes)
+
+
+def mel_frames(codes: int) -> int:
+    """The diffusion decoder's frames for `codes` AR codes (24 kHz mel of 22.05 kHz codes)."""
+    return codes * MEL_FRAMES_PER_CODE * DIFFUSION_RATE // CONDITIONING_RATE
 
 
 # -- the two numbers -------------------------------------------------------------------------
@@ -394,12 +399,15 @@ def _unstoppable_autoregressive(spec: ModelSpec) -> dict[str, torch.Tensor]:
 
 
 class StageClock:
-    """Marks the start and end of every call into the tortoise methods that do each stage,
-    for whichever side makes them. On a GPU the marks are CUDA events (no synchronisation
-    inside the render); on a CPU, perf_counter."""
+    """Marks the start and end of every call into the methods that do each stage (tortoise's,
+    and voicedrop's sampling loop), whichever side makes them. On a GPU the marks are CUDA
+    events (no synchronisation inside the render); on a CPU, perf_counter."""
 
     ENTRY_POINTS = (
         ("ar_sampling", "tortoise.models.autoregressive", "UnifiedVoice", "inference_speech"),
+        # voicedrop's own loop: its buffers and CUDA graph are made per render, in __init__
+        ("ar_sampling", "daemon.tts.sampler", "CodeSampler", "__init__"),
+        ("ar_sampling", "daemon.tts.sampler", "CodeSampler", "sample"),
         ("clvp", "tortoise.models.clvp", "CLVP", "forward"),
         ("ar_latents", "tortoise.models.autoregressive", "UnifiedVoice", "forward"),
         ("diffusion", "tortoise.models.diffusion_decoder", "DiffusionTts", "timestep_independent"),
@@ -799,6 +807,79 @@ def result_rows(records: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     return rows
 
 
+DIFFUSION_BATCHES = (1, 2, 4)  # chunks through the diffusion decoder at once
+PADDED_SHARE = 0.75  # the shorter chunk of a padded pair, as a share of the longer's codes
+
+
+def diffusion_batching(engine: Engine, latents: Latents, codes: int, steps: int) -> dict:
+    """Whether chunks of one text should go through the diffusion decoder together: seconds
+    per chunk for `steps` dpm++2m steps (guided, two model calls a step) at each batch size,
+    on chunks of equal length (the most batching can gain); and how far batching moves a
+    chunk's mel (relative L2 against the chunk alone, on the same noise), beside an equal
+    one and beside one 4/3 as long, its speech latents zero-padded to that length and its
+    mel cut back."""
+    from daemon.tts.diffusion import sample_mel
+
+    diffusion = engine._loaded(DIFFUSION_FILE)
+    device = engine.device
+    conditioning = latents.diffusion.to(device)
+    generator = torch.Generator().manual_seed(SEED)
+    width = engine.spec.autoregressive["model_dim"]
+    speech = torch.randn(1, codes, width, generator=generator).to(device)
+    frames = mel_frames(codes)
+    noise = torch.randn(1, 100, frames, generator=generator).to(device)
+
+    def mel(batch_speech: torch.Tensor, batch_noise: torch.Tensor) -> torch.Tensor:
+        aligned = diffusion.timestep_independent(
+            batch_speech, conditioning, batch_noise.shape[-1], False
+        )
+        return sample_mel(
+            "dpm++2m",
+            diffusion,
+            aligned,
+            batch_noise,
+            steps=steps,
+            cond_free=True,
+            cond_free_k=2.0,
+            on_step=lambda done: None,
+        )
+
+    seconds_per_chunk = {}
+    with torch.no_grad():
+        for batch in DIFFUSION_BATCHES:
+            run = lambda b=batch: mel(speech.repeat(b, 1, 1), noise.repeat(b, 1, 1))  # noqa: E731
+            seconds_per_chunk[batch] = _run_seconds(run, device) / batch
+        equal = mel(speech.repeat(2, 1, 1), noise.repeat(2, 1, 1))[1:] - mel(speech, noise)
+        short_codes = int(codes * PADDED_SHARE)
+        short_frames = mel_frames(short_codes)
+        alone = mel(speech[:, :short_codes], noise[..., :short_frames])
+        padded = torch.zeros_like(speech)
+        padded[:, :short_codes] = speech[:, :short_codes]
+        together = mel(torch.cat([speech, padded]), noise.repeat(2, 1, 1))[1:, :, :short_frames]
+    scale = torch.linalg.vector_norm(alone).item()
+    return {
+        "codes": codes,
+        "frames": frames,
+        "steps": steps,
+        "seconds_per_chunk": seconds_per_chunk,
+        "equal_relative_l2": torch.linalg.vector_norm(equal).item() / scale,
+        "padded_relative_l2": torch.linalg.vector_norm(together - alone).item() / scale,
+    }
+
+
+def _run_seconds(action: Callable[[], Any], device: torch.device) -> float:
+    """One warm-up, then the median of three timed runs (CUDA events on a GPU)."""
+    if device.type == "cuda":
+        return _median_seconds(action, warm=1, timed=3)
+    action()
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def measure_ceilings(device: torch.device) -> dict[str, float]:
     """The two ceilings as this GPU reaches them: a 2 GiB device-to-device copy (bytes read
     plus written) and an 8192^3 bf16 matrix product on random data; medians of 10."""
@@ -905,6 +986,11 @@ def main(argv: list[str] | None = None) -> None:
                 side.warm_up()
         setup = {"write_seconds": written, "setup_seconds": time.monotonic() - setup_started}
         print(f"setup: {json.dumps(setup)}; tortoise batch {tortoise.batch_size}", flush=True)
+        steps = DIFFUSION_STEPS["fast"]["dpm++2m"] if on_gpu else 2
+        batching = diffusion_batching(
+            engine_sides[0].engine, engine_sides[0].latents, min(codes), steps
+        )
+        print(f"diffusion of chunks together: {json.dumps(batching)}", flush=True)
 
         def save(records: list[dict[str, Any]], skipped: list[str]) -> None:
             report = {
@@ -923,6 +1009,7 @@ def main(argv: list[str] | None = None) -> None:
                     for case, items in work.items()
                 },
                 "setup": setup,
+                "diffusion_batching": batching,
                 "renders": records,
                 "skipped_for_budget": skipped,
             }

@@ -293,10 +293,16 @@ def report(results: list[dict[str, Any]], device: torch.device, batch_size: int)
     )
 
 
+def write_result(out: Path, result: dict[str, Any], started: float) -> None:
+    result["wall_seconds"] = time.monotonic() - started
+    out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="reduced dims on the CPU")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per side and round")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("out"))
     args = parser.parse_args(argv)
     if not args.cpu and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --cpu for the harness check")
@@ -313,14 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         torch_threads=torch.get_num_threads(),
         gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     )
-    results = []
-    for precision, checkpointing in COMBINATIONS:
-        results.append(
-            measure_combination(precision, checkpointing, spec, batch_size, lengths, device, steps)
-        )
-        print(report(results[-1:], device, batch_size).splitlines()[-1], flush=True)
-    kernels = optimizer_kernels(spec, device)
-    print("AdamW step, ms: " + ", ".join(f"{k} {v:.1f}" for k, v in kernels.items()))
+    out = args.out / ("train_gpu_cpu.json" if args.cpu else "train_gpu.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": "python -m bench.train_gpu_bench" + (" --cpu" if args.cpu else ""),
@@ -330,13 +330,19 @@ def main(argv: list[str] | None = None) -> int:
         "line_lengths": lengths,
         "steps_per_side_and_round": steps,
         "targets": {"ratio_production_over_bare": TARGET_RATIO, "dlas_3090_gb": DLAS_3090_GB},
-        "results": results,
-        "adamw_step_ms": kernels,
-        "wall_seconds": time.monotonic() - started,
+        "results": [],
     }
-    out = Path(__file__).with_name("out") / ("train_gpu_cpu.json" if args.cpu else "train_gpu.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    results = result["results"]
+    for precision, checkpointing in COMBINATIONS:
+        results.append(
+            measure_combination(precision, checkpointing, spec, batch_size, lengths, device, steps)
+        )
+        print(report(results[-1:], device, batch_size).splitlines()[-1], flush=True)
+        write_result(out, result, started)  # a run cut short keeps its finished combinations
+    kernels = optimizer_kernels(spec, device)
+    print("AdamW step, ms: " + ", ".join(f"{k} {v:.1f}" for k, v in kernels.items()))
+    result["adamw_step_ms"] = kernels
+    write_result(out, result, started)
     print(report(results, device, batch_size))
     print(f"wrote {out} ({result['wall_seconds']:.0f} s)")
     return 0

@@ -304,6 +304,21 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="session")
+def espeak_voice_template(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Path:
+    """A root whose voice `eve` of espeak-ng clips is imported (analysed, transcribed by
+    Whisper, its speaker heard): made once per session, since that import is most of a
+    rendering test's setup; tests take a copy (tests/quality/speech.py, espeak_voice_root)."""
+    from tests.quality.speech import configure_espeak_root, drop_espeak_voice
+
+    path = tmp_path_factory.mktemp("espeak-voice") / "root"
+    assert cli_main(["init", str(path)]) == 0
+    configure_espeak_root(path, tiny_models)
+    drop_espeak_voice(path / "inbox" / "eve")
+    run_until_idle(path)
+    return path
+
+
 class HubStandIn:
     """A stand-in for the Hugging Face Hub on 127.0.0.1 (the real one cannot be reached from
     tests): `resolve` URLs answer HEAD like the hub (X-Repo-Commit, the LFS sha256 as

@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE, from the repository root, in one call: installs the wheels
 # bench/gpu/prepare.sh put in .whl/ (carried with the call) into /tmp/site, then runs
-# bench/gpu_bench.py under a time limit. Everything it writes goes to $OUT (bench/out/ when
-# OUT is unset): gpu_bench.json, gpu_bench.log, environment.txt.
+# bench/gpu_bench.py (renders) and bench/train_gpu_bench.py (fine-tuning), each under a time
+# limit. Everything it writes goes to $OUT (bench/out/ when OUT is unset): environment.txt,
+# gpu_bench.json, gpu_bench.log, train_gpu.json, train_gpu.log.
 #
 #   bash bench/gpu/run.sh [gpu_bench.py arguments...]
 #   (through the device tool: command "bash bench/gpu/run.sh", carry [".whl"], timeout_s 600)
 #
-# LIMIT_S (default 520) kills the bench; BUDGET_S (default 420) makes it skip the cases it
-# predicts would end later, so a cut-short run still leaves whole cases in the JSON.
+# LIMIT_S (default 340) kills the render bench; BUDGET_S (default 280) makes it skip the cases
+# it predicts would end later, so a cut-short run still leaves whole cases in the JSON.
+# TRAIN_LIMIT_S (default 200) kills the training bench, which writes its JSON after each
+# combination; TRAIN_LIMIT_S=0 skips it; TRAIN_ARGS are its arguments (e.g. "--cpu --steps 2"
+# to check the script on a machine without CUDA). Both fit the device tool's 600 s a call.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-bench/out}
-LIMIT_S=${LIMIT_S:-520}
-BUDGET_S=${BUDGET_S:-420}
+LIMIT_S=${LIMIT_S:-340}
+BUDGET_S=${BUDGET_S:-280}
+TRAIN_LIMIT_S=${TRAIN_LIMIT_S:-200}
+read -r -a TRAIN_ARGS <<< "${TRAIN_ARGS:-}"
 SITE=${SITE:-/tmp/site}
 mkdir -p "$OUT"
 shopt -s nullglob
@@ -46,5 +52,12 @@ for name in ("tortoise-tts", "transformers", "tokenizers", "huggingface-hub", "a
         print(name, "absent")
 PY
 } 2>&1 | tee "$OUT/environment.txt"
+status=0
 timeout --signal=TERM --kill-after=20 "$LIMIT_S" \
-  python3 -m bench.gpu_bench --out "$OUT" --budget-s "$BUDGET_S" "$@" 2>&1 | tee "$OUT/gpu_bench.log"
+  python3 -m bench.gpu_bench --out "$OUT" --budget-s "$BUDGET_S" "$@" 2>&1 \
+  | tee "$OUT/gpu_bench.log" || status=$?
+if [ "$TRAIN_LIMIT_S" -gt 0 ]; then  # runs even when the render bench failed: its own figures
+  timeout --signal=TERM --kill-after=20 "$TRAIN_LIMIT_S" \
+    python3 -m bench.train_gpu_bench --out "$OUT" "${TRAIN_ARGS[@]}" 2>&1 | tee "$OUT/train_gpu.log" || status=$?
+fi
+exit "$status"

@@ -8,6 +8,7 @@ for checks that ask whether audio says its text.
 from __future__ import annotations
 
 import io
+import shutil
 import subprocess
 from pathlib import Path
 from typing import ClassVar
@@ -85,13 +86,15 @@ def configure_espeak_root(root: Path, tiny_models: Path, **render: object) -> No
     )
 
 
-def espeak_voice_root(root: Path, tiny_models: Path, monkeypatch, **render: object) -> Path:
-    """Voice `eve` of espeak-ng clips, imported; renders go to EspeakEngine from now on."""
-    from tests.conftest import run_until_idle
-
+def espeak_voice_root(
+    root: Path, template: Path, tiny_models: Path, monkeypatch, **render: object
+) -> Path:
+    """`root` made a copy of the session's root with voice `eve` of espeak-ng clips imported
+    (tests/conftest.py, espeak_voice_template), with `render` settings; renders go to
+    EspeakEngine from now on."""
+    shutil.rmtree(root)
+    shutil.copytree(template, root)
     configure_espeak_root(root, tiny_models, **render)
-    drop_espeak_voice(root / "inbox" / "eve")
-    run_until_idle(root)
     (root / "outbox" / "eve").mkdir()
     monkeypatch.setattr("daemon.tts.engine.Engine", EspeakEngine)
     EspeakEngine.reset()

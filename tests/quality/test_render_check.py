@@ -33,9 +33,9 @@ LIMITS = CheckLimits(max_cer=0.3, min_similarity=0.6, retries=2)
 
 
 @pytest.fixture
-def espeak_root(root: Path, tiny_models: Path, monkeypatch) -> Path:
+def espeak_root(root: Path, espeak_voice_template: Path, tiny_models: Path, monkeypatch) -> Path:
     """Voice `eve` made of espeak-ng clips, the tiny set for latents, the check on."""
-    return espeak_voice_root(root, tiny_models, monkeypatch, check=True)
+    return espeak_voice_root(root, espeak_voice_template, tiny_models, monkeypatch, check=True)
 
 
 def render(root: Path, script: dict[int, str]) -> tuple[dict, Path]:

@@ -43,10 +43,10 @@ def configure_book(root: Path, tiny_models: Path, **render: object) -> None:
 
 
 @pytest.fixture
-def book_root(root: Path, tiny_models: Path, monkeypatch) -> Path:
+def book_root(root: Path, espeak_voice_template: Path, tiny_models: Path, monkeypatch) -> Path:
     """Voice `eve` of espeak-ng clips; the stand-in engine; the check off (it has tests of
     its own) so each chunk is rendered once."""
-    return espeak_voice_root(root, tiny_models, monkeypatch, check=False)
+    return espeak_voice_root(root, espeak_voice_template, tiny_models, monkeypatch, check=False)
 
 
 def png_cover() -> bytes:
