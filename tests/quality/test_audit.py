@@ -5,6 +5,7 @@ and `status`, and left out of the lists with dataset.drop_suspect."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,8 +39,7 @@ def whisper() -> Whisper:
     return Whisper()
 
 
-@pytest.fixture
-def stage(root: Path, whisper: Whisper) -> TranscribeStage:
+def transcribe_stage(root: Path, whisper: Whisper) -> TranscribeStage:
     configure(root, {"whisper": {"model": str(WHISPER_BASE), "language": "en"}})
     stage = TranscribeStage(StageContext(Root.at(root), load_settings(root / "config.yaml")))
     stage.whisper = whisper
@@ -47,8 +47,19 @@ def stage(root: Path, whisper: Whisper) -> TranscribeStage:
 
 
 @pytest.fixture
-def voice(stage: TranscribeStage, tmp_path: Path) -> VoicePaths:
-    """A voice of three espeak clips, transcribed (and audited) by the stage."""
+def stage(root: Path, whisper: Whisper) -> TranscribeStage:
+    return transcribe_stage(root, whisper)
+
+
+@pytest.fixture(scope="module")
+def transcribed(tmp_path_factory: pytest.TempPathFactory, whisper: Whisper) -> Path:
+    """A root whose voice `anna` of three espeak clips the stage has transcribed (and
+    audited): made once per module, copied by `voice`."""
+    from daemon.cli import main as cli_main
+
+    root = tmp_path_factory.mktemp("transcribed") / "root"
+    assert cli_main(["init", str(root)]) == 0
+    stage = transcribe_stage(root, whisper)
     voice = stage.root.voice("anna")
     ledger = Ledger(stage.root.ledger_file)
     try:
@@ -58,6 +69,16 @@ def voice(stage: TranscribeStage, tmp_path: Path) -> VoicePaths:
             stage.run(ledger.claim({JobKind.TRANSCRIBE: 0}), ledger)
     finally:
         ledger.close()
+    return root
+
+
+@pytest.fixture
+def voice(stage: TranscribeStage, transcribed: Path) -> VoicePaths:
+    """A voice of three espeak clips, transcribed (and audited) by the stage: the module's
+    copy, with the ledger that transcribed it."""
+    voice = stage.root.voice("anna")
+    shutil.copytree(transcribed / "voices" / "anna", voice.home)
+    shutil.copyfile(Root.at(transcribed).ledger_file, stage.root.ledger_file)
     return voice
 
 
